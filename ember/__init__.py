@@ -1,0 +1,1 @@
+"""Command-line shim wiring the Ember packages together (``ember`` console script)."""

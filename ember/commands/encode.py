@@ -1,0 +1,144 @@
+"""``ember encode``: texts in (lines or JSONL), vectors out (.npy or JSONL)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import IO
+
+import click
+
+from ember.cli import UserError
+
+
+def read_texts(stream: IO[str], fmt: str, field: str) -> tuple[list[str], list[object]]:
+    """Return texts and ids (line numbers unless JSONL records carry ``id``).
+
+    Every bad record is a UserError naming its line; nothing is encoded until all input is read.
+    """
+    texts: list[str] = []
+    ids: list[object] = []
+    for lineno, raw in enumerate(stream, start=1):
+        line = raw.rstrip("\n")
+        if fmt == "text":
+            if not line.strip():
+                continue
+            texts.append(line)
+            ids.append(lineno)
+            continue
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"line {lineno}: invalid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise UserError(f"line {lineno}: expected a JSON object")
+        text = record.get(field)
+        if not isinstance(text, str) or not text.strip():
+            raise UserError(f"line {lineno}: field {field!r} is missing or not a non-empty string")
+        texts.append(text)
+        ids.append(record.get("id", lineno))
+    if not texts:
+        raise UserError("no input texts")
+    return texts, ids
+
+
+@click.command("encode")
+@click.option(
+    "-i", "--input", "input_path", default="-", show_default=True, help="Input file, '-' for stdin."
+)
+@click.option(
+    "-o",
+    "--output",
+    "output_path",
+    default="-",
+    show_default=True,
+    help="Output: a .npy path (float32 matrix) or a JSONL path / '-' for stdout.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "jsonl"]),
+    default="text",
+    show_default=True,
+    help="Input format: one text per line, or JSONL records.",
+)
+@click.option("--field", default="text", show_default=True, help="JSONL field holding the text.")
+@click.option(
+    "--encoder",
+    "encoder_spec",
+    envvar="EMBER_ENCODER",
+    default="smollm2",
+    show_default=True,
+    help="Encoder preset, encoder folder or local HF model folder.",
+)
+@click.option(
+    "--instruction",
+    default=None,
+    help="Encode as queries with this instruction (documents: leave unset).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="Show a progress bar on stderr.",
+)
+def encode_command(
+    input_path: str,
+    output_path: str,
+    fmt: str,
+    field: str,
+    encoder_spec: str,
+    instruction: str | None,
+    progress: bool,
+) -> None:
+    """Encode texts into L2-normalised float32 vectors.
+
+    \b
+    Examples:
+      echo "a query" | ember encode --instruction "Retrieve relevant passages"
+      ember encode -i docs.jsonl --format jsonl -o vectors.npy
+    """
+    import numpy as np
+
+    from encoders import load_encoder
+
+    if input_path == "-":
+        texts, ids = read_texts(sys.stdin, fmt, field)
+    else:
+        path = Path(input_path)
+        if not path.is_file():
+            raise UserError(f"--input: no such file: {input_path}")
+        with path.open(encoding="utf-8") as stream:
+            texts, ids = read_texts(stream, fmt, field)
+
+    encoder = load_encoder(encoder_spec)
+    if instruction:
+        vectors = encoder.encode_queries(texts, instruction, show_progress=progress)
+    else:
+        vectors = encoder.encode_documents(texts, show_progress=progress)
+
+    if output_path.endswith(".npy"):
+        out = Path(output_path)
+        tmp = out.with_name(out.name + ".tmp.npy")
+        np.save(tmp, vectors)
+        tmp.replace(out)  # no half-written output on failure
+        click.echo(f"wrote {vectors.shape[0]}x{vectors.shape[1]} float32 to {out}", err=True)
+        return
+    lines = (
+        json.dumps({"id": i, "embedding": [round(float(x), 7) for x in v]})
+        for i, v in zip(ids, vectors, strict=True)
+    )
+    if output_path == "-":
+        for line in lines:
+            click.echo(line)
+    else:
+        out = Path(output_path)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in lines))
+        tmp.replace(out)
+
+
+COMMANDS = [encode_command]

@@ -1,0 +1,113 @@
+"""Typed encoder configuration, saved as ``encoder_config.json`` beside weights and adapters."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CONFIG_FILE = "encoder_config.json"
+
+Attention = Literal["causal", "bidirectional"]
+Pooling = Literal["mean", "weighted_mean", "last_token", "first_token"]
+PaddingSide = Literal["left", "right"]
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+class AdapterSpec(BaseModel):
+    """One LoRA adapter in the ordered stack. ``merged`` folds it into the base weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    merged: bool = True
+
+
+class EncoderConfig(BaseModel):
+    """Everything needed to reproduce an encoder's vectors.
+
+    ``base_model`` is a local HF folder, or ``builtin:smollm2-135m-instruct`` /
+    ``builtin:all-minilm-l6-v2`` for the models shipped by PyPI packages.
+    Relative paths (base model, adapters) resolve against the folder the config was loaded from.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "ember-encoder"
+    base_model: str = "builtin:smollm2-135m-instruct"
+    attention: Attention = "bidirectional"
+    pooling: Pooling = "mean"
+    max_length: int = Field(default=512, ge=2)
+    query_max_length: int = Field(default=256, ge=2)
+    # LLM2Vec joins instruction and text with one space: f"{instruction.strip()} {text}".
+    instruction_template: str = "{instruction} "
+    normalize: bool = True
+    padding_side: PaddingSide = "right"
+    dtype: DType = "float32"
+    attn_implementation: str | None = None
+    adapters: list[AdapterSpec] = Field(default_factory=list)
+    token_budget: int = Field(default=16384, ge=1, description="max padded tokens per forward")
+    max_batch_size: int = Field(default=64, ge=1)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        out = path / CONFIG_FILE
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(self.model_dump_json(indent=2) + "\n")
+        tmp.replace(out)
+        return out
+
+    @classmethod
+    def load(cls, folder: str | Path) -> EncoderConfig:
+        path = Path(folder)
+        file = path / CONFIG_FILE if path.is_dir() else path
+        cfg = cls.model_validate_json(file.read_text())
+        return cfg.resolved(file.parent)
+
+    def resolved(self, root: Path) -> EncoderConfig:
+        """Return a copy with relative local paths made absolute against ``root``."""
+
+        def fix(p: str) -> str:
+            if p.startswith("builtin:") or Path(p).is_absolute():
+                return p
+            return str((root / p).resolve())
+
+        return self.model_copy(
+            update={
+                "base_model": fix(self.base_model),
+                "adapters": [a.model_copy(update={"path": fix(a.path)}) for a in self.adapters],
+            }
+        )
+
+    def format_prefix(self, instruction: str | None) -> str:
+        if not instruction or not instruction.strip():
+            return ""
+        return self.instruction_template.format(instruction=instruction.strip())
+
+    def fingerprint(self) -> str:
+        """Short stable hash of what determines document vectors (not query-only settings)."""
+        doc_fields = self.model_dump(
+            include={"base_model", "attention", "pooling", "max_length", "normalize", "adapters"}
+        )
+        doc_fields["weights"] = [_weights_signature(self.base_model)] + [
+            _weights_signature(a.path) for a in self.adapters
+        ]
+        blob = json.dumps(doc_fields, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _weights_signature(path: str) -> str:
+    """Names and sizes of the weight files in a folder, so retrained weights change the hash."""
+    p = Path(path)
+    if not p.is_dir():
+        return path
+    files = sorted(
+        f"{f.name}:{f.stat().st_size}"
+        for f in p.iterdir()
+        if f.suffix in {".safetensors", ".bin", ".gguf", ".pt"}
+    )
+    return ";".join(files)

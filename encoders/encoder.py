@@ -1,0 +1,204 @@
+"""The Encoder: text -> L2-normalised float32 vectors.
+
+Tokenise once (with character offsets), sort by length, cut batches by a padded-token budget,
+run the model, pool, restore the input order. Position ids are computed from the attention mask,
+so a text's vector does not depend on its batch, its neighbours or the padding side.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from encoders.adapters import apply_adapters
+from encoders.attention import padding_mask_4d, set_bidirectional
+from encoders.config import EncoderConfig
+from encoders.loading import is_decoder, load_base_model, load_tokenizer, resolve_model_path
+from encoders.pooling import pool
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """One tokenised input: ``ids`` and the index of the first text (non-instruction) token."""
+
+    ids: list[int]
+    text_start: int
+
+
+class Encoder:
+    def __init__(self, config: EncoderConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase):
+        self.config = config
+        self.model = model
+        self.tokenizer = tokenizer
+        self.decoder = is_decoder(getattr(model, "config", None))
+        if self.decoder:
+            set_bidirectional(model, config.attention == "bidirectional")
+        self._lock = threading.Lock()
+        self._dim: int | None = None
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: EncoderConfig) -> Encoder:
+        path = resolve_model_path(config.base_model)
+        model = load_base_model(path, config.dtype, config.attn_implementation)
+        model = apply_adapters(model, config.adapters)
+        return cls(config, model, load_tokenizer(path))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Encoder:
+        return cls.from_config(EncoderConfig.load(folder))
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``encoder_config.json``; weights stay where the config points."""
+        return self.config.save(folder)
+
+    # ---- properties ---------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            hidden = getattr(self.model.config, "hidden_size", None)
+            self._dim = int(hidden) if hidden else int(self.encode(["dimension probe"]).shape[1])
+        return self._dim
+
+    @property
+    def fingerprint(self) -> str:
+        return self.config.fingerprint()
+
+    # ---- public API ---------------------------------------------------------------------
+    def encode_queries(
+        self, texts: Sequence[str], instruction: str | None = None, **kwargs: object
+    ) -> np.ndarray:
+        """Queries get the task instruction prepended; it is left out of mean pooling."""
+        return self.encode(
+            texts, instruction=instruction, max_length=self.config.query_max_length, **kwargs
+        )  # type: ignore[arg-type]
+
+    def encode_documents(self, texts: Sequence[str], **kwargs: object) -> np.ndarray:
+        """Documents are encoded instruction-free."""
+        return self.encode(texts, instruction=None, **kwargs)  # type: ignore[arg-type]
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        max_length: int | None = None,
+        show_progress: bool = False,
+        normalize: bool | None = None,
+    ) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of strings, not a single string")
+        items = self.tokenize(texts, instruction, max_length or self.config.max_length)
+        out = np.zeros((len(items), self._hidden_size_hint()), dtype=np.float32)
+        with (
+            tqdm(total=len(items), desc="encode", unit="text", disable=not show_progress) as bar,
+            self._lock,
+            torch.inference_mode(),
+        ):
+            for order in self.batches(items):
+                vecs = self.embed_batch([items[i] for i in order])
+                if vecs.shape[1] != out.shape[1]:
+                    out = np.zeros((len(items), vecs.shape[1]), dtype=np.float32)
+                out[order] = vecs.float().cpu().numpy()
+                bar.update(len(order))
+        if self.config.normalize if normalize is None else normalize:
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            out = out / np.maximum(norms, 1e-12)
+        return out
+
+    # ---- internals ----------------------------------------------------------------------
+    def _hidden_size_hint(self) -> int:
+        return int(getattr(self.model.config, "hidden_size", 1))
+
+    def tokenize(
+        self, texts: Sequence[str], instruction: str | None, max_length: int
+    ) -> list[Tokenized]:
+        """Tokenise ``prefix + text`` once; the text starts at the first token whose character
+        span ends past the prefix (offsets, not separator strings)."""
+        prefix = self.config.format_prefix(instruction)
+        enc = self.tokenizer(
+            [prefix + t for t in texts],
+            add_special_tokens=True,
+            truncation=True,
+            max_length=max_length,
+            return_offsets_mapping=bool(prefix),
+            return_attention_mask=False,
+        )
+        items = []
+        for row, ids in enumerate(enc["input_ids"]):
+            start = 0
+            if prefix:
+                offsets = enc["offset_mapping"][row]
+                start = next(
+                    (i for i, (a, b) in enumerate(offsets) if b > len(prefix) and (a, b) != (0, 0)),
+                    len(ids),  # text truncated away: nothing to pool
+                )
+            items.append(Tokenized(ids=list(ids), text_start=start))
+        return items
+
+    def batches(self, items: Sequence[Tokenized]) -> Iterator[list[int]]:
+        """Indices of ``items`` in length-sorted batches whose padded size fits the token budget."""
+        order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
+        batch: list[int] = []
+        for i in order:
+            longest = len(items[batch[0]].ids) if batch else len(items[i].ids)
+            if batch and (
+                (len(batch) + 1) * longest > self.config.token_budget
+                or len(batch) >= self.config.max_batch_size
+            ):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    def collate(self, items: Sequence[Tokenized]) -> dict[str, torch.Tensor]:
+        """Pad a batch; returns input_ids, attention_mask, position_ids and pool_mask."""
+        device = next(self.model.parameters()).device
+        length = max(len(it.ids) for it in items)
+        pad_id = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(items), length), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), length), dtype=torch.long)
+        starts = torch.tensor([it.text_start for it in items])
+        for row, it in enumerate(items):
+            n = len(it.ids)
+            sl = slice(length - n, length) if self.config.padding_side == "left" else slice(0, n)
+            ids[row, sl] = torch.tensor(it.ids)
+            mask[row, sl] = 1
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        pool_mask = mask * (positions >= starts[:, None])
+        batch = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "position_ids": positions,
+            "pool_mask": pool_mask,
+        }
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def hidden_states(self, batch: dict[str, torch.Tensor], all_layers: bool = False) -> object:
+        """Run the model with the configured attention; returns the HF model output."""
+        mask = batch["attention_mask"]
+        model_mask: torch.Tensor = mask
+        if self.decoder and self.config.attention == "bidirectional":
+            model_mask = padding_mask_4d(mask, next(self.model.parameters()).dtype)
+        return self.model(
+            input_ids=batch["input_ids"],
+            attention_mask=model_mask,
+            position_ids=batch["position_ids"],
+            output_hidden_states=all_layers,
+            use_cache=False,
+        )
+
+    def embed_batch(self, items: Sequence[Tokenized]) -> torch.Tensor:
+        batch = self.collate(items)
+        out = self.hidden_states(batch)
+        hidden = out.last_hidden_state  # type: ignore[attr-defined]
+        return pool(hidden, batch["attention_mask"], batch["pool_mask"], self.config.pooling)

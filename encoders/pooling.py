@@ -1,0 +1,38 @@
+"""Pooling over token states. Padding is always masked; instruction tokens are excluded by
+``pool_mask`` (built from token offsets in :mod:`encoders.encoder`)."""
+
+from __future__ import annotations
+
+import torch
+
+POOLING_MODES = ("mean", "weighted_mean", "last_token", "first_token")
+
+
+def pool(
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    pool_mask: torch.Tensor,
+    mode: str,
+) -> torch.Tensor:
+    """Pool ``hidden`` [B, L, H].
+
+    ``attention_mask`` marks real tokens; ``pool_mask`` marks the real tokens that belong to the
+    text (not the instruction). ``mean`` and ``weighted_mean`` use ``pool_mask``; ``last_token``
+    and ``first_token`` pick the last / first real token of the whole sequence.
+    """
+    positions = torch.arange(hidden.shape[1], device=hidden.device)
+    if mode == "mean":
+        weights = pool_mask.to(hidden.dtype)
+    elif mode == "weighted_mean":
+        # Position-weighted mean (SGPT): the k-th text token gets weight k.
+        weights = (torch.cumsum(pool_mask, dim=1) * pool_mask).to(hidden.dtype)
+    elif mode == "last_token":
+        idx = (attention_mask * positions).argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+    elif mode == "first_token":
+        idx = attention_mask.to(torch.int64).argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+    else:
+        raise ValueError(f"unknown pooling mode {mode!r}; choose from {POOLING_MODES}")
+    total = weights.sum(dim=1, keepdim=True).clamp(min=1e-9)
+    return torch.einsum("blh,bl->bh", hidden, weights / total)

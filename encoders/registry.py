@@ -1,0 +1,53 @@
+"""Resolve an encoder spec (what users type) into an Encoder.
+
+A spec is one of:
+- ``smollm2`` / ``smollm2-bi`` / ``minilm``: the bundled models (see :data:`PRESETS`);
+- a folder with ``encoder_config.json`` (a saved or trained encoder);
+- a plain local HF model folder (default config on top of it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from encoders.config import CONFIG_FILE, EncoderConfig
+from encoders.encoder import Encoder
+from encoders.loading import MINILM, SMOLLM2, ModelNotFoundError
+
+PRESETS: dict[str, EncoderConfig] = {
+    # Untrained decoder: causal attention with position-weighted mean pooling (SGPT / LLM2Vec
+    # baselines) until an adapter-trained bidirectional encoder is available.
+    "smollm2": EncoderConfig(
+        name="smollm2", base_model=SMOLLM2, attention="causal", pooling="weighted_mean"
+    ),
+    "smollm2-bi": EncoderConfig(
+        name="smollm2-bi", base_model=SMOLLM2, attention="bidirectional", pooling="mean"
+    ),
+    "minilm": EncoderConfig(
+        name="minilm",
+        base_model=MINILM,
+        attention="bidirectional",
+        pooling="mean",
+        max_length=256,
+        query_max_length=256,
+    ),
+}
+DEFAULT_ENCODER = "smollm2"
+
+
+def resolve_config(spec: str) -> EncoderConfig:
+    if spec in PRESETS:
+        return PRESETS[spec]
+    path = Path(spec).expanduser()
+    if (path / CONFIG_FILE).is_file():
+        return EncoderConfig.load(path)
+    if (path / "config.json").is_file():
+        return EncoderConfig(name=path.name, base_model=str(path.resolve()))
+    raise ModelNotFoundError(
+        f"encoder {spec!r} is not a preset ({', '.join(PRESETS)}), an encoder folder "
+        f"({CONFIG_FILE}) or a local HF model folder"
+    )
+
+
+def load_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
+    return Encoder.from_config(resolve_config(spec))
