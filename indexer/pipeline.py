@@ -1,0 +1,297 @@
+"""The index pipeline: read a corpus, chunk it by tokens, encode, upsert, swap the alias.
+
+A build never touches what is being served: it writes a fresh versioned collection
+``<name>__<encoder fingerprint>__v<N>``, checks that the collection holds exactly the expected
+number of points, and only then moves the alias ``<name>`` onto it (atomically). A build that
+fails or is interrupted leaves the alias and its collection untouched.
+
+The same three steps (:func:`begin_build`, :func:`index_chunks`, :func:`finish_build`) are used by
+the CLI (through :func:`index_corpus`) and by the workers (one chunk task per batch, the alias
+switch in the chord callback). :func:`index_chunks` is idempotent: point ids are
+``uuid5(NAMESPACE, "<doc id>:<chunk index>")``, so a redelivered batch overwrites the same points.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from indexer.readers import Document, read_corpus
+from indexer.store import DEFAULT_VECTOR, Point, Store, check_name
+
+if TYPE_CHECKING:
+    from encoders import Encoder
+
+__all__ = [
+    "NAMESPACE",
+    "Chunk",
+    "Document",
+    "IndexReport",
+    "begin_build",
+    "chunk_documents",
+    "finish_build",
+    "index_chunks",
+    "index_corpus",
+    "read_corpus",
+]
+
+log = logging.getLogger(__name__)
+
+# Fixed namespace for chunk point ids: uuid5(NAMESPACE, f"{doc_id}:{index}").
+NAMESPACE = uuid.UUID("6f1d4c1e-2b7a-5e0c-9a53-3c0d8e7f4b21")
+RESERVED_PAYLOAD_KEYS = ("doc_id", "chunk_index", "text", "title", "source")
+_VERSION_RE = re.compile(r"^(?P<name>.+?)__(?P<fp>[0-9a-zA-Z]+)__v(?P<n>\d+)$")
+
+
+class BuildError(RuntimeError):
+    """A build could not be finished (count mismatch, stale version); the alias is untouched."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    doc_id: str
+    index: int
+    text: str
+    point_id: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    collection: str
+    documents: int
+    chunks: int
+    skipped: int
+    seconds: float
+    alias: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+def point_id(doc_id: str, index: int) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{doc_id}:{index}"))
+
+
+# ---- chunking ---------------------------------------------------------------------------------
+def _windows(n_tokens: int, size: int, overlap: int) -> Iterator[tuple[int, int]]:
+    if n_tokens <= size:
+        yield 0, n_tokens
+        return
+    step = size - overlap
+    start = 0
+    while True:
+        end = min(start + size, n_tokens)
+        yield start, end
+        if end == n_tokens:
+            return
+        start += step
+
+
+def chunk_documents(
+    docs: Iterable[Document], tokenizer: Any, chunk_tokens: int = 256, overlap: int = 32
+) -> Iterator[Chunk]:
+    """Split each document's text into windows of ``chunk_tokens`` tokens that overlap by
+    ``overlap`` tokens. Chunk text is sliced from the original text with the tokenizer's
+    character offsets, so it is exact (no decode round trip). A document that fits in one window
+    gives one chunk; a whitespace-only one gives none (readers reject those).
+    """
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    if not 0 <= overlap < chunk_tokens:
+        raise ValueError(f"overlap must be >= 0 and < chunk_tokens ({chunk_tokens}), got {overlap}")
+    for doc in docs:
+        text = doc.text
+        enc = tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, truncation=False
+        )
+        offsets = [(a, b) for a, b in enc["offset_mapping"] if b > a]
+        base = {"title": doc.title, "source": doc.source, **doc.metadata}
+        if not offsets:
+            continue
+        for index, (start, end) in enumerate(_windows(len(offsets), chunk_tokens, overlap)):
+            a, b = offsets[start][0], offsets[end - 1][1]
+            if len(offsets) <= chunk_tokens:  # one window: keep the whole text, spaces included
+                a, b = 0, len(text)
+            piece = text[a:b]
+            payload = {**base, "doc_id": doc.id, "chunk_index": index, "text": piece}
+            yield Chunk(doc.id, index, piece, point_id(doc.id, index), payload)
+
+
+def embed_text(chunk: Chunk) -> str:
+    """What is encoded for a chunk: its title (context for every chunk) then its text."""
+    title = str(chunk.payload.get("title") or "")
+    return f"{title}\n{chunk.text}" if title else chunk.text
+
+
+# ---- builds -----------------------------------------------------------------------------------
+def vector_spec(encoder: Encoder) -> dict[str, int]:
+    """Named vectors the encoder produces (one ``dense`` vector for a plain encoder)."""
+    spec = getattr(encoder, "vector_dims", None)
+    if isinstance(spec, dict) and spec:
+        return {str(k): int(v) for k, v in spec.items()}
+    return {DEFAULT_VECTOR: int(encoder.dim)}
+
+
+def encode_chunks(encoder: Encoder, texts: Sequence[str]) -> dict[str, Any]:
+    """Vectors per name for ``texts`` (encoders with several outputs expose
+    ``encode_documents_named``; a plain encoder gives ``{"dense": ...}``)."""
+    named = getattr(encoder, "encode_documents_named", None)
+    if callable(named):
+        return dict(named(list(texts)))
+    return {DEFAULT_VECTOR: encoder.encode_documents(list(texts))}
+
+
+def parse_version(collection: str) -> tuple[str, str, int] | None:
+    """``(name, fingerprint, N)`` of a versioned collection name, or None."""
+    m = _VERSION_RE.match(collection)
+    return (m["name"], m["fp"], int(m["n"])) if m else None
+
+
+def versions(store: Store, name: str) -> list[tuple[int, str]]:
+    """``(N, collection)`` for every versioned collection of ``name``, oldest first."""
+    out = []
+    for info in store.list_collections():
+        parsed = parse_version(info.name)
+        if parsed and parsed[0] == name:
+            out.append((parsed[2], info.name))
+    return sorted(out)
+
+
+def begin_build(store: Store, name: str, encoder: Encoder) -> str:
+    """Create the next version ``<name>__<fingerprint>__v<N>`` (empty) and return its name."""
+    check_name(name)
+    if "__" in name:
+        raise ValueError(f"invalid collection name {name!r}: '__' is reserved for versions")
+    existing = versions(store, name)
+    n = existing[-1][0] + 1 if existing else 1
+    while True:
+        collection = f"{name}__{encoder.fingerprint}__v{n}"
+        try:
+            store.create_collection(collection, vector_spec(encoder))
+            return collection
+        except ValueError as exc:  # lost a race with a concurrent begin_build: next number
+            if "already exists" not in str(exc):
+                raise
+            n += 1
+
+
+def index_chunks(store: Store, collection: str, encoder: Encoder, chunks: Sequence[Chunk]) -> int:
+    """Encode ``chunks`` (documents: no instruction) and upsert them; returns how many.
+    Idempotent: the same chunks give the same point ids and vectors."""
+    if not chunks:
+        return 0
+    vectors = encode_chunks(encoder, [embed_text(c) for c in chunks])
+    points = [
+        Point(id=c.point_id, vectors={n: v[i] for n, v in vectors.items()}, payload=c.payload)
+        for i, c in enumerate(chunks)
+    ]
+    store.upsert(collection, points)
+    return len(points)
+
+
+def finish_build(store: Store, name: str, collection: str, expected_points: int) -> None:
+    """Check the build holds ``expected_points`` points, then point alias ``name`` at it.
+
+    Raises :class:`BuildError` (alias untouched) when the count differs or when the alias
+    already serves a newer version of ``name`` (a slower, older build must not win).
+    """
+    store.optimize(collection)
+    count = store.count(collection)
+    if count != expected_points:
+        raise BuildError(
+            f"build {collection} holds {count} points, expected {expected_points}; "
+            f"alias {name!r} not switched"
+        )
+    current = store.get_alias(name)
+    new = parse_version(collection)
+    old = parse_version(current) if current else None
+    if new and old and old[0] == new[0] and old[2] > new[2]:
+        raise BuildError(
+            f"alias {name!r} already serves newer build {current}; {collection} not switched in"
+        )
+    store.switch_alias(name, collection)
+
+
+def prune_versions(store: Store, name: str, keep: int = 1) -> list[str]:
+    """Delete versions of ``name`` older than the served one, keeping ``keep`` of them for
+    rollback. Newer unserved versions (builds in progress elsewhere) are left alone."""
+    served = store.get_alias(name)
+    parsed = parse_version(served) if served else None
+    if parsed is None:
+        return []
+    older = [c for n, c in versions(store, name) if n < parsed[2]]
+    doomed = older[: max(0, len(older) - keep)]
+    for collection in doomed:
+        store.delete_collection(collection)
+    return doomed
+
+
+def index_corpus(
+    path: str | Path,
+    name: str,
+    encoder: Encoder,
+    store: Store,
+    *,
+    fmt: str = "auto",
+    chunk_tokens: int = 256,
+    overlap: int = 32,
+    batch_size: int = 64,
+    on_error: str = "fail",
+    progress: bool = True,
+    keep_versions: int = 1,
+) -> IndexReport:
+    """Index a corpus into a new version of ``name`` and serve it under alias ``name``.
+
+    The whole corpus is read and chunked first, so a bad record (``on_error="fail"``) stops the
+    run before a collection exists. A failure while encoding or writing deletes the partial
+    build; the serving alias and its points are never touched until the final checked switch.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_name(name)
+    started = time.perf_counter()
+    reader = read_corpus(path, fmt=fmt, on_error=on_error)
+    docs = list(
+        tqdm(reader, desc="read", unit="doc", disable=not progress, file=sys.stderr, leave=False)
+    )
+    if not docs:
+        raise ValueError(f"{path}: no documents to index")
+    chunks = list(chunk_documents(docs, encoder.tokenizer, chunk_tokens, overlap))
+    if not chunks:
+        raise ValueError(f"{path}: the documents produced no text to index")
+
+    collection = begin_build(store, name, encoder)
+    try:
+        with tqdm(
+            total=len(chunks), desc=f"index {name}", unit="chunk", disable=not progress,
+            file=sys.stderr, dynamic_ncols=True,
+        ) as bar:  # fmt: skip
+            for i in range(0, len(chunks), batch_size):
+                batch = chunks[i : i + batch_size]
+                index_chunks(store, collection, encoder, batch)
+                bar.update(len(batch))
+        finish_build(store, name, collection, len(chunks))
+    except BaseException:
+        try:
+            store.delete_collection(collection)
+        except Exception:  # the original error matters more
+            log.warning("could not delete partial build %s", collection, exc_info=True)
+        raise
+    prune_versions(store, name, keep=keep_versions)
+    return IndexReport(
+        collection=collection,
+        documents=len(docs),
+        chunks=len(chunks),
+        skipped=len(reader.errors),
+        seconds=time.perf_counter() - started,
+        alias=name,
+        errors=[str(e) for e in reader.errors],
+    )

@@ -1,0 +1,543 @@
+"""Vector store: one small interface over Qdrant, three ways to run it.
+
+* :class:`QdrantClientStore` over ``qdrant-client``: embedded *local mode* (a folder on disk,
+  exact search in Python) or a *server* URL (production: HNSW, payload indexes, many processes).
+* :class:`indexer.edge_store.EdgeStore` over ``qdrant-edge-py``: the real Qdrant engine
+  in-process (HNSW, payload indexes, WAL), one shard folder per collection.
+
+Every collection uses cosine distance and *named* vectors (``"dense"`` by default, several when an
+encoder produces several, e.g. MoEE ``hs`` + ``rw``). Point ids are UUID strings. Collections are
+versioned (``<name>__<fingerprint>__v<N>``, see :mod:`indexer.pipeline`) and served through an
+alias that :meth:`Store.switch_alias` moves atomically.
+
+Filters are plain dicts so callers never import Qdrant types::
+
+    {"source": "pubmed"}                 exact match (str, int, bool; floats match exactly too)
+    {"lang": ["en", "de"]}               match any of the values
+    {"year": {"gte": 2000, "lt": 2010}}  range (gt, gte, lt, lte)
+
+Several keys are ANDed. An unknown operator or an unsupported value raises ``ValueError`` naming
+the field.
+
+Embedded stores lock their folder to one process (qdrant-client takes a ``portalocker`` lock on
+``<folder>/.lock``; the edge store takes an ``fcntl`` lock and qdrant-edge locks each shard). In
+embedded mode the API and the workers therefore share the store by running in one process (the
+default: jobs run in-process when no broker is configured); with a broker use a Qdrant server.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from indexer.settings import Settings
+
+DEFAULT_VECTOR = "dense"
+RANGE_OPERATORS = ("gt", "gte", "lt", "lte")
+PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime", "text", "uuid")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+
+
+class StoreError(RuntimeError):
+    """A store operation failed for a reason the user can act on (missing collection, lock)."""
+
+
+class CollectionNotFoundError(StoreError, KeyError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"collection or alias {name!r} not found")
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Point:
+    id: str
+    vectors: dict[str, np.ndarray]  # vector name -> 1-D float32
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    aliases: list[str]
+    points: int
+    vectors: dict[str, int]  # vector name -> dimension
+
+
+# ---- filters ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Condition:
+    """One parsed filter condition: ``kind`` is ``eq``, ``any`` or ``range``."""
+
+    field: str
+    kind: str
+    value: Any
+
+
+def _scalar(field: str, value: Any) -> str | int | bool | float:
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    raise ValueError(
+        f"filter field {field!r}: expected a string, number or boolean, got {type(value).__name__}"
+    )
+
+
+def parse_filter(filter: Mapping[str, Any] | None) -> list[Condition]:
+    """Validate a filter dict and turn it into conditions (ANDed). Raises ``ValueError``."""
+    if not filter:
+        return []
+    if not isinstance(filter, Mapping):
+        raise ValueError(f"filter must be an object of field -> condition, got {filter!r}")
+    conditions: list[Condition] = []
+    for field, spec in filter.items():
+        if not isinstance(field, str) or not field:
+            raise ValueError(f"filter field names must be non-empty strings, got {field!r}")
+        if isinstance(spec, Mapping):
+            unknown = [op for op in spec if op not in RANGE_OPERATORS]
+            if unknown:
+                raise ValueError(
+                    f"filter field {field!r}: unknown operator {unknown[0]!r} "
+                    f"(use one of {', '.join(RANGE_OPERATORS)})"
+                )
+            if not spec:
+                raise ValueError(f"filter field {field!r}: empty range")
+            bounds: dict[str, float] = {}
+            for op, bound in spec.items():
+                if isinstance(bound, bool) or not isinstance(bound, int | float):
+                    raise ValueError(f"filter field {field!r}: {op} needs a number, got {bound!r}")
+                bounds[op] = float(bound)
+            conditions.append(Condition(field, "range", bounds))
+        elif isinstance(spec, list | tuple):
+            if not spec:
+                raise ValueError(f"filter field {field!r}: empty list of values")
+            values = [_scalar(field, v) for v in spec]
+            conditions.append(Condition(field, "any", values))
+        else:
+            conditions.append(Condition(field, "eq", _scalar(field, spec)))
+    return conditions
+
+
+def check_name(name: str, what: str = "collection") -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(
+            f"invalid {what} name {name!r}: use letters, digits, '_', '-', '.' "
+            "(start with a letter or digit, at most 200 characters)"
+        )
+    return name
+
+
+def check_vectors(vectors: Mapping[str, int]) -> dict[str, int]:
+    if not vectors:
+        raise ValueError("a collection needs at least one named vector")
+    out: dict[str, int] = {}
+    for name, dim in vectors.items():
+        check_name(name, "vector")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"vector {name!r}: dimension must be a positive integer, got {dim!r}")
+        out[name] = dim
+    return out
+
+
+def check_payload_indexes(indexes: Mapping[str, str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for field, kind in (indexes or {}).items():
+        if kind not in PAYLOAD_INDEX_TYPES:
+            raise ValueError(
+                f"payload index {field!r}: unknown type {kind!r} "
+                f"(use one of {', '.join(PAYLOAD_INDEX_TYPES)})"
+            )
+        out[field] = kind
+    return out
+
+
+def as_vector(vector: np.ndarray | Sequence[float], name: str = DEFAULT_VECTOR) -> list[float]:
+    arr = np.asarray(vector, dtype=np.float32)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"vector {name!r} must be 1-D and non-empty, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"vector {name!r} contains NaN or infinity")
+    return arr.tolist()
+
+
+# ---- interface --------------------------------------------------------------------------------
+class Store(ABC):
+    """What the pipeline, the API and the workers need from a vector store."""
+
+    backend: str = "abstract"
+
+    @abstractmethod
+    def create_collection(
+        self, name: str, vectors: dict[str, int], payload_indexes: dict[str, str] | None = None
+    ) -> None:
+        """Create an empty collection with cosine named vectors; ``ValueError`` if it exists."""
+
+    @abstractmethod
+    def upsert(self, collection: str, points: Sequence[Point]) -> None:
+        """Insert or overwrite points by id (idempotent)."""
+
+    @abstractmethod
+    def count(self, collection: str) -> int: ...
+
+    @abstractmethod
+    def search(
+        self,
+        collection_or_alias: str,
+        vector: np.ndarray,
+        *,
+        using: str = DEFAULT_VECTOR,
+        top_k: int = 10,
+        filter: dict[str, Any] | None = None,
+    ) -> list[Hit]: ...
+
+    def search_batch(
+        self,
+        collection_or_alias: str,
+        vectors: np.ndarray,
+        *,
+        using: str = DEFAULT_VECTOR,
+        top_k: int = 10,
+        filter: dict[str, Any] | None = None,
+    ) -> list[list[Hit]]:
+        """One result list per row of ``vectors`` (backends may plan the batch together)."""
+        return [
+            self.search(collection_or_alias, v, using=using, top_k=top_k, filter=filter)
+            for v in np.asarray(vectors)
+        ]
+
+    @abstractmethod
+    def get_alias(self, alias: str) -> str | None:
+        """The collection ``alias`` points at, or None."""
+
+    @abstractmethod
+    def switch_alias(self, alias: str, collection: str) -> None:
+        """Point ``alias`` at ``collection`` in one atomic step (create it if missing)."""
+
+    @abstractmethod
+    def delete_alias(self, alias: str) -> None: ...
+
+    @abstractmethod
+    def list_collections(self) -> list[CollectionInfo]: ...
+
+    @abstractmethod
+    def delete_collection(self, name: str) -> None:
+        """Delete a collection and every alias pointing at it (no error if missing)."""
+
+    def optimize(self, collection: str) -> None:  # noqa: B027 - optional hook
+        """Build indexes / flush after bulk writes (no-op where the engine does it itself)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # ---- helpers shared by implementations ------------------------------------------------
+    def resolve(self, collection_or_alias: str) -> str:
+        """The collection a name refers to (an alias is followed); raises if neither exists."""
+        target = self.get_alias(collection_or_alias)
+        if target is not None:
+            return target
+        if any(c.name == collection_or_alias for c in self.list_collections()):
+            return collection_or_alias
+        raise CollectionNotFoundError(collection_or_alias)
+
+    def collection_info(self, collection_or_alias: str) -> CollectionInfo:
+        name = self.resolve(collection_or_alias)
+        for info in self.list_collections():
+            if info.name == name:
+                return info
+        raise CollectionNotFoundError(collection_or_alias)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---- qdrant-client (local mode and server) ----------------------------------------------------
+class QdrantClientStore(Store):
+    """``qdrant-client`` in embedded local mode (``path``) or against a server (``url``).
+
+    Local mode keeps aliases natively in its ``meta.json`` (replaced atomically with
+    ``os.replace``), so an alias switch is one atomic file replace. It searches exactly (brute
+    force in numpy) and ignores payload indexes, so they are only created on a server.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str | Path | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        timeout: int = 60,
+    ) -> None:
+        from qdrant_client import QdrantClient
+
+        if (path is None) == (url is None):
+            raise ValueError("give exactly one of path (embedded) or url (server)")
+        self._lock = threading.RLock()
+        if path is not None:
+            self.backend = "local"
+            self.location = str(path)
+            Path(path).mkdir(parents=True, exist_ok=True)
+            try:
+                # the API serves requests from a thread pool: sqlite must accept other threads;
+                # self._lock serialises every call instead
+                self.client = QdrantClient(path=str(path), force_disable_check_same_thread=True)
+            except RuntimeError as exc:
+                raise StoreError(
+                    f"embedded store {path} is locked by another process; embedded mode is one "
+                    "process per folder (run the API and workers together, or use a Qdrant "
+                    "server: EMBER_QDRANT_URL)"
+                ) from exc
+        else:
+            assert url is not None
+            self.backend = "server"
+            self.location = url
+            self.client = QdrantClient(url=url, api_key=api_key, timeout=timeout)
+
+    # -- helpers
+    def _models(self) -> Any:
+        from qdrant_client import models
+
+        return models
+
+    def _filter(self, filter: Mapping[str, Any] | None) -> Any:
+        conditions = parse_filter(filter)
+        if not conditions:
+            return None
+        m = self._models()
+        must = []
+        for c in conditions:
+            if c.kind == "range":
+                must.append(m.FieldCondition(key=c.field, range=m.Range(**c.value)))
+            elif c.kind == "any":
+                if any(isinstance(v, float) for v in c.value):
+                    # MatchAny takes keywords/integers only: OR of exact float ranges
+                    should = [
+                        m.FieldCondition(key=c.field, range=m.Range(gte=v, lte=v))
+                        if isinstance(v, float)
+                        else m.FieldCondition(key=c.field, match=m.MatchValue(value=v))
+                        for v in c.value
+                    ]
+                    must.append(m.Filter(should=should))
+                else:
+                    must.append(m.FieldCondition(key=c.field, match=m.MatchAny(any=c.value)))
+            elif isinstance(c.value, float):
+                must.append(m.FieldCondition(key=c.field, range=m.Range(gte=c.value, lte=c.value)))
+            else:
+                must.append(m.FieldCondition(key=c.field, match=m.MatchValue(value=c.value)))
+        return m.Filter(must=must)
+
+    def _exists(self, name: str) -> bool:
+        """True for a real collection (``collection_exists`` also answers True for an alias)."""
+        return name in {c.name for c in self.client.get_collections().collections}
+
+    def _aliases(self) -> dict[str, str]:
+        return {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
+
+    # -- interface
+    def create_collection(
+        self, name: str, vectors: dict[str, int], payload_indexes: dict[str, str] | None = None
+    ) -> None:
+        check_name(name)
+        vectors = check_vectors(vectors)
+        indexes = check_payload_indexes(payload_indexes)
+        m = self._models()
+        with self._lock:
+            if self._exists(name) or name in self._aliases():
+                raise ValueError(f"collection or alias {name!r} already exists")
+            self.client.create_collection(
+                name,
+                vectors_config={
+                    v: m.VectorParams(size=d, distance=m.Distance.COSINE)
+                    for v, d in vectors.items()
+                },
+            )
+            if self.backend == "server":
+                for field, kind in indexes.items():
+                    self.client.create_payload_index(
+                        name, field, field_schema=m.PayloadSchemaType(kind), wait=True
+                    )
+
+    def upsert(self, collection: str, points: Sequence[Point]) -> None:
+        if not points:
+            return
+        m = self._models()
+        structs = [
+            m.PointStruct(
+                id=p.id,
+                vector={name: as_vector(v, name) for name, v in p.vectors.items()},
+                payload=p.payload,
+            )
+            for p in points
+        ]
+        with self._lock:
+            if not self._exists(collection):
+                raise CollectionNotFoundError(collection)
+            self.client.upsert(collection, points=structs, wait=True)
+
+    def count(self, collection: str) -> int:
+        with self._lock:
+            if not self._exists(collection) and collection not in self._aliases():
+                raise CollectionNotFoundError(collection)
+            return int(self.client.count(collection, exact=True).count)
+
+    def search(
+        self,
+        collection_or_alias: str,
+        vector: np.ndarray,
+        *,
+        using: str = DEFAULT_VECTOR,
+        top_k: int = 10,
+        filter: dict[str, Any] | None = None,
+    ) -> list[Hit]:
+        return self.search_batch(
+            collection_or_alias, np.asarray(vector)[None, :], using=using, top_k=top_k,
+            filter=filter,
+        )[0]  # fmt: skip
+
+    def search_batch(
+        self,
+        collection_or_alias: str,
+        vectors: np.ndarray,
+        *,
+        using: str = DEFAULT_VECTOR,
+        top_k: int = 10,
+        filter: dict[str, Any] | None = None,
+    ) -> list[list[Hit]]:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        arr = np.asarray(vectors, dtype=np.float32)
+        if arr.ndim != 2:
+            raise ValueError(f"vectors must be 2-D, got shape {arr.shape}")
+        qfilter = self._filter(filter)
+        m = self._models()
+        requests = [
+            m.QueryRequest(
+                query=as_vector(v, using),
+                using=using,
+                limit=top_k,
+                filter=qfilter,
+                with_payload=True,
+            )
+            for v in arr
+        ]
+        with self._lock:
+            if not self._exists(collection_or_alias) and (
+                collection_or_alias not in self._aliases()
+            ):
+                raise CollectionNotFoundError(collection_or_alias)
+            responses = self.client.query_batch_points(collection_or_alias, requests=requests)
+        return [
+            [
+                Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
+                for p in r.points
+            ]
+            for r in responses
+        ]
+
+    def get_alias(self, alias: str) -> str | None:
+        with self._lock:
+            return self._aliases().get(alias)
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        check_name(alias, "alias")
+        m = self._models()
+        with self._lock:
+            if not self._exists(collection):
+                raise CollectionNotFoundError(collection)
+            if self._exists(alias):
+                raise ValueError(f"alias {alias!r} would shadow a collection of that name")
+            ops: list[Any] = []
+            if alias in self._aliases():
+                ops.append(m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=alias)))
+            ops.append(
+                m.CreateAliasOperation(
+                    create_alias=m.CreateAlias(collection_name=collection, alias_name=alias)
+                )
+            )
+            # one request: the server applies the list atomically; local mode saves once
+            self.client.update_collection_aliases(change_aliases_operations=ops)
+
+    def delete_alias(self, alias: str) -> None:
+        m = self._models()
+        with self._lock:
+            if alias in self._aliases():
+                self.client.update_collection_aliases(
+                    change_aliases_operations=[
+                        m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=alias))
+                    ]
+                )
+
+    def list_collections(self) -> list[CollectionInfo]:
+        with self._lock:
+            aliases = self._aliases()
+            out = []
+            for c in sorted(self.client.get_collections().collections, key=lambda c: c.name):
+                info = self.client.get_collection(c.name)
+                params = info.config.params.vectors
+                if isinstance(params, Mapping):
+                    vectors = {k: int(v.size) for k, v in params.items()}
+                elif params is not None:
+                    vectors = {"": int(params.size)}
+                else:
+                    vectors = {}
+                out.append(
+                    CollectionInfo(
+                        name=c.name,
+                        aliases=sorted(a for a, t in aliases.items() if t == c.name),
+                        points=int(self.client.count(c.name, exact=True).count),
+                        vectors=vectors,
+                    )
+                )
+            return out
+
+    def delete_collection(self, name: str) -> None:
+        with self._lock:
+            for alias, target in self._aliases().items():
+                if target == name:
+                    self.delete_alias(alias)
+            self.client.delete_collection(name)
+
+    def close(self) -> None:
+        with self._lock:
+            self.client.close()
+
+
+def open_store(settings: Settings | None = None) -> Store:
+    """The configured store: a Qdrant server when ``qdrant_url`` is set, else the embedded
+    backend (``embedded_backend``: ``local`` = qdrant-client local mode under
+    ``data_dir/qdrant``, ``edge`` = qdrant-edge under ``data_dir/edge``)."""
+    if settings is None:
+        from indexer.settings import get_settings
+
+        settings = get_settings()
+    if settings.qdrant_url:
+        return QdrantClientStore(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
+    backend = settings.embedded_backend
+    if backend == "local":
+        return QdrantClientStore(path=Path(settings.data_dir) / "qdrant")
+    if backend == "edge":
+        from indexer.edge_store import EdgeStore
+
+        return EdgeStore(Path(settings.data_dir) / "edge")
+    raise ValueError(f"EMBER_EMBEDDED_BACKEND: unknown backend {backend!r} (use 'local' or 'edge')")
