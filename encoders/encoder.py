@@ -48,7 +48,7 @@ class Encoder:
     @classmethod
     def from_config(cls, config: EncoderConfig) -> Encoder:
         path = resolve_model_path(config.base_model)
-        model = load_base_model(path, config.dtype, config.attn_implementation)
+        model: nn.Module = load_base_model(path, config.dtype, config.attn_implementation)
         model = apply_adapters(model, config.adapters)
         return cls(config, model, load_tokenizer(path))
 
@@ -74,16 +74,27 @@ class Encoder:
 
     # ---- public API ---------------------------------------------------------------------
     def encode_queries(
-        self, texts: Sequence[str], instruction: str | None = None, **kwargs: object
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        show_progress: bool = False,
+        normalize: bool | None = None,
     ) -> np.ndarray:
         """Queries get the task instruction prepended; it is left out of mean pooling."""
         return self.encode(
-            texts, instruction=instruction, max_length=self.config.query_max_length, **kwargs
-        )  # type: ignore[arg-type]
+            texts,
+            instruction=instruction,
+            max_length=self.config.query_max_length,
+            show_progress=show_progress,
+            normalize=normalize,
+        )
 
-    def encode_documents(self, texts: Sequence[str], **kwargs: object) -> np.ndarray:
+    def encode_documents(
+        self, texts: Sequence[str], *, show_progress: bool = False, normalize: bool | None = None
+    ) -> np.ndarray:
         """Documents are encoded instruction-free."""
-        return self.encode(texts, instruction=None, **kwargs)  # type: ignore[arg-type]
+        return self.encode(texts, show_progress=show_progress, normalize=normalize)
 
     def encode(
         self,

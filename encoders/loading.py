@@ -63,9 +63,11 @@ def smollm2_folder() -> Path:
     log.info("converting %s to an fp32 HF folder at %s (once)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(pkg, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=gguf.name, dtype=torch.float32)
-    # The weights are dequantised now; a stale quantization_config would make loaders re-quantise.
+    # The weights are dequantised fp32 now. The GGUF quantizer and its config entry would make
+    # save_pretrained refuse and later loaders treat the folder as quantised: drop both.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    setattr(model, "hf_quantizer", None)  # noqa: B010 (typed as Module by transformers)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
     try:
