@@ -1,0 +1,354 @@
+"""The :class:`~indexer.store.Store` interface over ``qdrant-edge-py``: the Qdrant engine itself,
+in-process (HNSW, payload indexes, WAL), with no server.
+
+An edge *shard* is one collection, so this store adds the collection layer around shards::
+
+    <root>/manifest.json        collections (vectors, payload indexes) and aliases
+    <root>/shards/<name>/       one EdgeShard per collection
+    <root>/.lock                fcntl lock: one process owns the folder
+
+``manifest.json`` is the source of truth: it is replaced atomically (write a temporary file,
+fsync, ``os.replace``), so an alias switch or a collection create/delete is all-or-nothing even if
+the process dies mid-way. A shard folder the manifest does not name (a crash between creating
+the shard and recording it) is removed when the store is opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.store import (
+    DEFAULT_VECTOR,
+    CollectionInfo,
+    CollectionNotFoundError,
+    Hit,
+    Point,
+    Store,
+    StoreError,
+    as_vector,
+    check_name,
+    check_payload_indexes,
+    check_vectors,
+    parse_filter,
+)
+
+_SCHEMA = {
+    "keyword": "Keyword",
+    "integer": "Integer",
+    "float": "Float",
+    "bool": "Bool",
+    "datetime": "Datetime",
+    "text": "Text",
+    "uuid": "Uuid",
+}
+
+
+def _edge() -> Any:
+    import qdrant_edge
+
+    return qdrant_edge
+
+
+class EdgeStore(Store):
+    backend = "edge"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.location = str(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "shards").mkdir(exist_ok=True)
+        self._lock = threading.RLock()
+        self._lock_file = (self.root / ".lock").open("a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            raise StoreError(
+                f"embedded store {self.root} is locked by another process; embedded mode is one "
+                "process per folder (run the API and workers together, or use a Qdrant server: "
+                "EMBER_QDRANT_URL)"
+            ) from None
+        self._closed = False
+        self._shards: dict[str, Any] = {}
+        self._manifest = self._load_manifest()
+        self._remove_orphans()
+
+    # ---- manifest -------------------------------------------------------------------------
+    @property
+    def _manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def _load_manifest(self) -> dict[str, Any]:
+        if not self._manifest_path.exists():
+            return {"collections": {}, "aliases": {}}
+        try:
+            data = json.loads(self._manifest_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{self._manifest_path}: unreadable ({exc})") from None
+        data.setdefault("collections", {})
+        data.setdefault("aliases", {})
+        return dict(data)
+
+    def _save_manifest(self, manifest: dict[str, Any]) -> None:
+        tmp = self._manifest_path.with_name("manifest.json.tmp")
+        with tmp.open("w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._manifest_path)
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            dir_fd = os.open(self.root, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        self._manifest = manifest
+
+    def _remove_orphans(self) -> None:
+        for folder in (self.root / "shards").iterdir():
+            if folder.name not in self._manifest["collections"]:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    # ---- shards ---------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    def _shard(self, collection: str) -> Any:
+        """The open shard of a collection (aliases are not followed here)."""
+        with self._lock:
+            self._check_open()
+            if collection not in self._manifest["collections"]:
+                raise CollectionNotFoundError(collection)
+            shard = self._shards.get(collection)
+            if shard is None:
+                shard = _edge().EdgeShard.load(str(self.root / "shards" / collection))
+                self._shards[collection] = shard
+            return shard
+
+    def _target(self, collection_or_alias: str) -> str:
+        with self._lock:
+            return str(self._manifest["aliases"].get(collection_or_alias, collection_or_alias))
+
+    def _filter(self, filter: Mapping[str, Any] | None) -> Any:
+        conditions = parse_filter(filter)
+        if not conditions:
+            return None
+        e = _edge()
+        must: list[Any] = []
+        for c in conditions:
+            if c.kind == "range":
+                must.append(e.FieldCondition(key=c.field, range=e.RangeFloat(**c.value)))
+            elif c.kind == "any":
+                if any(isinstance(v, float) for v in c.value):
+                    should = [
+                        e.FieldCondition(key=c.field, range=e.RangeFloat(gte=v, lte=v))
+                        if isinstance(v, float)
+                        else e.FieldCondition(key=c.field, match=e.MatchValue(v))
+                        for v in c.value
+                    ]
+                    must.append(e.Filter(should=should))
+                elif any(isinstance(v, bool) for v in c.value):  # MatchAny: str or int only
+                    should = [e.FieldCondition(key=c.field, match=e.MatchValue(v)) for v in c.value]
+                    must.append(e.Filter(should=should))
+                else:
+                    must.append(e.FieldCondition(key=c.field, match=e.MatchAny(c.value)))
+            elif isinstance(c.value, float):
+                must.append(
+                    e.FieldCondition(key=c.field, range=e.RangeFloat(gte=c.value, lte=c.value))
+                )
+            else:
+                must.append(e.FieldCondition(key=c.field, match=e.MatchValue(c.value)))
+        return e.Filter(must=must)
+
+    # ---- interface ------------------------------------------------------------------------
+    def create_collection(
+        self, name: str, vectors: dict[str, int], payload_indexes: dict[str, str] | None = None
+    ) -> None:
+        check_name(name)
+        vectors = check_vectors(vectors)
+        indexes = check_payload_indexes(payload_indexes)
+        e = _edge()
+        with self._lock:
+            self._check_open()
+            if name in self._manifest["collections"] or name in self._manifest["aliases"]:
+                raise ValueError(f"collection or alias {name!r} already exists")
+            path = self.root / "shards" / name
+            shutil.rmtree(path, ignore_errors=True)
+            config = e.EdgeConfig(
+                vectors={
+                    v: e.EdgeVectorParams(size=d, distance=e.Distance.Cosine)
+                    for v, d in vectors.items()
+                }
+            )
+            shard = e.EdgeShard.create(str(path), config)
+            for field, kind in indexes.items():
+                shard.update(
+                    e.UpdateOperation.create_field_index(
+                        field, getattr(e.PayloadSchemaType, _SCHEMA[kind])
+                    )
+                )
+            shard.flush()
+            self._shards[name] = shard
+            manifest = json.loads(json.dumps(self._manifest))
+            manifest["collections"][name] = {"vectors": vectors, "payload_indexes": indexes}
+            self._save_manifest(manifest)
+
+    def upsert(self, collection: str, points: Sequence[Point]) -> None:
+        if not points:
+            return
+        e = _edge()
+        batch = [
+            e.Point(
+                id=p.id,
+                vector={name: as_vector(v, name) for name, v in p.vectors.items()},
+                payload=p.payload,
+            )
+            for p in points
+        ]
+        shard = self._shard(collection)
+        try:
+            shard.update(e.UpdateOperation.upsert_points(batch))
+        except Exception as exc:  # qdrant-edge raises plain Exception for bad input
+            raise ValueError(f"upsert into {collection!r}: {exc}") from None
+
+    def count(self, collection: str) -> int:
+        return int(self._shard(self._target(collection)).count(_edge().CountRequest(exact=True)))
+
+    def search(
+        self,
+        collection_or_alias: str,
+        vector: np.ndarray,
+        *,
+        using: str = DEFAULT_VECTOR,
+        top_k: int = 10,
+        filter: dict[str, Any] | None = None,
+    ) -> list[Hit]:
+        arr = np.asarray(vector)[None, :]
+        return self.search_batch(collection_or_alias, arr, using=using, top_k=top_k, filter=filter)[
+            0
+        ]
+
+    def search_batch(
+        self,
+        collection_or_alias: str,
+        vectors: np.ndarray,
+        *,
+        using: str = DEFAULT_VECTOR,
+        top_k: int = 10,
+        filter: dict[str, Any] | None = None,
+    ) -> list[list[Hit]]:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        arr = np.asarray(vectors, dtype=np.float32)
+        if arr.ndim != 2:
+            raise ValueError(f"vectors must be 2-D, got shape {arr.shape}")
+        e = _edge()
+        qfilter = self._filter(filter)
+        shard = self._shard(self._target(collection_or_alias))
+        requests = [
+            e.QueryRequest(
+                limit=top_k,
+                query=e.Query.Nearest(as_vector(v, using), using=using),
+                filter=qfilter,
+                with_payload=True,
+            )
+            for v in arr
+        ]
+        try:
+            if len(requests) == 1:
+                results = [shard.query(requests[0])]
+            else:
+                results = shard.query_batch(e.QueryBatchRequest(requests))
+        except Exception as exc:
+            raise ValueError(f"search in {collection_or_alias!r}: {exc}") from None
+        return [
+            [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in res]
+            for res in results
+        ]
+
+    def get_alias(self, alias: str) -> str | None:
+        with self._lock:
+            target = self._manifest["aliases"].get(alias)
+            return str(target) if target is not None else None
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        check_name(alias, "alias")
+        with self._lock:
+            self._check_open()
+            if collection not in self._manifest["collections"]:
+                raise CollectionNotFoundError(collection)
+            if alias in self._manifest["collections"]:
+                raise ValueError(f"alias {alias!r} would shadow a collection of that name")
+            self._shard(collection).flush()  # the new target is durable before it serves
+            manifest = json.loads(json.dumps(self._manifest))
+            manifest["aliases"][alias] = collection
+            self._save_manifest(manifest)
+
+    def delete_alias(self, alias: str) -> None:
+        with self._lock:
+            self._check_open()
+            if alias in self._manifest["aliases"]:
+                manifest = json.loads(json.dumps(self._manifest))
+                del manifest["aliases"][alias]
+                self._save_manifest(manifest)
+
+    def list_collections(self) -> list[CollectionInfo]:
+        with self._lock:
+            self._check_open()
+            out = []
+            for name, meta in sorted(self._manifest["collections"].items()):
+                aliases = sorted(a for a, t in self._manifest["aliases"].items() if t == name)
+                out.append(
+                    CollectionInfo(
+                        name=name,
+                        aliases=aliases,
+                        points=self.count(name),
+                        vectors={k: int(v) for k, v in meta["vectors"].items()},
+                    )
+                )
+            return out
+
+    def delete_collection(self, name: str) -> None:
+        with self._lock:
+            self._check_open()
+            if name not in self._manifest["collections"]:
+                return
+            manifest = json.loads(json.dumps(self._manifest))
+            del manifest["collections"][name]
+            manifest["aliases"] = {a: t for a, t in manifest["aliases"].items() if t != name}
+            self._save_manifest(manifest)  # gone from the manifest first: a crash leaves an orphan
+            shard = self._shards.pop(name, None)
+            if shard is not None:
+                shard.close()
+            shutil.rmtree(self.root / "shards" / name, ignore_errors=True)
+
+    def optimize(self, collection: str) -> None:
+        """Build the HNSW index (segments past the indexing threshold) and flush to disk."""
+        shard = self._shard(self._target(collection))
+        shard.optimize()
+        shard.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for shard in self._shards.values():
+                with contextlib.suppress(Exception):
+                    shard.flush()
+                shard.close()
+            self._shards.clear()
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
