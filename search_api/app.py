@@ -1,0 +1,154 @@
+"""The FastAPI app factory.
+
+``create_app(settings, encoder, store)`` builds one app; tests inject a tiny encoder and a store in
+a temporary folder, ``ember serve`` passes nothing and gets the configured encoder and the
+embedded store. The encoder is loaded and warmed up in the background after startup:
+``GET /health`` answers 503 until then, and so do the routes that need the encoder.
+
+Routers live in :mod:`search_api.routes`; ``search_api.routes.jobs`` (the job API, written with
+the workers) is included when it exists, behind the same API keys. The app never imports
+``workers`` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+from fastapi import Depends, FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from search_api.batcher import EncodeFn, MicroBatcher, Mode
+from search_api.errors import install_error_handlers
+from search_api.limits import LimitsMiddleware
+from search_api.metrics import Metrics, MetricsMiddleware
+from search_api.routes import embeddings, meta, search, web
+from search_api.security import require_api_key
+from search_api.state import ApiState
+
+if TYPE_CHECKING:
+    from encoders import Encoder
+    from indexer.settings import Settings
+    from indexer.store import Store
+
+log = logging.getLogger(__name__)
+
+JOBS_MODULE = "search_api.routes.jobs"
+WARMUP_QUERY = "warm up the encoder"
+
+
+def _encode_fn(state: ApiState) -> EncodeFn:
+    def encode(texts: list[str], mode: Mode, instruction: str | None) -> np.ndarray:
+        encoder = state.encoder
+        if encoder is None:
+            raise RuntimeError("encoder not loaded")
+        if mode == "query":
+            return encoder.encode_queries(texts, instruction)
+        return encoder.encode_documents(texts)
+
+    return encode
+
+
+async def _warm_up(state: ApiState) -> None:
+    """Load the encoder (unless injected), run one query through it, then report ready."""
+    from encoders.instructions import DEFAULT_TASK, instruction_for
+
+    try:
+        if state.encoder is None:
+            from encoders import load_encoder
+
+            state.encoder = await run_in_threadpool(load_encoder, state.settings.encoder)
+        encoder = state.encoder
+        assert state.batcher is not None
+        # through the batcher, so the first forward also warms its worker thread
+        await state.batcher.encode([WARMUP_QUERY], "query", instruction_for(DEFAULT_TASK))
+        await run_in_threadpool(lambda: encoder.dim)
+        state.status = "ready"
+        log.info("encoder %s ready (dim %d)", encoder.config.name, encoder.dim)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        state.status = "failed"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        state.error = f"encoder failed to load: {first}"
+        log.error("encoder %r failed to load", state.settings.encoder, exc_info=exc)
+
+
+def create_app(
+    settings: Settings | None = None,
+    encoder: Encoder | None = None,
+    store: Store | None = None,
+) -> FastAPI:
+    """Build the app. ``encoder``/``store`` default to ``settings.encoder`` and the configured
+    store (embedded under ``data_dir`` unless ``qdrant_url``); an injected store is not closed
+    on shutdown, one opened here is."""
+    if settings is None:
+        from indexer.settings import get_settings
+
+        settings = get_settings()
+    metrics = Metrics()
+    state = ApiState(settings=settings, metrics=metrics, encoder=encoder, store=store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owns_store = state.store is None
+        if state.store is None:
+            from indexer.store import open_store
+
+            state.store = await run_in_threadpool(open_store, settings)
+        state.batcher = MicroBatcher(
+            _encode_fn(state),
+            enabled=settings.api_micro_batching,
+            max_batch=settings.api_max_batch,
+            max_wait_s=settings.api_batch_wait_ms / 1000.0,
+            on_batch=metrics.observe_batch,
+            on_depth=metrics.set_queue_depth,
+        )
+        await state.batcher.start()
+        warm = asyncio.create_task(_warm_up(state), name="ember-warm-up")
+        try:
+            yield
+        finally:
+            warm.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warm
+            state.status = "starting"
+            await state.batcher.stop()
+            if owns_store and state.store is not None:
+                state.store.close()
+                state.store = None
+
+    app = FastAPI(
+        title="Ember search API",
+        version="0.1.0",
+        description=(
+            "Search and embeddings with decoder-only LLM encoders. Queries get a task "
+            "instruction; documents are encoded instruction-free."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.ember = state
+    install_error_handlers(app)
+    for module in (meta, search, embeddings, web):
+        app.include_router(module.router)
+    if importlib.util.find_spec(JOBS_MODULE) is not None:
+        jobs = importlib.import_module(JOBS_MODULE)
+        app.include_router(jobs.router, dependencies=[Depends(require_api_key)])
+
+    static_paths = frozenset(
+        p for r in app.routes if isinstance(p := getattr(r, "path", None), str) and "{" not in p
+    )
+    app.add_middleware(
+        LimitsMiddleware,
+        max_body_bytes=settings.api_max_body_bytes,
+        max_concurrent=settings.api_max_concurrent,
+        metrics=metrics,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics, static_paths=static_paths)
+    return app

@@ -1,0 +1,97 @@
+"""Error responses: always JSON, validation errors name the field, never a traceback.
+
+Shape (every 4xx/5xx): ``{"detail": str | [{"loc", "msg", "type"}], "message": str}``; under
+``/v1/`` an OpenAI-style ``"error": {"message", "type", "param", "code"}`` is added so OpenAI
+clients show the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error for the client: ``status``, a message and optionally the field it is about."""
+
+    def __init__(
+        self, status: int, message: str, loc: Sequence[str | int] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.loc = list(loc) if loc is not None else None
+        self.headers = headers
+
+
+def field_error(loc: Sequence[str | int], message: str, status: int = 422) -> ApiError:
+    return ApiError(status, message, loc)
+
+
+def _field_name(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _body(request: Request, status: int, detail: Any, message: str, param: str | None) -> Any:
+    body: dict[str, Any] = {"detail": detail, "message": message}
+    if request.url.path.startswith("/v1/"):
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        body["error"] = {"message": message, "type": kind, "param": param, "code": None}
+    return body
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        items = []
+        for err in exc.errors():
+            loc = [p if isinstance(p, int) else str(p) for p in err.get("loc", ())]
+            msg = str(err.get("msg", "invalid value"))
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, ") :]
+            items.append({"loc": loc, "msg": msg, "type": str(err.get("type", "value_error"))})
+        message = "; ".join(f"{_field_name(i['loc'])}: {i['msg']}" for i in items)
+        param = _field_name(items[0]["loc"]) if items else None
+        return JSONResponse(status_code=422, content=_body(request, 422, items, message, param))
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if exc.loc is not None:
+            detail: Any = [{"loc": exc.loc, "msg": exc.message, "type": "value_error"}]
+            message = f"{_field_name(exc.loc)}: {exc.message}"
+            param: str | None = _field_name(exc.loc)
+        else:
+            detail, message, param = exc.message, exc.message, None
+        return JSONResponse(
+            status_code=exc.status,
+            content=_body(request, exc.status, detail, message, param),
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        return JSONResponse(
+            status_code=exc.status_code,
+            content=_body(request, exc.status_code, exc.detail, message, None),
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # logged with its traceback on the server; the client gets no internals
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        message = "internal server error"
+        return JSONResponse(status_code=500, content=_body(request, 500, message, message, None))

@@ -1,0 +1,111 @@
+"""Request limits, enforced before any route runs (pure ASGI middleware, no body re-parsing).
+
+* Body size: a ``Content-Length`` over the limit is refused at once; a body without one (chunked)
+  is counted while it is read and refused as soon as it passes the limit -> 413.
+* Concurrency: at most ``max_concurrent`` requests are served at a time; one more is refused at
+  once with 429 and ``Retry-After`` rather than queued (a client should back off, and a queue
+  would only hide overload behind latency). ``/health`` and ``/metrics`` are exempt so probes and
+  scrapes keep working under load.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from search_api.metrics import Metrics
+
+EXEMPT_PATHS = frozenset({"/health", "/metrics"})
+
+
+async def send_json(
+    send: Send, status: int, body: object, headers: dict[str, str] | None = None
+) -> None:
+    raw = json.dumps(body).encode()
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    head += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": raw})
+
+
+class LimitsMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, max_concurrent: int, metrics: Metrics | None
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_concurrent = max_concurrent
+        self.metrics = metrics
+        self.active = 0  # one event loop: a plain counter is race-free
+
+    def _reject(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.rejected.labels(reason).inc()
+
+    async def _too_large(self, send: Send) -> None:
+        self._reject("body_too_large")
+        await send_json(
+            send,
+            413,
+            {"detail": f"request body is larger than the limit of {self.max_body_bytes} bytes"},
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        exempt = scope.get("path") in EXEMPT_PATHS
+        if not exempt and self.active >= self.max_concurrent:
+            self._reject("too_many_requests")
+            await send_json(
+                send,
+                429,
+                {"detail": f"too many concurrent requests (limit {self.max_concurrent}); retry"},
+                {"retry-after": "1"},
+            )
+            return
+        if not exempt:
+            self.active += 1
+        try:
+            await self._with_body_limit(scope, receive, send)
+        finally:
+            if not exempt:
+                self.active -= 1
+
+    async def _with_body_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await send_json(send, 400, {"detail": "invalid Content-Length header"})
+                    return
+                if declared > self.max_body_bytes:
+                    await self._too_large(send)
+                    return
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        # read the body now (it is parsed whole anyway), counting bytes, then replay it
+        buffered: list[Message] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # client went away
+                buffered.append(message)
+                break
+            total += len(message.get("body", b""))
+            if total > self.max_body_bytes:
+                await self._too_large(send)
+                return
+            buffered.append(message)
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            if buffered:
+                return buffered.pop(0)
+            return await receive()
+
+        await self.app(scope, replay, send)

@@ -1,0 +1,89 @@
+"""Service routes: health, tasks, collections, metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from encoders.instructions import DEFAULT_TASK, TASKS
+from search_api.routes import AUTH, LIMITS, error_responses
+from search_api.schemas import (
+    CollectionOut,
+    CollectionsResponse,
+    HealthResponse,
+    TaskInfo,
+    TasksResponse,
+)
+from search_api.security import require_api_key
+from search_api.state import ApiState, get_state, ready_state
+
+router = APIRouter()
+
+
+@router.get(
+    "/health",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "starting or failed"}},
+    tags=["service"],
+)
+def health(state: Annotated[ApiState, Depends(get_state)]) -> JSONResponse:
+    """200 with status 'ready' once the encoder is loaded and warmed up, else 503."""
+    body = HealthResponse(status=state.status, detail=state.error)  # type: ignore[arg-type]
+    if state.ready and state.encoder is not None:
+        body.encoder = state.encoder.config.name
+        body.dim = state.encoder.dim
+        body.fingerprint = state.encoder.fingerprint
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if state.ready else 503)
+
+
+@router.get(
+    "/tasks", response_model=TasksResponse, responses=error_responses(*LIMITS), tags=["search"]
+)
+def tasks() -> TasksResponse:
+    """Task names accepted by POST /search and the instruction each prepends to the query."""
+    return TasksResponse(
+        default=DEFAULT_TASK,
+        tasks=[TaskInfo(name=k, instruction=v) for k, v in TASKS.items()],
+    )
+
+
+@router.get(
+    "/collections",
+    response_model=CollectionsResponse,
+    dependencies=[Depends(require_api_key)],
+    responses=error_responses(*AUTH, *LIMITS, 503),
+    tags=["search"],
+)
+async def collections(state: Annotated[ApiState, Depends(ready_state)]) -> CollectionsResponse:
+    """Collections in the store with their aliases, sizes and whether this server can search
+    them (built by the same encoder)."""
+    from indexer.pipeline import parse_version
+
+    assert state.store is not None and state.encoder is not None
+    infos = await run_in_threadpool(state.store.list_collections)
+    out = []
+    for info in infos:
+        parsed = parse_version(info.name)
+        fingerprint = parsed[1] if parsed else None
+        out.append(
+            CollectionOut(
+                name=info.name,
+                aliases=list(info.aliases),
+                points=info.points,
+                vectors=dict(info.vectors),
+                encoder_fingerprint=fingerprint,
+                searchable=fingerprint in (None, state.encoder.fingerprint)
+                and "dense" in info.vectors,
+            )
+        )
+    return CollectionsResponse(default=state.settings.api_default_collection, collections=out)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    state = get_state(request)
+    return Response(state.metrics.render(), media_type=state.metrics.content_type)

@@ -1,0 +1,91 @@
+"""POST /search: instructed query -> ranked hits from a collection (or alias)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+
+from encoders.instructions import DEFAULT_TASK, TASKS
+from search_api.errors import ApiError, field_error
+from search_api.routes import AUTH, LIMITS, error_responses
+from search_api.schemas import SearchHit, SearchRequest, SearchResponse
+from search_api.security import require_api_key
+from search_api.state import ApiState, ready_state
+
+router = APIRouter()
+
+
+def resolve_instruction(req: SearchRequest) -> tuple[str | None, str | None]:
+    """``(task, instruction)``: a custom instruction ('' = none), else the task's, else the
+    default task's."""
+    if req.instruction is not None:
+        return None, req.instruction.strip() or None
+    task = req.task or DEFAULT_TASK
+    return task, TASKS[task]
+
+
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    dependencies=[Depends(require_api_key)],
+    responses=error_responses(*AUTH, 404, 409, *LIMITS, 422, 503),
+    tags=["search"],
+)
+async def search(
+    req: SearchRequest, state: Annotated[ApiState, Depends(ready_state)]
+) -> SearchResponse:
+    """Rank the collection's chunks by cosine similarity to the query.
+
+    The task's instruction (or a custom one) is prepended to the query only; documents were
+    encoded without instruction. Concurrent queries are encoded together (micro-batching).
+    """
+    from indexer.search import EncoderMismatchError, check_encoder
+    from indexer.store import CollectionNotFoundError, parse_filter
+
+    assert state.store is not None and state.encoder is not None and state.batcher is not None
+    store, encoder = state.store, state.encoder
+    task, instruction = resolve_instruction(req)
+    name = req.collection or state.settings.api_default_collection
+    filter = req.filter_dict()
+    try:
+        parse_filter(filter)
+    except ValueError as exc:
+        raise field_error(["body", "filter"], str(exc)) from None
+
+    try:
+        resolved = await run_in_threadpool(check_encoder, store, encoder, name)
+    except CollectionNotFoundError:
+        raise ApiError(
+            404, f"collection or alias {name!r} not found", ["body", "collection"]
+        ) from None
+    except EncoderMismatchError as exc:
+        raise ApiError(409, str(exc), ["body", "collection"]) from None
+
+    vectors = await state.batcher.encode([req.query], "query", instruction)
+    vector = np.asarray(vectors[0], dtype=np.float32)
+    if not np.isfinite(vector).all() or float(np.linalg.norm(vector)) < 1e-6:
+        # e.g. an instruction so long that truncation left no query token to pool
+        raise field_error(
+            ["body", "instruction" if instruction and req.instruction else "query"],
+            "the query has no text left to encode after the instruction and truncation "
+            f"(query_max_length={encoder.config.query_max_length} tokens)",
+        )
+    try:
+        hits = await run_in_threadpool(
+            store.search, resolved, vector, top_k=req.top_k, filter=filter
+        )
+    except CollectionNotFoundError:  # deleted between the check and the search
+        raise ApiError(
+            404, f"collection or alias {name!r} not found", ["body", "collection"]
+        ) from None
+    except ValueError as exc:
+        raise ApiError(422, f"cannot search {name!r}: {exc}", ["body", "collection"]) from None
+    return SearchResponse(
+        collection=resolved,
+        task=task,
+        instruction=instruction,
+        hits=[SearchHit(id=h.id, score=h.score, payload=h.payload) for h in hits],
+    )

@@ -1,0 +1,200 @@
+"""Request and response models (they are the OpenAPI spec: keep constraints here, not in routes)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from encoders.instructions import TASKS
+
+# names the store accepts (indexer.store.check_name); also keeps odd strings away from disk paths
+COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Scalar = str | int | FiniteFloat | bool  # bool before int would not matter: pydantic smart mode
+NonBlank = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+
+
+class Range(BaseModel):
+    """Numeric range condition; at least one bound."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gt: FiniteFloat | None = None
+    gte: FiniteFloat | None = None
+    lt: FiniteFloat | None = None
+    lte: FiniteFloat | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Range:
+        if all(v is None for v in (self.gt, self.gte, self.lt, self.lte)):
+            raise ValueError("a range needs at least one of gt, gte, lt, lte")
+        return self
+
+
+FilterCondition = Scalar | Annotated[list[Scalar], Field(min_length=1)] | Range
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"query": "vitamin d and infections", "task": "scifact", "top_k": 5},
+                {
+                    "query": "vitamin d and infections",
+                    "instruction": "Retrieve abstracts that answer the question:",
+                    "filter": {"source": "pubmed", "year": {"gte": 2000}},
+                    "collection": "default",
+                },
+            ]
+        },
+    )
+
+    query: NonBlank = Field(description="the search query (the instruction is prepended to it)")
+    task: str | None = Field(
+        None, description="task name from GET /tasks; its instruction is prepended to the query"
+    )
+    instruction: str | None = Field(
+        None,
+        description="a custom instruction instead of a task; '' searches without instruction",
+    )
+    top_k: int = Field(10, ge=1, le=100, description="number of hits")
+    filter: dict[str, FilterCondition] | None = Field(
+        None,
+        description=(
+            "payload conditions, ANDed: {field: value} exact, {field: [v1, v2]} any of, "
+            "{field: {gte: x, lt: y}} range"
+        ),
+    )
+    collection: Annotated[str, StringConstraints(pattern=COLLECTION_PATTERN)] | None = Field(
+        None, description="collection or alias; default: the server's default collection"
+    )
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str | None) -> str | None:
+        if task is not None and task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
+        return task
+
+    @field_validator("instruction")
+    @classmethod
+    def _not_both(cls, instruction: str | None, info: Any) -> str | None:
+        if instruction is not None and info.data.get("task") is not None:
+            raise ValueError("give either task or instruction, not both")
+        return instruction
+
+    def filter_dict(self) -> dict[str, Any] | None:
+        if not self.filter:
+            return None
+        return {
+            k: v.model_dump(exclude_none=True) if isinstance(v, Range) else v
+            for k, v in self.filter.items()
+        }
+
+
+class SearchHit(BaseModel):
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    collection: str = Field(description="the collection that answered (an alias is resolved)")
+    task: str | None
+    instruction: str | None = Field(description="the instruction prepended to the query")
+    hits: list[SearchHit]
+
+
+class TaskInfo(BaseModel):
+    name: str
+    instruction: str
+
+
+class TasksResponse(BaseModel):
+    default: str
+    tasks: list[TaskInfo]
+
+
+class CollectionOut(BaseModel):
+    name: str
+    aliases: list[str]
+    points: int
+    vectors: dict[str, int]
+    encoder_fingerprint: str | None = Field(description="encoder that built it (versioned names)")
+    searchable: bool = Field(description="built by the encoder this server runs")
+
+
+class CollectionsResponse(BaseModel):
+    default: str
+    collections: list[CollectionOut]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ready", "starting", "failed"]
+    encoder: str | None = None
+    dim: int | None = None
+    fingerprint: str | None = None
+    detail: str | None = None
+
+
+class EmbeddingsRequest(BaseModel):
+    """OpenAI ``POST /v1/embeddings``. Inputs are embedded as-is, without any instruction (as
+    documents); for instructed query vectors use ``POST /search`` or prepend the instruction."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"input": ["first text", "second text"], "encoding_format": "float"}]
+        },
+    )
+
+    input: NonBlank | Annotated[list[NonBlank], Field(min_length=1)] = Field(
+        description="a text or a list of texts (token arrays are not accepted)"
+    )
+    model: str | None = Field(None, description="the served encoder's name or fingerprint")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="base64: little-endian float32 bytes, as OpenAI"
+    )
+    dimensions: int | None = Field(
+        None, ge=1, description="truncate to this many dimensions, then re-normalise"
+    )
+    user: str | None = Field(None, description="accepted for compatibility, ignored")
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list[ErrorItem]
+    message: str | None = None

@@ -1,0 +1,51 @@
+"""Per-app runtime state, reachable from any route as ``request.app.state.ember``.
+
+Routers written outside this package (``search_api/routes/jobs.py``) read the served encoder and
+store from here: in embedded mode the store's folder is locked to one process, so in-process jobs
+must share this ``store`` instead of opening their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+from search_api.errors import ApiError
+
+if TYPE_CHECKING:
+    from encoders import Encoder
+    from indexer.settings import Settings
+    from indexer.store import Store
+    from search_api.batcher import MicroBatcher
+    from search_api.metrics import Metrics
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    metrics: Metrics
+    encoder: Encoder | None = None
+    store: Store | None = None
+    batcher: MicroBatcher | None = None
+    status: str = "starting"  # starting | ready | failed
+    error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+
+def get_state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.ember
+    return state
+
+
+def ready_state(request: Request) -> ApiState:
+    """The state, or 503 while the encoder is still loading (or failed to load)."""
+    state = get_state(request)
+    if not state.ready:
+        reason = "the encoder is warming up" if state.status == "starting" else "not ready"
+        raise ApiError(503, f"service unavailable: {reason}", headers={"retry-after": "5"})
+    return state
