@@ -7,12 +7,17 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CONFIG_FILE = "encoder_config.json"
 
 Attention = Literal["causal", "bidirectional"]
-Pooling = Literal["mean", "weighted_mean", "last_token", "first_token"]
+Pooling = Literal[
+    "mean", "weighted_mean", "last_token", "first_token", "latent_attention", "multi_layer"
+]
+# Encoder kinds: plain LLM2Vec-style pooling, LLaRA prompt embeddings, MoEE routing embeddings.
+Kind = Literal["llm2vec", "llara", "moee"]
+TRAINABLE_POOLING = ("latent_attention", "multi_layer")
 PaddingSide = Literal["left", "right"]
 DType = Literal["float32", "bfloat16", "float16"]
 
@@ -49,6 +54,12 @@ class EncoderConfig(BaseModel):
     dtype: DType = "float32"
     attn_implementation: str | None = None
     adapters: list[AdapterSpec] = Field(default_factory=list)
+    kind: Kind = "llm2vec"
+    pooler: str | None = Field(
+        default=None, description="folder of a trainable pooler (latent_attention, multi_layer)"
+    )
+    echo: bool = Field(default=False, description="Echo embeddings: repeat the text, pool copy 2")
+    echo_template: str = "Rewrite the sentence: {text}\nRewritten sentence: {text}"
     token_budget: int = Field(default=16384, ge=1, description="max padded tokens per forward")
     max_batch_size: int = Field(default=64, ge=1)
 
@@ -80,6 +91,7 @@ class EncoderConfig(BaseModel):
             update={
                 "base_model": fix(self.base_model),
                 "adapters": [a.model_copy(update={"path": fix(a.path)}) for a in self.adapters],
+                "pooler": fix(self.pooler) if self.pooler else None,
             }
         )
 
@@ -88,14 +100,36 @@ class EncoderConfig(BaseModel):
             return ""
         return self.instruction_template.format(instruction=instruction.strip())
 
+    def weight_paths(self) -> list[str]:
+        return [self.base_model, *(a.path for a in self.adapters), *filter(None, [self.pooler])]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EncoderConfig:
+        if (self.pooling in TRAINABLE_POOLING) != (self.pooler is not None):
+            raise ValueError(
+                f"pooling {self.pooling!r} and pooler {self.pooler!r} disagree: trainable "
+                f"poolings {TRAINABLE_POOLING} need a pooler folder, the others take none"
+            )
+        if self.echo and self.echo_template.count("{text}") != 2:
+            raise ValueError("echo_template must contain {text} exactly twice")
+        if self.echo and not self.echo_template.endswith("{text}"):
+            raise ValueError("echo_template must end with the second {text} (it is pooled)")
+        return self
+
     def fingerprint(self) -> str:
         """Short stable hash of what determines document vectors (not query-only settings)."""
         doc_fields = self.model_dump(
-            include={"base_model", "attention", "pooling", "max_length", "normalize", "adapters"}
+            exclude={
+                "name",
+                "query_max_length",
+                "instruction_template",
+                "token_budget",
+                "max_batch_size",
+                "attn_implementation",
+                "padding_side",
+            }
         )
-        doc_fields["weights"] = [_weights_signature(self.base_model)] + [
-            _weights_signature(a.path) for a in self.adapters
-        ]
+        doc_fields["weights"] = [_weights_signature(p) for p in self.weight_paths()]
         blob = json.dumps(doc_fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

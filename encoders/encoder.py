@@ -7,10 +7,12 @@ so a text's vector does not depend on its batch, its neighbours or the padding s
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -43,14 +45,22 @@ class Encoder:
             set_bidirectional(model, config.attention == "bidirectional")
         self._lock = threading.Lock()
         self._dim: int | None = None
+        self.pooler: TrainablePooler | None = None
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: EncoderConfig) -> Encoder:
+        """Load base model, adapters and pooler; returns the subclass for ``config.kind``."""
+        klass = encoder_class(config.kind) if cls is Encoder else cls
         path = resolve_model_path(config.base_model)
         model: nn.Module = load_base_model(path, config.dtype, config.attn_implementation)
         model = apply_adapters(model, config.adapters)
-        return cls(config, model, load_tokenizer(path))
+        encoder = klass(config, model, load_tokenizer(path))
+        if config.pooler:
+            from encoders.poolers import load_pooler
+
+            encoder.pooler = load_pooler(config.pooler).to(next(model.parameters()).device)
+        return encoder
 
     @classmethod
     def load(cls, folder: str | Path) -> Encoder:
@@ -67,6 +77,25 @@ class Encoder:
             hidden = getattr(self.model.config, "hidden_size", None)
             self._dim = int(hidden) if hidden else int(self.encode(["dimension probe"]).shape[1])
         return self._dim
+
+    @property
+    def vector_dims(self) -> dict[str, int]:
+        """Named vectors this encoder produces (Qdrant named vectors); MoEE adds ``rw``."""
+        return {"dense": self.dim}
+
+    def encode_named(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        max_length: int | None = None,
+        show_progress: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """Vectors per name in :attr:`vector_dims`; plain encoders give ``{"dense": ...}``."""
+        vectors = self.encode(
+            texts, instruction, max_length=max_length, show_progress=show_progress
+        )
+        return {"dense": vectors}
 
     @property
     def fingerprint(self) -> str:
@@ -129,28 +158,44 @@ class Encoder:
     def _hidden_size_hint(self) -> int:
         return int(getattr(self.model.config, "hidden_size", 1))
 
+    def compose(self, text: str, instruction: str | None) -> tuple[str, int]:
+        """The string the model reads and the character where pooling starts.
+
+        Plain: ``prefix + text``, pooled from the text. Echo (Springer et al. 2024): the text is
+        written twice into ``echo_template`` and only the second copy is pooled, so with causal
+        attention its tokens have already seen the whole text once.
+        """
+        prefix = self.config.format_prefix(instruction)
+        if not self.config.echo:
+            return prefix + text, len(prefix)
+        head, middle, _ = self.config.echo_template.split("{text}")
+        first = prefix + head + text + middle
+        return first + text, len(first)
+
     def tokenize(
         self, texts: Sequence[str], instruction: str | None, max_length: int
     ) -> list[Tokenized]:
-        """Tokenise ``prefix + text`` once; the text starts at the first token whose character
-        span ends past the prefix (offsets, not separator strings)."""
-        prefix = self.config.format_prefix(instruction)
+        """Tokenise each composed string once; the pooled part starts at the first token whose
+        character span ends past the pooling start (offsets, not separator strings)."""
+        composed = [self.compose(t, instruction) for t in texts]
+        need_offsets = any(start for _, start in composed)
         enc = self.tokenizer(
-            [prefix + t for t in texts],
+            [full for full, _ in composed],
             add_special_tokens=True,
             truncation=True,
             max_length=max_length,
-            return_offsets_mapping=bool(prefix),
+            return_offsets_mapping=need_offsets,
             return_attention_mask=False,
         )
         items = []
         for row, ids in enumerate(enc["input_ids"]):
+            char_start = composed[row][1]
             start = 0
-            if prefix:
+            if char_start:
                 offsets = enc["offset_mapping"][row]
                 start = next(
-                    (i for i, (a, b) in enumerate(offsets) if b > len(prefix) and (a, b) != (0, 0)),
-                    len(ids),  # text truncated away: nothing to pool
+                    (i for i, (a, b) in enumerate(offsets) if b > char_start and (a, b) != (0, 0)),
+                    len(ids),  # pooled part truncated away: nothing to pool
                 )
             items.append(Tokenized(ids=list(ids), text_start=start))
         return items
@@ -210,6 +255,37 @@ class Encoder:
 
     def embed_batch(self, items: Sequence[Tokenized]) -> torch.Tensor:
         batch = self.collate(items)
+        if self.pooler is not None:
+            out = self.hidden_states(batch, all_layers=self.pooler.needs_all_layers)
+            return self.pooler(out, batch)
         out = self.hidden_states(batch)
         hidden = out.last_hidden_state  # type: ignore[attr-defined]
         return pool(hidden, batch["attention_mask"], batch["pool_mask"], self.config.pooling)
+
+
+class TrainablePooler(Protocol):
+    """A small trainable module that pools the model output (see ``encoders.poolers``).
+
+    Called with the HF model output (``hidden_states`` filled when ``needs_all_layers``) and the
+    collated batch (``attention_mask``, ``pool_mask``); returns [B, D].
+    """
+
+    needs_all_layers: bool
+
+    def __call__(self, output: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def to(self, device: torch.device) -> TrainablePooler: ...
+
+
+# Encoder subclasses by ``EncoderConfig.kind``, imported lazily (module:Class).
+ENCODER_KINDS = {
+    "llm2vec": "encoders.encoder:Encoder",
+    "llara": "encoders.llara:LlaraEncoder",
+    "moee": "encoders.moee:MoeeEncoder",
+}
+
+
+def encoder_class(kind: str) -> type[Encoder]:
+    module_name, _, attr = ENCODER_KINDS[kind].partition(":")
+    klass: type[Encoder] = getattr(importlib.import_module(module_name), attr)
+    return klass

@@ -175,3 +175,35 @@ def test_missing_model_folder_is_a_clear_error(tmp_path: Path) -> None:
 def test_single_string_is_rejected(folder: Path) -> None:
     with pytest.raises(TypeError):
         make(folder).encode("not a list")  # type: ignore[arg-type]
+
+
+def test_echo_pools_only_the_second_copy(folder: Path) -> None:
+    enc = make(folder, attention="causal", echo=True)
+    text = "proteins, cells and genes"
+    [item] = enc.tokenize([text], None, 512)
+    assert enc.tokenizer.decode(item.ids[item.text_start :]).strip() == text
+    assert enc.tokenizer.decode(item.ids).count(text) == 2
+
+
+def test_echo_gives_causal_early_tokens_the_future(folder: Path) -> None:
+    """The Echo point: with causal attention, the first text token sees the rest of the text
+    (from the first copy) only in echo mode."""
+    plain = make(folder, attention="causal", pooling="mean", normalize=False)
+    echo = make(folder, attention="causal", pooling="mean", normalize=False, echo=True)
+
+    def first_text_token(enc: Encoder, text: str) -> np.ndarray:
+        [item] = enc.tokenize([text], None, 512)
+        with torch.inference_mode():
+            out = enc.hidden_states(enc.collate([item]))
+        return out.last_hidden_state[0, item.text_start].numpy()  # type: ignore[attr-defined]
+
+    a, b = "cells divide quickly", "cells divide slowly"
+    assert np.abs(first_text_token(plain, a) - first_text_token(plain, b)).max() < 1e-5
+    assert np.abs(first_text_token(echo, a) - first_text_token(echo, b)).max() > 1e-3
+
+
+def test_config_rejects_inconsistent_pooling_and_echo_template() -> None:
+    with pytest.raises(ValueError, match="need a pooler folder"):
+        EncoderConfig(pooling="latent_attention")
+    with pytest.raises(ValueError, match="exactly twice"):
+        EncoderConfig(echo=True, echo_template="{text} only once")
