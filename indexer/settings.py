@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,23 @@ class Settings(BaseSettings):
     api_micro_batching: bool = Field(default=True, description="batch concurrent encodes together")
     api_batch_wait_ms: float = Field(default=5.0, ge=0, description="micro-batch fill wait")
     api_max_batch: int = Field(default=32, ge=1, description="max texts per micro-batch forward")
+    # workers (workers/, `ember worker`, `ember jobs`; see deploy/README.md)
+    worker_queues: list[str] = Field(
+        default=["index", "train"], description="queues `ember worker` consumes by default"
+    )
+    job_batch_docs: int = Field(default=64, ge=1, description="documents per index batch task")
+    visibility_timeout: int = Field(
+        default=6 * 3600, ge=1, description="s before an unacked task goes to another worker"
+    )
+    unacked_restore_interval: float = Field(
+        default=2.0, gt=0, description="s between a worker's sweeps for expired unacked tasks"
+    )
+    retrain_schedule: list[dict[str, Any]] = Field(
+        default_factory=list, description="JSON list of {name, cron, trainer, params} for beat"
+    )
+    trainer_modules: list[str] = Field(
+        default_factory=list, description="modules whose TRAINERS dict adds training jobs"
+    )
 
 
 @lru_cache(maxsize=1)
