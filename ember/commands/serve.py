@@ -1,0 +1,101 @@
+"""``ember serve``: the search API (uvicorn) on the configured store and encoder.
+
+By default everything is embedded: the local Qdrant store under ``EMBER_DATA_DIR`` and the
+bundled encoder. The store is opened before the server starts, so a store locked by another
+process is a one-line error; the encoder loads in the background (``GET /health`` says when it
+is ready).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ember.cli import UserError
+from ember.commands.index import open_store_or_fail, settings_for, store_options
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Bind address [env EMBER_API_HOST; default 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [env EMBER_API_PORT; default 8000].")
+@click.option(
+    "--encoder",
+    "encoder_spec",
+    default=None,
+    help="Encoder preset (smollm2, smollm2-bi, minilm), encoder folder or HF model folder "
+    "[env EMBER_ENCODER; default smollm2].",
+)
+@click.option(
+    "--micro-batching/--no-micro-batching",
+    default=None,
+    help="Encode concurrent queries together [env EMBER_API_MICRO_BATCHING; default on].",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
+@store_options
+def serve_command(
+    host: str | None,
+    port: int | None,
+    encoder_spec: str | None,
+    micro_batching: bool | None,
+    log_level: str,
+    data_dir: str | None,
+    backend: str | None,
+) -> None:
+    """Serve the search API, the OpenAI-compatible embeddings and the web page.
+
+    \b
+    Examples:
+      ember serve                          # http://127.0.0.1:8000/
+      ember serve --port 9000 --encoder minilm
+      EMBER_API_KEYS='["secret"]' ember serve --host 0.0.0.0
+    """
+    import uvicorn
+
+    from encoders import resolve_config
+    from encoders.loading import ModelNotFoundError
+    from indexer.settings import Settings
+    from search_api.app import create_app
+
+    settings = settings_for(data_dir, backend)
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["api_host"] = host
+    if port is not None:
+        overrides["api_port"] = port
+    if encoder_spec is not None:
+        overrides["encoder"] = encoder_spec
+    if micro_batching is not None:
+        overrides["api_micro_batching"] = micro_batching
+    if overrides:
+        settings = Settings(**{**settings.model_dump(), **overrides})
+    try:
+        resolve_config(settings.encoder)  # a typo fails now, not after the server is up
+    except (ModelNotFoundError, FileNotFoundError, ValueError) as exc:
+        raise UserError(f"--encoder: {exc}") from None
+
+    store = open_store_or_fail(settings)
+    try:
+        app = create_app(settings, store=store)
+        click.echo(
+            f"ember: serving on http://{settings.api_host}:{settings.api_port}/ "
+            f"(encoder {settings.encoder} loading; GET /health turns 200 when ready)",
+            err=True,
+        )
+        uvicorn.run(
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level=log_level,
+            workers=1,  # one encoder per process; the embedded store is one process anyway
+        )
+    finally:
+        store.close()
+
+
+COMMANDS = [serve_command]
