@@ -59,6 +59,13 @@ def _edge() -> Any:
     return qdrant_edge
 
 
+def _match_value(value: Any) -> Any:
+    """``MatchValue`` that keeps booleans booleans: qdrant-edge 0.9.0 extracts a Python ``bool``
+    as the integer 0/1 (bool subclasses int), so ``MatchValue(True)`` never matches a boolean
+    payload. ``numpy.bool_`` is not an int and is extracted as a bool."""
+    return _edge().MatchValue(np.bool_(value) if isinstance(value, bool) else value)
+
+
 class EdgeStore(Store):
     backend = "edge"
 
@@ -78,7 +85,7 @@ class EdgeStore(Store):
                 "process per folder (run the API and workers together, or use a Qdrant server: "
                 "EMBER_QDRANT_URL)"
             ) from None
-        self._closed = False
+        self.closed = False
         self._shards: dict[str, Any] = {}
         self._manifest = self._load_manifest()
         self._remove_orphans()
@@ -121,7 +128,7 @@ class EdgeStore(Store):
 
     # ---- shards ---------------------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._closed:
+        if self.closed:
             raise StoreError("the store is closed")
 
     def _shard(self, collection: str) -> Any:
@@ -154,12 +161,12 @@ class EdgeStore(Store):
                     should = [
                         e.FieldCondition(key=c.field, range=e.RangeFloat(gte=v, lte=v))
                         if isinstance(v, float)
-                        else e.FieldCondition(key=c.field, match=e.MatchValue(v))
+                        else e.FieldCondition(key=c.field, match=_match_value(v))
                         for v in c.value
                     ]
                     must.append(e.Filter(should=should))
                 elif any(isinstance(v, bool) for v in c.value):  # MatchAny: str or int only
-                    should = [e.FieldCondition(key=c.field, match=e.MatchValue(v)) for v in c.value]
+                    should = [e.FieldCondition(key=c.field, match=_match_value(v)) for v in c.value]
                     must.append(e.Filter(should=should))
                 else:
                     must.append(e.FieldCondition(key=c.field, match=e.MatchAny(c.value)))
@@ -168,7 +175,7 @@ class EdgeStore(Store):
                     e.FieldCondition(key=c.field, range=e.RangeFloat(gte=c.value, lte=c.value))
                 )
             else:
-                must.append(e.FieldCondition(key=c.field, match=e.MatchValue(c.value)))
+                must.append(e.FieldCondition(key=c.field, match=_match_value(c.value)))
         return e.Filter(must=must)
 
     # ---- interface ------------------------------------------------------------------------
@@ -341,9 +348,9 @@ class EdgeStore(Store):
 
     def close(self) -> None:
         with self._lock:
-            if self._closed:
+            if self.closed:
                 return
-            self._closed = True
+            self.closed = True
             for shard in self._shards.values():
                 with contextlib.suppress(Exception):
                     shard.flush()

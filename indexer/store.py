@@ -184,6 +184,8 @@ class Store(ABC):
     """What the pipeline, the API and the workers need from a vector store."""
 
     backend: str = "abstract"
+    location: str = ""  # folder or URL, for messages
+    closed: bool = False
 
     @abstractmethod
     def create_collection(
@@ -520,7 +522,9 @@ class QdrantClientStore(Store):
 
     def close(self) -> None:
         with self._lock:
-            self.client.close()
+            if not self.closed:
+                self.closed = True
+                self.client.close()
 
 
 def open_store(settings: Settings | None = None) -> Store:
@@ -541,3 +545,25 @@ def open_store(settings: Settings | None = None) -> Store:
 
         return EdgeStore(Path(settings.data_dir) / "edge")
     raise ValueError(f"EMBER_EMBEDDED_BACKEND: unknown backend {backend!r} (use 'local' or 'edge')")
+
+
+_shared: dict[tuple[str, str], Store] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_store(settings: Settings | None = None) -> Store:
+    """One store per process and location (embedded folders lock to one process: the API and
+    in-process jobs must share one instance). Closing it is the process owner's job."""
+    if settings is None:
+        from indexer.settings import get_settings
+
+        settings = get_settings()
+    if settings.qdrant_url:
+        key = ("server", settings.qdrant_url)
+    else:
+        key = (settings.embedded_backend, str(Path(settings.data_dir).resolve()))
+    with _shared_lock:
+        store = _shared.get(key)
+        if store is None or store.closed:
+            store = _shared[key] = open_store(settings)
+        return store

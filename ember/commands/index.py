@@ -1,0 +1,346 @@
+"""``ember index``, ``ember search`` and ``ember collections``: the index pipeline from a shell.
+
+The store is the configured one (``EMBER_QDRANT_URL`` for a server, else the embedded store under
+``EMBER_DATA_DIR``; ``EMBER_EMBEDDED_BACKEND`` picks ``local`` or ``edge``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ember.cli import UserError
+
+if TYPE_CHECKING:
+    from indexer.settings import Settings
+    from indexer.store import Hit, Store
+
+FORMATS = ["auto", "jsonl", "beir", "csv", "dir"]
+
+
+def settings_for(data_dir: str | None, backend: str | None) -> Settings:
+    from indexer.settings import Settings, get_settings
+
+    settings = get_settings()
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = Path(data_dir)
+    if backend is not None:
+        overrides["embedded_backend"] = backend
+    return Settings(**{**settings.model_dump(), **overrides}) if overrides else settings
+
+
+def open_store_or_fail(settings: Settings) -> Store:
+    from indexer.store import StoreError, open_store
+
+    try:
+        return open_store(settings)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def load_encoder_or_fail(spec: str) -> Any:
+    from encoders import load_encoder
+
+    try:
+        return load_encoder(spec)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(f"--encoder: {exc}") from None
+
+
+def store_options(f: Any) -> Any:
+    f = click.option(
+        "--backend",
+        type=click.Choice(["local", "edge"]),
+        default=None,
+        help="Embedded store backend [env EMBER_EMBEDDED_BACKEND; default local].",
+    )(f)
+    f = click.option(
+        "--data-dir",
+        default=None,
+        help="Folder of the embedded store [env EMBER_DATA_DIR; default .ember].",
+    )(f)
+    return f
+
+
+def encoder_option(f: Any) -> Any:
+    return click.option(
+        "--encoder",
+        "encoder_spec",
+        envvar="EMBER_ENCODER",
+        default="smollm2",
+        show_default=True,
+        help="Encoder preset (smollm2, smollm2-bi, minilm), encoder folder or HF model folder.",
+    )(f)
+
+
+# ---- ember index ------------------------------------------------------------------------------
+@click.command("index")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--collection", "-c", required=True, help="Collection (alias) name to serve under.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="auto",
+    show_default=True,
+    help="Corpus format; auto: folder with corpus.jsonl = beir, other folder = dir, "
+    ".jsonl = jsonl, .csv/.tsv = csv.",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="Bad records: fail = stop at the first (file:line), nothing served changes; "
+    "skip = report each on stderr and go on.",
+)
+@click.option("--chunk-tokens", type=click.IntRange(min=8), default=256, show_default=True)
+@click.option("--overlap", type=click.IntRange(min=0), default=32, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Chunks encoded and written per step.",
+)
+@click.option(
+    "--keep-versions",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Previous builds kept for rollback.",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@encoder_option
+@store_options
+def index_command(
+    path: Path,
+    collection: str,
+    fmt: str,
+    on_error: str,
+    chunk_tokens: int,
+    overlap: int,
+    batch_size: int,
+    keep_versions: int,
+    progress: bool,
+    encoder_spec: str,
+    data_dir: str | None,
+    backend: str | None,
+) -> None:
+    """Index a corpus at PATH and serve it as COLLECTION.
+
+    Reads and chunks the whole corpus first (bad records stop the run before anything is
+    written), encodes the chunks into a new versioned collection
+    (<name>__<encoder>__v<N>), checks the point count, then switches the alias atomically.
+    Searches keep hitting the previous build until that switch.
+
+    \b
+    Examples:
+      ember index ../shared/data/beir/scifact-mini --collection scifact
+      ember index notes/ --collection notes --format dir --encoder minilm
+      ember index docs.jsonl -c docs --on-error skip
+    """
+    from indexer.pipeline import BuildError, index_corpus
+    from indexer.readers import BadRecordError
+    from indexer.store import check_name
+
+    if not path.exists():
+        raise UserError(f"PATH: no such file or folder: {path}")
+    try:
+        check_name(collection)
+    except ValueError as exc:
+        raise UserError(f"--collection: {exc}") from None
+    if "__" in collection:
+        raise UserError("--collection: '__' is reserved for build versions")
+    if overlap >= chunk_tokens:
+        raise UserError(f"--overlap ({overlap}) must be smaller than --chunk-tokens")
+    settings = settings_for(data_dir, backend)
+    encoder = load_encoder_or_fail(encoder_spec)
+    store = open_store_or_fail(settings)
+    try:
+        report = index_corpus(
+            path,
+            collection,
+            encoder,
+            store,
+            fmt=fmt,
+            chunk_tokens=chunk_tokens,
+            overlap=overlap,
+            batch_size=batch_size,
+            on_error=on_error,
+            progress=progress,
+            keep_versions=keep_versions,
+        )
+    except BadRecordError as exc:
+        raise UserError(f"bad record {exc} (use --on-error skip to skip bad records)") from None
+    except (BuildError, FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        store.close()
+    skipped = f", skipped {report.skipped} bad records" if report.skipped else ""
+    click.echo(
+        f"indexed {report.documents} documents as {report.chunks} chunks into "
+        f"{report.collection} in {report.seconds:.1f}s{skipped}; alias {collection!r} -> "
+        f"{report.collection}",
+        err=True,
+    )
+
+
+# ---- ember search -----------------------------------------------------------------------------
+def format_hits(hits: list[Hit], width: int = 160) -> list[str]:
+    lines = []
+    for rank, hit in enumerate(hits, start=1):
+        p = hit.payload
+        title = str(p.get("title") or "").strip()
+        text = " ".join(str(p.get("text") or "").split())
+        label = f"{p.get('doc_id', hit.id)}#{p.get('chunk_index', 0)}"
+        snippet = f"{title} | {text}" if title else text
+        if len(snippet) > width:
+            snippet = snippet[: width - 3] + "..."
+        lines.append(f"{rank:>3}. {hit.score:.4f}  {label:<16} {snippet}")
+    return lines
+
+
+def parse_filter_option(raw: str | None) -> dict[str, Any] | None:
+    from indexer.store import parse_filter
+
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--filter: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise UserError('--filter: expected a JSON object, e.g. {"source": "pubmed"}')
+    try:
+        parse_filter(value)
+    except ValueError as exc:
+        raise UserError(f"--filter: {exc}") from None
+    return value
+
+
+@click.command("search")
+@click.argument("query")
+@click.option("--collection", "-c", default="default", show_default=True)
+@click.option(
+    "--task",
+    default=None,
+    help="Task whose instruction is prepended to the query (e.g. web_search, scifact); "
+    "see `ember search --list-tasks`. Default: web_search.",
+)
+@click.option("--instruction", default=None, help="A custom query instruction (overrides --task).")
+@click.option("--top-k", "-k", type=click.IntRange(min=1, max=1000), default=10, show_default=True)
+@click.option(
+    "--filter",
+    "filter_json",
+    default=None,
+    help='Payload filter as JSON: {"field": value}, {"field": [v1, v2]}, '
+    '{"field": {"gte": 1, "lt": 5}}; keys are ANDed.',
+)
+@click.option("--json", "as_json", is_flag=True, help="Print hits as JSON lines.")
+@click.option("--list-tasks", is_flag=True, is_eager=True, help="List task names and exit.")
+@encoder_option
+@store_options
+def search_command(
+    query: str,
+    collection: str,
+    task: str | None,
+    instruction: str | None,
+    top_k: int,
+    filter_json: str | None,
+    as_json: bool,
+    list_tasks: bool,
+    encoder_spec: str,
+    data_dir: str | None,
+    backend: str | None,
+) -> None:
+    """Search COLLECTION for QUERY and print ranked hits.
+
+    The query is encoded with the task's instruction (documents never get one), with the same
+    encoder that built the collection.
+
+    \b
+    Examples:
+      ember search "vitamin D and infections" --collection scifact --task scifact
+      ember search "rust ownership" -c notes --filter '{"source": "rust.md"}' --json
+    """
+    from encoders.instructions import DEFAULT_TASK, TASKS, UnknownTaskError, instruction_for
+    from indexer.search import EncoderMismatchError, search
+    from indexer.store import CollectionNotFoundError
+
+    if list_tasks:
+        for name, text in TASKS.items():
+            click.echo(f"{name:<14} {text}")
+        return
+    if not query.strip():
+        raise UserError("QUERY: must not be empty")
+    if instruction is None:
+        try:
+            instruction = instruction_for(task or DEFAULT_TASK)
+        except UnknownTaskError:
+            raise UserError(f"--task: unknown task {task!r}; known: {', '.join(TASKS)}") from None
+    filter_ = parse_filter_option(filter_json)
+    settings = settings_for(data_dir, backend)
+    store = open_store_or_fail(settings)
+    try:
+        try:
+            store.resolve(collection)
+        except CollectionNotFoundError:
+            known = sorted(
+                {a for c in store.list_collections() for a in c.aliases}
+                | {c.name for c in store.list_collections()}
+            )
+            hint = f"; known: {', '.join(known)}" if known else "; index one with `ember index`"
+            raise UserError(f"--collection: {collection!r} not found{hint}") from None
+        encoder = load_encoder_or_fail(encoder_spec)
+        try:
+            hits = search(
+                store, encoder, collection, query, instruction=instruction, top_k=top_k,
+                filter=filter_,
+            )  # fmt: skip
+        except EncoderMismatchError as exc:
+            raise UserError(f"--encoder: {exc}") from None
+    finally:
+        store.close()
+    if as_json:
+        for hit in hits:
+            click.echo(json.dumps({"id": hit.id, "score": hit.score, "payload": hit.payload}))
+    elif not hits:
+        click.echo("no hits", err=True)
+    else:
+        for line in format_hits(hits):
+            click.echo(line)
+
+
+# ---- ember collections ------------------------------------------------------------------------
+@click.command("collections")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@store_options
+def collections_command(as_json: bool, data_dir: str | None, backend: str | None) -> None:
+    """List collections with their aliases, point counts and vectors."""
+    settings = settings_for(data_dir, backend)
+    store = open_store_or_fail(settings)
+    try:
+        infos = store.list_collections()
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps([info.__dict__ for info in infos], indent=1))
+        return
+    if not infos:
+        click.echo(f"no collections in {store.location}", err=True)
+        return
+    click.echo(f"{'collection':<44} {'aliases':<16} {'points':>8}  vectors")
+    for info in infos:
+        vectors = ", ".join(f"{k}:{v}" for k, v in info.vectors.items())
+        aliases = ",".join(info.aliases) or "-"
+        click.echo(f"{info.name:<44} {aliases:<16} {info.points:>8}  {vectors}")
+
+
+COMMANDS = [index_command, search_command, collections_command]
