@@ -135,14 +135,20 @@ def create_app(
     )
     app.state.ember = state
     install_error_handlers(app)
-    for module in (meta, search, embeddings, web):
-        app.include_router(module.router)
+    routers = [module.router for module in (meta, search, embeddings, web)]
+    for router in routers:
+        app.include_router(router)
     if importlib.util.find_spec(JOBS_MODULE) is not None:
         jobs = importlib.import_module(JOBS_MODULE)
         app.include_router(jobs.router, dependencies=[Depends(require_api_key)])
+        routers.append(jobs.router)
 
+    # raw paths that may label metrics for requests refused before routing (413/429)
     static_paths = frozenset(
-        p for r in app.routes if isinstance(p := getattr(r, "path", None), str) and "{" not in p
+        p
+        for routes in [app.routes, *(r.routes for r in routers)]
+        for route in routes
+        if isinstance(p := getattr(route, "path", None), str) and "{" not in p
     )
     app.add_middleware(
         LimitsMiddleware,

@@ -44,12 +44,17 @@ def _field_name(loc: Sequence[Any]) -> str:
     return ".".join(parts) or "body"
 
 
-def _body(request: Request, status: int, detail: Any, message: str, param: str | None) -> Any:
+def error_body(path: str, status: int, detail: Any, message: str, param: str | None = None) -> Any:
+    """The JSON body of every error response (also used by the limits middleware)."""
     body: dict[str, Any] = {"detail": detail, "message": message}
-    if request.url.path.startswith("/v1/"):
+    if path.startswith("/v1/"):
         kind = "invalid_request_error" if status < 500 else "server_error"
         body["error"] = {"message": message, "type": kind, "param": param, "code": None}
     return body
+
+
+def _body(request: Request, status: int, detail: Any, message: str, param: str | None) -> Any:
+    return error_body(request.url.path, status, detail, message, param)
 
 
 def install_error_handlers(app: FastAPI) -> None:

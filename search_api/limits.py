@@ -14,15 +14,16 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from search_api.errors import error_body
 from search_api.metrics import Metrics
 
 EXEMPT_PATHS = frozenset({"/health", "/metrics"})
 
 
-async def send_json(
-    send: Send, status: int, body: object, headers: dict[str, str] | None = None
+async def send_error(
+    scope: Scope, send: Send, status: int, message: str, headers: dict[str, str] | None = None
 ) -> None:
-    raw = json.dumps(body).encode()
+    raw = json.dumps(error_body(scope.get("path", ""), status, message, message)).encode()
     head = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
     head += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": head})
@@ -43,13 +44,10 @@ class LimitsMiddleware:
         if self.metrics is not None:
             self.metrics.rejected.labels(reason).inc()
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, scope: Scope, send: Send) -> None:
         self._reject("body_too_large")
-        await send_json(
-            send,
-            413,
-            {"detail": f"request body is larger than the limit of {self.max_body_bytes} bytes"},
-        )
+        message = f"request body is larger than the limit of {self.max_body_bytes} bytes"
+        await send_error(scope, send, 413, message)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,12 +56,8 @@ class LimitsMiddleware:
         exempt = scope.get("path") in EXEMPT_PATHS
         if not exempt and self.active >= self.max_concurrent:
             self._reject("too_many_requests")
-            await send_json(
-                send,
-                429,
-                {"detail": f"too many concurrent requests (limit {self.max_concurrent}); retry"},
-                {"retry-after": "1"},
-            )
+            message = f"too many concurrent requests (limit {self.max_concurrent}); retry"
+            await send_error(scope, send, 429, message, {"retry-after": "1"})
             return
         if not exempt:
             self.active += 1
@@ -79,10 +73,10 @@ class LimitsMiddleware:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await send_json(send, 400, {"detail": "invalid Content-Length header"})
+                    await send_error(scope, send, 400, "invalid Content-Length header")
                     return
                 if declared > self.max_body_bytes:
-                    await self._too_large(send)
+                    await self._too_large(scope, send)
                     return
         if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
@@ -97,7 +91,7 @@ class LimitsMiddleware:
                 break
             total += len(message.get("body", b""))
             if total > self.max_body_bytes:
-                await self._too_large(send)
+                await self._too_large(scope, send)
                 return
             buffered.append(message)
             if not message.get("more_body", False):

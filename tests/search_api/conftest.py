@@ -1,0 +1,170 @@
+"""Fixtures for the API tests: a tiny random encoder, an embedded store indexed by the real
+pipeline, TestClients with the lifespan entered, and a real uvicorn server on a loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from encoders.testing import tiny_encoder
+from indexer.pipeline import index_corpus
+from indexer.settings import Settings
+from indexer.store import QdrantClientStore
+from search_api.app import create_app
+
+DOCS: list[dict[str, Any]] = [
+    {"id": "fox", "text": "The quick brown fox jumps over the lazy dog.", "source": "web",
+     "year": 1999, "lang": "en"},
+    {"id": "vitd", "text": "Vitamin D deficiency is associated with infection in adults.",
+     "title": "Vitamin D", "source": "pubmed", "year": 2004, "lang": "en"},
+    {"id": "rank", "text": "Search engines rank documents by the cosine similarity of embeddings.",
+     "source": "arxiv", "year": 2019, "lang": "en"},
+    {"id": "llm", "text": "Large language models turn text into vectors (bidirectional attention).",
+     "source": "arxiv", "year": 2024, "lang": "en"},
+    {"id": "cells", "text": "Proteins, cells and genes: relevant passages for biology questions.",
+     "source": "pubmed", "year": 2011, "lang": "de"},
+    {"id": "claim", "text": "Given a scientific claim, documents support or refute the claim.",
+     "source": "pubmed", "year": 2016, "lang": "en"},
+]  # fmt: skip
+
+# A wait long enough that concurrent requests of a test always meet in one micro-batch; a batch
+# closes as soon as it is full, so this bounds latency, it is not what the tests assert.
+BATCH_WAIT_MS = 200.0
+
+
+def make_settings(tmp: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"data_dir": tmp, "api_keys": [], "api_batch_wait_ms": 5.0}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def encoder(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return tiny_encoder(tmp_path_factory.mktemp("tiny") / "m", "llama")
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
+    path.write_text("\n".join(json.dumps(d) for d in DOCS) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def store(
+    tmp_path_factory: pytest.TempPathFactory, encoder: Any, corpus_file: Path
+) -> Iterator[QdrantClientStore]:
+    """An embedded store with alias ``default`` (all DOCS) and alias ``small`` (two docs).
+    Shared by the API tests, which only read it."""
+    s = QdrantClientStore(path=tmp_path_factory.mktemp("store") / "qdrant")
+    index_corpus(corpus_file, "default", encoder, s, progress=False)
+    small = corpus_file.parent / "small.jsonl"
+    small.write_text("\n".join(json.dumps(d) for d in DOCS[:2]) + "\n")
+    index_corpus(small, "small", encoder, s, progress=False)
+    yield s
+    s.close()
+
+
+def wait_ready(client: TestClient | httpx.Client, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if client.get("/health").status_code == 200:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the API did not become ready")
+
+
+ClientFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client(tmp_path: Path, encoder: Any, store: QdrantClientStore) -> Iterator[ClientFactory]:
+    """``make_client(**settings)`` -> a ready TestClient on the shared encoder and store."""
+    stack = contextlib.ExitStack()
+
+    def factory(
+        *, app_encoder: Any = None, app_store: Any = None, wait: bool = True,
+        raise_server_exceptions: bool = True, **overrides: Any,
+    ) -> TestClient:  # fmt: skip
+        app = create_app(
+            make_settings(tmp_path, **overrides),
+            encoder=app_encoder if app_encoder is not None else encoder,
+            store=app_store if app_store is not None else store,
+        )
+        client = stack.enter_context(
+            TestClient(app, raise_server_exceptions=raise_server_exceptions)
+        )
+        if wait:
+            wait_ready(client)
+        return client
+
+    with stack:
+        yield factory
+
+
+@pytest.fixture
+def client(make_client: ClientFactory) -> TestClient:
+    return make_client()
+
+
+class LiveServer:
+    """The app under a real uvicorn server in a thread, on a loopback socket bound up front."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=5)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise AssertionError("uvicorn did not start")
+            time.sleep(0.01)
+        with httpx.Client(base_url=self.url) as c:
+            wait_ready(c)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.sock.close()
+
+
+@pytest.fixture
+def live_server(
+    tmp_path: Path, encoder: Any, store: QdrantClientStore
+) -> Iterator[Callable[..., LiveServer]]:
+    """``live_server(**settings)`` -> a started LiveServer (stopped after the test)."""
+    stack = contextlib.ExitStack()
+
+    def factory(*, app_encoder: Any = None, **overrides: Any) -> LiveServer:
+        app = create_app(
+            make_settings(tmp_path, **overrides),
+            encoder=app_encoder if app_encoder is not None else encoder,
+            store=store,
+        )
+        return stack.enter_context(LiveServer(app))
+
+    with stack:
+        yield factory
