@@ -314,7 +314,11 @@ class QdrantClientStore(Store):
             assert url is not None
             self.backend = "server"
             self.location = url
-            self.client = QdrantClient(url=url, api_key=api_key, timeout=timeout)
+            # no version probe at construction: the API must start even while the server is still
+            # coming up; the first request reports an unreachable server
+            self.client = QdrantClient(
+                url=url, api_key=api_key, timeout=timeout, check_compatibility=False
+            )
 
     # -- helpers
     def _models(self) -> Any:
