@@ -1,0 +1,203 @@
+"""Submitting jobs, for the API and the CLI: a job record, then a task sent by name.
+
+With a broker (``EMBER_BROKER_URL``) :func:`submit_index` / :func:`submit_train` create the job
+record in Redis and send ``ember.index`` / ``ember.train`` by task name; a worker picks it up. The
+caller never imports the task code.
+
+Without a broker (embedded) the same tasks run in this process through ``Task.apply``: in the
+foreground (``wait=True``, the CLI) or on one background thread (the API), jobs one at a time.
+The task code is loaded by name from the Celery app's task registry.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from workers.jobs import Job, JobStore, new_job_id, open_job_store
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from encoders import Encoder
+    from indexer.settings import Settings
+    from indexer.store import Store
+
+_lock = threading.Lock()
+_apps: dict[str, Celery] = {}
+_executor: ThreadPoolExecutor | None = None
+FORMATS = ("auto", "jsonl", "beir", "csv", "dir")
+ON_ERROR = ("fail", "skip")
+
+
+def client_app(settings: Settings) -> Celery:
+    """A Celery app for sending tasks to ``settings.broker_url`` (cached per broker)."""
+    from workers.app import create_app
+
+    assert settings.broker_url, "client_app needs a broker"
+    key = f"{settings.broker_url}|{settings.result_backend}"
+    with _lock:
+        app = _apps.get(key)
+        if app is None:
+            app = _apps[key] = create_app(settings)
+        return app
+
+
+def _run_in_process(
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    task_id: str,
+    settings: Settings,
+    store: Store | None,
+    encoder: Encoder | None,
+    wait: bool,
+) -> Future[Any] | None:
+    """Run task ``name`` here with ``Task.apply`` (embedded mode)."""
+    global _executor
+    from workers import runtime
+    from workers.app import app, load_tasks
+
+    load_tasks(app)
+    runtime.provide(settings=settings, store=store, encoder=encoder)
+    task = app.tasks[name]
+
+    def run() -> Any:
+        return task.apply(args=args, kwargs=kwargs, task_id=task_id)
+
+    if wait:
+        run()
+        return None
+    with _lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ember-job")
+        return _executor.submit(run)
+
+
+def _dispatch(
+    settings: Settings,
+    name: str,
+    queue: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    task_id: str,
+    *,
+    wait: bool,
+    store: Store | None,
+    encoder: Encoder | None,
+) -> None:
+    if settings.broker_url:
+        client_app(settings).send_task(name, args=args, kwargs=kwargs, queue=queue, task_id=task_id)
+    else:
+        _run_in_process(name, args, kwargs, task_id, settings, store, encoder, wait)
+
+
+def submit_index(
+    settings: Settings,
+    collection: str,
+    *,
+    path: str | None = None,
+    documents: list[dict[str, Any]] | None = None,
+    fmt: str = "auto",
+    on_error: str = "fail",
+    batch_docs: int | None = None,
+    chunk_tokens: int | None = None,
+    overlap: int | None = None,
+    encoder_spec: str | None = None,
+    wait: bool = False,
+    store: Store | None = None,
+    encoder: Encoder | None = None,
+) -> Job:
+    """Create an index job for a corpus ``path`` (read by the worker) or inline ``documents``
+    (corpus-reader records) into alias ``collection``; returns the job as first recorded."""
+    from indexer.store import check_name
+
+    check_name(collection)
+    if "__" in collection:
+        raise ValueError(f"invalid collection name {collection!r}: '__' is reserved for versions")
+    if (path is None) == (documents is None):
+        raise ValueError("give exactly one of path or documents")
+    if documents is not None and not documents:
+        raise ValueError("documents: empty list")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown corpus format {fmt!r} (use one of {', '.join(FORMATS)})")
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+    for name, value in (("batch_docs", batch_docs), ("chunk_tokens", chunk_tokens)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if overlap is not None and overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    spec: dict[str, Any] = {
+        "collection": collection,
+        "format": fmt,
+        "on_error": on_error,
+        "batch_docs": batch_docs or settings.job_batch_docs,
+        "encoder": encoder_spec or settings.encoder,
+    }
+    if chunk_tokens is not None:
+        spec["chunk_tokens"] = chunk_tokens
+    if overlap is not None:
+        spec["overlap"] = overlap
+    params = dict(spec)
+    if path is not None:
+        spec["path"] = params["path"] = str(path)
+    else:
+        spec["documents"] = documents
+        params["documents"] = len(documents or [])
+    job_store = open_job_store(settings)
+    try:
+        job = job_store.create("index", params, new_job_id())
+        _dispatch(
+            settings, "ember.index", "index", (job.id, spec), {}, job.id,
+            wait=wait, store=store, encoder=encoder,
+        )  # fmt: skip
+        return job_store.require(job.id)
+    finally:
+        job_store.close()
+
+
+def submit_train(
+    settings: Settings,
+    trainer: str,
+    params: dict[str, Any] | None = None,
+    *,
+    wait: bool = False,
+) -> Job:
+    """Create a training job running trainer ``trainer`` on the ``train`` queue."""
+    if not trainer:
+        raise ValueError("trainer: give a trainer name")
+    job_store = open_job_store(settings)
+    try:
+        job = job_store.create("train", {"trainer": trainer, "params": dict(params or {})})
+        kwargs = {"job_id": job.id, "trainer": trainer, "params": dict(params or {})}
+        _dispatch(
+            settings, "ember.train", "train", (), kwargs, job.id,
+            wait=wait, store=None, encoder=None,
+        )  # fmt: skip
+        return job_store.require(job.id)
+    finally:
+        job_store.close()
+
+
+def wait_for(
+    job_store: JobStore,
+    job_id: str,
+    timeout: float | None = None,
+    poll_s: float = 0.5,
+    on_progress: Callable[[Job], None] | None = None,
+) -> Job:
+    """Poll until the job is finished; raises ``TimeoutError`` after ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        job = job_store.require(job_id)
+        if on_progress is not None:
+            on_progress(job)
+        if job.finished:
+            return job
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {job.state} after {timeout:.0f} s")
+        time.sleep(poll_s)

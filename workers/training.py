@@ -1,0 +1,107 @@
+"""Training jobs: a registry of trainers by name, run by the ``ember.train`` task (queue ``train``).
+
+A trainer is ``callable(params: dict) -> output folder`` (a new encoder directory). Trainers come
+from modules listed in ``EMBER_TRAINER_MODULES``: each such module has a ``TRAINERS`` mapping of
+name -> callable, so the module needs no import of ``workers`` (``encoders.training`` can offer one
+without breaking the layering). :func:`register_trainer` adds one from code.
+
+No trainer is built in yet: the encoder trainers (MNTP, SimCSE, supervised contrastive, LLaRA)
+plug in here once they exist. Asking for an unknown name fails with the list of known ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+Trainer = Callable[[dict[str, Any]], str | Path]
+
+_lock = threading.Lock()
+_trainers: dict[str, Trainer] = {}
+_loaded_modules: set[str] = set()
+
+
+class UnknownTrainerError(LookupError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        listing = ", ".join(known) if known else "none registered (set EMBER_TRAINER_MODULES)"
+        super().__init__(f"unknown trainer {name!r}; available: {listing}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class TrainerError(RuntimeError):
+    """A trainer module or a trainer's result is unusable."""
+
+
+def register_trainer(name: str, trainer: Trainer, *, replace: bool = False) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("trainer name must be a non-empty string")
+    if not callable(trainer):
+        raise TypeError(f"trainer {name!r} must be callable, got {type(trainer).__name__}")
+    with _lock:
+        if name in _trainers and _trainers[name] is not trainer and not replace:
+            raise ValueError(f"trainer {name!r} is already registered")
+        _trainers[name] = trainer
+
+
+def unregister_trainer(name: str) -> None:
+    with _lock:
+        _trainers.pop(name, None)
+
+
+def available() -> list[str]:
+    with _lock:
+        return sorted(_trainers)
+
+
+def load_trainer_modules(modules: Iterable[str]) -> list[str]:
+    """Import each module (once) and register its ``TRAINERS``; returns the names added."""
+    added: list[str] = []
+    for module_name in modules:
+        if module_name in _loaded_modules:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise TrainerError(
+                f"EMBER_TRAINER_MODULES: cannot import {module_name!r}: {exc}"
+            ) from exc
+        table = getattr(module, "TRAINERS", None)
+        if not isinstance(table, Mapping):
+            raise TrainerError(
+                f"EMBER_TRAINER_MODULES: {module_name!r} has no TRAINERS mapping "
+                "of name -> callable"
+            )
+        for name, trainer in table.items():
+            register_trainer(str(name), trainer, replace=True)
+            added.append(str(name))
+        _loaded_modules.add(module_name)
+    return added
+
+
+def get_trainer(name: str) -> Trainer:
+    with _lock:
+        trainer = _trainers.get(name)
+        if trainer is None:
+            raise UnknownTrainerError(name, sorted(_trainers))
+        return trainer
+
+
+def run_trainer(name: str, params: Mapping[str, Any]) -> Path:
+    """Run trainer ``name``; returns the output folder it wrote (checked to exist)."""
+    trainer = get_trainer(name)
+    out = trainer(dict(params))
+    if not isinstance(out, str | Path):
+        raise TrainerError(
+            f"trainer {name!r} returned {type(out).__name__}, expected a folder path"
+        )
+    folder = Path(out)
+    if not folder.is_dir():
+        raise TrainerError(f"trainer {name!r} returned {str(folder)!r}, which is not a folder")
+    return folder
