@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     trainer_modules: list[str] = Field(
         default_factory=list, description="modules whose TRAINERS dict adds training jobs"
     )
+    job_input_dir: Path | None = Field(
+        default=None, description="POST /jobs/index reads corpus paths only inside this folder"
+    )
 
 
 @lru_cache(maxsize=1)
