@@ -139,9 +139,9 @@ def vector_spec(encoder: Encoder) -> dict[str, int]:
 
 
 def encode_chunks(encoder: Encoder, texts: Sequence[str]) -> dict[str, Any]:
-    """Vectors per name for ``texts`` (encoders with several outputs expose
-    ``encode_documents_named``; a plain encoder gives ``{"dense": ...}``)."""
-    named = getattr(encoder, "encode_documents_named", None)
+    """Vectors per name for document ``texts`` (no instruction): ``encoder.encode_named`` where
+    the encoder has several outputs (MoEE ``dense`` + ``rw``), else ``{"dense": ...}``."""
+    named = getattr(encoder, "encode_named", None)
     if callable(named):
         return dict(named(list(texts)))
     return {DEFAULT_VECTOR: encoder.encode_documents(list(texts))}
@@ -259,9 +259,7 @@ def index_corpus(
     check_name(name)
     started = time.perf_counter()
     reader = read_corpus(path, fmt=fmt, on_error=on_error)
-    docs = list(
-        tqdm(reader, desc="read", unit="doc", disable=not progress, file=sys.stderr, leave=False)
-    )
+    docs = list(reader)
     if not docs:
         raise ValueError(f"{path}: no documents to index")
     chunks = list(chunk_documents(docs, encoder.tokenizer, chunk_tokens, overlap))

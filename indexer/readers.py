@@ -266,3 +266,48 @@ def _read_dir(path: Path) -> Iterator[Item]:
             yield file, 1, BadRecordError(file, 1, "empty file")
             continue
         yield file, 1, Document(id=rel, text=text, title=_title_of(text, file), source=rel)
+
+
+# ---- BEIR queries and relevance judgements ----------------------------------------------------
+def read_queries(path: str | Path) -> dict[str, str]:
+    """BEIR ``queries.jsonl`` (``_id``, ``text``) -> {query id: text}; a folder means its
+    ``queries.jsonl``. Bad lines raise :class:`BadRecordError`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "queries.jsonl"
+    queries: dict[str, str] = {}
+    for file, line, item in _read_jsonl(path):
+        if isinstance(item, BadRecordError):
+            raise item
+        if item.id in queries:
+            raise BadRecordError(file, line, f"duplicate query id {item.id!r}")
+        queries[item.id] = item.text
+    return queries
+
+
+def read_qrels(path: str | Path, split: str = "test") -> dict[str, dict[str, int]]:
+    """BEIR ``qrels/<split>.tsv`` (``query-id``, ``corpus-id``, ``score`` with a header) ->
+    {query id: {doc id: grade}}; a folder means its ``qrels/<split>.tsv``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "qrels" / f"{split}.tsv"
+    qrels: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8") as stream:
+        for line_no, raw in enumerate(stream, start=1):
+            fields = raw.rstrip("\n").split("\t")
+            if line_no == 1 and fields[:2] == ["query-id", "corpus-id"]:
+                continue
+            if not raw.strip():
+                continue
+            if len(fields) != 3:
+                raise BadRecordError(
+                    path, line_no, f"expected 3 tab-separated fields, got {len(fields)}"
+                )
+            try:
+                grade = int(fields[2])
+            except ValueError:
+                raise BadRecordError(
+                    path, line_no, f"score {fields[2]!r} is not an integer"
+                ) from None
+            qrels.setdefault(fields[0], {})[fields[1]] = grade
+    return qrels

@@ -1,0 +1,197 @@
+"""``ember demo``: index a small SciFact corpus into the embedded store and show ranked results.
+
+No servers: qdrant runs embedded under the data folder, jobs run in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ember.cli import UserError
+from ember.commands.index import (
+    encoder_option,
+    format_hits,
+    load_encoder_or_fail,
+    open_store_or_fail,
+    settings_for,
+    store_options,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_SCIFACT = REPO.parent / "shared" / "data" / "beir" / "scifact-mini"
+BUNDLED_SCIFACT = REPO / "indexer" / "data" / "scifact-demo"
+COLLECTION = "scifact-demo"
+SHOWN_QUERIES = 4
+
+
+def find_corpus(explicit: Path | None) -> Path:
+    if explicit is not None:
+        if not (explicit / "corpus.jsonl").is_file():
+            raise UserError(f"--corpus: {explicit} is not a BEIR folder (no corpus.jsonl)")
+        return explicit
+    for folder in (SHARED_SCIFACT, BUNDLED_SCIFACT):
+        if (folder / "corpus.jsonl").is_file():
+            return folder
+    raise UserError(
+        f"no demo corpus: neither {SHARED_SCIFACT} nor the bundled {BUNDLED_SCIFACT} exists; "
+        "pass --corpus with a BEIR folder"
+    )
+
+
+def demo_subset(folder: Path, docs: int) -> tuple[list[dict[str, Any]], dict[str, str], Any]:
+    """The documents judged relevant for the test queries first, then the rest in file order,
+    up to ``docs`` (0 = all); the test queries and their judgements."""
+    from indexer.readers import read_corpus, read_qrels, read_queries
+
+    corpus = list(read_corpus(folder, fmt="beir"))
+    queries = read_queries(folder)
+    qrels_path = folder / "qrels" / "test.tsv"
+    qrels = read_qrels(qrels_path) if qrels_path.is_file() else {}
+    queries = {q: t for q, t in queries.items() if q in qrels} if qrels else queries
+    if docs and docs < len(corpus):
+        relevant = {d for judged in qrels.values() for d in judged}
+        ordered = [d for d in corpus if d.id in relevant] + [
+            d for d in corpus if d.id not in relevant
+        ]
+        corpus = sorted(ordered[: max(docs, 1)], key=corpus.index)
+    kept = {d.id for d in corpus}
+    qrels = {q: {d: g for d, g in j.items() if d in kept} for q, j in qrels.items()}
+    records = [
+        {"id": d.id, "title": d.title, "text": d.text, "source": folder.name} for d in corpus
+    ]
+    return records, queries, qrels
+
+
+@click.command("demo")
+@click.option(
+    "--corpus",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="BEIR folder to index [default: ../shared/data/beir/scifact-mini, else the copy "
+    "bundled in indexer/data/scifact-demo].",
+)
+@click.option(
+    "--docs",
+    type=click.IntRange(min=0),
+    default=150,
+    show_default=True,
+    help="Documents to index: those judged relevant for the test queries, then others up to "
+    "this many (0 = all; all 500 take several minutes with smollm2 on 2 CPU cores).",
+)
+@click.option("--top-k", "-k", type=click.IntRange(min=1, max=50), default=5, show_default=True)
+@click.option("--reindex", is_flag=True, help="Rebuild even if the demo collection is current.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@encoder_option
+@store_options
+def demo_command(
+    corpus: Path | None,
+    docs: int,
+    top_k: int,
+    reindex: bool,
+    progress: bool,
+    encoder_spec: str,
+    data_dir: str | None,
+    backend: str | None,
+) -> None:
+    """Index a SciFact sample with the default SmolLM2 encoder and print ranked results.
+
+    Everything runs in this process on the embedded store (EMBER_DATA_DIR, default .ember):
+    read and chunk the corpus, encode the chunks, write a versioned collection, switch the
+    alias `scifact-demo`, then search it with the SciFact test queries (instruction: the
+    `scifact` task). A second run reuses the index unless --reindex.
+    """
+    from encoders.instructions import instruction_for
+    from indexer.pipeline import chunk_documents, index_corpus, parse_version
+    from indexer.readers import read_corpus
+    from indexer.search import search_batch
+
+    folder = find_corpus(corpus)
+    records, queries, qrels = demo_subset(folder, docs)
+    if not queries:
+        raise UserError(f"{folder}: no queries.jsonl queries to run")
+    settings = settings_for(data_dir, backend)
+    work = Path(settings.data_dir) / "demo"
+    work.mkdir(parents=True, exist_ok=True)
+    subset = work / "corpus.jsonl"
+    tmp = subset.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    tmp.replace(subset)
+
+    click.echo(f"corpus   {folder} ({len(records)} documents, {len(queries)} test queries)")
+    started = time.perf_counter()
+    encoder = load_encoder_or_fail(encoder_spec)
+    click.echo(f"encoder  {encoder_spec} ({encoder.dim}-d, fingerprint {encoder.fingerprint}), "
+               f"loaded in {time.perf_counter() - started:.1f}s")  # fmt: skip
+    store = open_store_or_fail(settings)
+    try:
+        click.echo(f"store    {store.backend} at {store.location}")
+        served = store.get_alias(COLLECTION)
+        parsed = parse_version(served) if served else None
+        expected = sum(1 for _ in chunk_documents(read_corpus(subset), encoder.tokenizer))
+        current = (
+            parsed is not None
+            and parsed[1] == encoder.fingerprint
+            and store.count(COLLECTION) == expected
+        )
+        if current and not reindex:
+            click.echo(f"index    reusing {served} ({expected} chunks; --reindex to rebuild)")
+        else:
+            report = index_corpus(subset, COLLECTION, encoder, store, progress=progress)
+            rate = report.chunks / report.seconds if report.seconds else 0.0
+            click.echo(
+                f"index    {report.documents} documents -> {report.chunks} chunks in "
+                f"{report.seconds:.1f}s ({rate:.1f} chunks/s) -> {report.collection}"
+            )
+        ids = list(queries)
+        started = time.perf_counter()
+        results = search_batch(
+            store, encoder, COLLECTION, [queries[q] for q in ids],
+            instruction=instruction_for("scifact"), top_k=max(top_k, 10),
+        )  # fmt: skip
+        elapsed = time.perf_counter() - started
+    finally:
+        store.close()
+
+    def ranked_docs(hits: list[Any]) -> list[str]:
+        seen: list[str] = []
+        for h in hits:  # several chunks of one document count once
+            if h.payload["doc_id"] not in seen:
+                seen.append(h.payload["doc_id"])
+        return seen
+
+    shown = [q for q in ids if qrels.get(q)][:SHOWN_QUERIES] or ids[:SHOWN_QUERIES]
+    for q in shown:
+        hits = results[ids.index(q)][:top_k]
+        relevant = qrels.get(q, {})
+        click.echo(f"\nquery {q}: {queries[q]}")
+        for line, hit in zip(format_hits(hits, width=110), hits, strict=True):
+            mark = "*" if hit.payload["doc_id"] in relevant else " "
+            click.echo(f"{mark}{line}")
+    judged = [q for q in ids if qrels.get(q)]
+    if judged:
+        hits_at_10 = 0
+        rr = 0.0
+        for q in judged:
+            ranking = ranked_docs(results[ids.index(q)])[:10]
+            found = [i for i, d in enumerate(ranking) if d in qrels[q]]
+            hits_at_10 += bool(found)
+            rr += 1.0 / (found[0] + 1) if found else 0.0
+        click.echo(
+            f"\n* = judged relevant. Over all {len(judged)} test queries on this "
+            f"{len(records)}-document sample: a relevant document in the top 10 for "
+            f"{hits_at_10}/{len(judged)}, MRR@10 {rr / len(judged):.3f} "
+            f"({len(ids)} queries searched in {elapsed:.1f}s). A small sample is easier than the "
+            "full corpus: not comparable to BEIR scores."
+        )
+    click.echo(
+        f'\nTry: ember search "your claim" --collection {COLLECTION} --task scifact'
+        + (f" --encoder {encoder_spec}" if encoder_spec != "smollm2" else "")
+    )
+
+
+COMMANDS = [demo_command]
