@@ -47,6 +47,11 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            # task and instruction exclude each other (null counts as absent)
+            "not": {
+                "required": ["task", "instruction"],
+                "properties": {"task": {"type": "string"}, "instruction": {"type": "string"}},
+            },
             "examples": [
                 {"query": "vitamin d and infections", "task": "scifact", "top_k": 5},
                 {
@@ -55,20 +60,22 @@ class SearchRequest(BaseModel):
                     "filter": {"source": "pubmed", "year": {"gte": 2000}},
                     "collection": "default",
                 },
-            ]
+            ],
         },
     )
 
     query: NonBlank = Field(description="the search query (the instruction is prepended to it)")
     task: str | None = Field(
-        None, description="task name from GET /tasks; its instruction is prepended to the query"
+        None,
+        description="task name from GET /tasks; its instruction is prepended to the query",
+        json_schema_extra={"enum": [*sorted(TASKS), None]},
     )
     instruction: str | None = Field(
         None,
         description="a custom instruction instead of a task; '' searches without instruction",
     )
     top_k: int = Field(10, ge=1, le=100, description="number of hits")
-    filter: dict[str, FilterCondition] | None = Field(
+    filter: dict[Annotated[str, StringConstraints(min_length=1)], FilterCondition] | None = Field(
         None,
         description=(
             "payload conditions, ANDed: {field: value} exact, {field: [v1, v2]} any of, "

@@ -131,7 +131,7 @@ def test_an_encoder_error_reaches_its_callers_and_the_batcher_goes_on(encoder: A
                 return_exceptions=True,
             )
             after = await batcher.encode(["later"], "query", "x")
-            return first, after
+            return list(first), after
         finally:
             await batcher.stop()
 

@@ -104,7 +104,7 @@ def test_encoder_that_fails_to_load_reports_failed(
 def test_api_keys(make_client: ClientFactory, method: str, path: str, body: Any) -> None:
     client = make_client(api_keys=["key-one", "key-two"])
 
-    def call(headers: dict[str, str]) -> httpx.Response:
+    def call(headers: dict[str, str]) -> Any:
         return client.request(method, path, json=body, headers=headers)
 
     missing = call({})
@@ -153,7 +153,7 @@ def test_concurrency_limit(make_client: ClientFactory, encoder: Any) -> None:
     client = make_client(app_encoder=gated, api_max_concurrent=1)
     gated.gate.clear()
     gated.entered.clear()
-    first: dict[str, httpx.Response] = {}
+    first: dict[str, Any] = {}
     worker = threading.Thread(
         target=lambda: first.setdefault("r", client.post("/search", json={"query": "one"}))
     )
