@@ -31,6 +31,50 @@ class AdapterSpec(BaseModel):
     merged: bool = True
 
 
+class MoeeStats(BaseModel):
+    """Per-dimension mean and standard deviation of the raw MoEE vectors (``hs``: pooled hidden
+    state, ``rw``: pooled routing weights of every MoE layer), fitted once on a corpus sample by
+    :meth:`encoders.moee.MoeeEncoder.fit_stats`. Stored inline so a saved encoder reproduces its
+    vectors exactly and the fingerprint changes when they are refitted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hs_mean: list[float]
+    hs_std: list[float]
+    rw_mean: list[float]
+    rw_std: list[float]
+    samples: int = Field(ge=1, description="texts the statistics were fitted on")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> MoeeStats:
+        if len(self.hs_mean) != len(self.hs_std) or len(self.rw_mean) != len(self.rw_std):
+            raise ValueError("MoEE stats: each mean needs a std of the same length")
+        if min(self.hs_std + self.rw_std, default=1.0) <= 0:
+            raise ValueError("MoEE stats: standard deviations must be positive")
+        return self
+
+
+class MoeeConfig(BaseModel):
+    """MoEE (Fan et al.): hidden-state (``hs``) and routing-weight (``rw``) embeddings.
+
+    ``similarity="sum"`` scores cos(hs) + ``rw_weight`` * cos(rw) from two named vectors;
+    ``"concat"`` serves the same score from one vector [hs, sqrt(w) * rw] / sqrt(1 + w) whose
+    cosine is (cos(hs) + w * cos(rw)) / (1 + w). ``standardize`` centres and scales each
+    dimension with the fitted :class:`MoeeStats` (required before encoding when true).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    similarity: Literal["sum", "concat"] = "sum"
+    rw_weight: float = Field(default=1.0, ge=0.0)
+    rw_pooling: Literal["mean", "weighted_mean", "last_token", "first_token"] = "mean"
+    standardize: bool = True
+    router_source: Literal["auto", "output", "hook"] = Field(
+        default="auto", description="router logits from output_router_logits or a gate hook"
+    )
+    stats: MoeeStats | None = None
+
+
 class EncoderConfig(BaseModel):
     """Everything needed to reproduce an encoder's vectors.
 
@@ -60,6 +104,7 @@ class EncoderConfig(BaseModel):
     )
     echo: bool = Field(default=False, description="Echo embeddings: repeat the text, pool copy 2")
     echo_template: str = "Rewrite the sentence: {text}\nRewritten sentence: {text}"
+    moee: MoeeConfig | None = Field(default=None, description="MoEE settings (kind 'moee')")
     token_budget: int = Field(default=16384, ge=1, description="max padded tokens per forward")
     max_batch_size: int = Field(default=64, ge=1)
 
@@ -110,6 +155,8 @@ class EncoderConfig(BaseModel):
                 f"pooling {self.pooling!r} and pooler {self.pooler!r} disagree: trainable "
                 f"poolings {TRAINABLE_POOLING} need a pooler folder, the others take none"
             )
+        if self.moee is not None and self.kind != "moee":
+            raise ValueError(f"moee settings given for kind {self.kind!r}; set kind='moee'")
         if self.echo and self.echo_template.count("{text}") != 2:
             raise ValueError("echo_template must contain {text} exactly twice")
         if self.echo and not self.echo_template.endswith("{text}"):

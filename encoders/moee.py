@@ -1,0 +1,382 @@
+"""MoEE: embeddings from a Mixture-of-Experts LLM's routing weights and hidden states.
+
+Following the idea of Fan et al. ("Your Mixture-of-Experts LLM Is Secretly an Embedding Model
+For Free"): the router of every MoE layer turns each token into a distribution over experts.
+Averaged over the text tokens and concatenated over the layers, these distributions form the
+routing-weight vector ``rw`` (``layers * experts`` dimensions; before standardisation each
+layer's block sums to 1). The pooled last hidden state is ``hs``. The two are complementary and
+are combined at scoring time:
+
+* ``sum``: cos(hs_q, hs_d) + w * cos(rw_q, rw_d), served from two Qdrant named vectors
+  (``hs`` and ``rw``) and fused exactly by :mod:`indexer.fusion`;
+* ``concat``: one vector ``[hs, sqrt(w) * rw] / sqrt(1 + w)`` of unit-norm parts, whose cosine
+  is exactly ``(cos hs + w * cos rw) / (1 + w)``: the same ranking from a single vector.
+
+``encode()`` always returns that single combined vector, so code that only knows cosine over
+one vector (the evaluation harness, ``/v1/embeddings``) ranks exactly like ``sum``.
+
+Standardisation: each raw dimension is centred and scaled with a per-dimension mean and standard
+deviation fitted ONCE on a corpus sample by :meth:`MoeeEncoder.fit_stats` and stored in the
+encoder config (:class:`encoders.config.MoeeStats`). Without it, routing weights are all
+positive and close to ``1 / experts``, so every pair of texts has a cosine near 1. Statistics
+are never computed per batch: a text's vector does not depend on its batch.
+
+Router logits come from the model output (``config.output_router_logits = True``, honoured by the
+Mixtral, OLMoE and Qwen2-MoE base models in transformers 5) or, for models that do not return
+them, from forward hooks on the router modules, found generically (a module whose class name
+ends in ``Router`` or whose attribute name is ``gate``, with a ``[experts, hidden]`` weight).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from encoders.config import EncoderConfig, MoeeConfig, MoeeStats
+from encoders.encoder import Encoder, Tokenized
+from encoders.pooling import pool
+
+STD_FLOOR = 1e-6  # a (near-)constant dimension is centred, not blown up
+
+
+class MoeeError(RuntimeError):
+    """The model is not a Mixture-of-Experts model, or the encoder is not ready (no stats)."""
+
+
+def hf_config(model: nn.Module) -> Any:
+    """The HF config of a model (typed loosely: its fields differ per family)."""
+    return model.config
+
+
+def num_experts(model_config: Any) -> int:
+    """Routed experts per MoE layer, read from the HF config (names differ per family)."""
+    for name in ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, int) and value > 1:
+            return value
+    raise MoeeError(
+        f"{getattr(model_config, 'model_type', '?')}: not a Mixture-of-Experts model "
+        "(no num_local_experts / num_experts in its config)"
+    )
+
+
+def find_routers(model: nn.Module, experts: int) -> list[nn.Module]:
+    """Router modules in forward order: class name ``*Router`` or attribute name ``gate``, with a
+    2-D weight of ``experts`` rows (this leaves out e.g. Qwen2-MoE's 1-row shared-expert gate)."""
+    found = []
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        weight = getattr(module, "weight", None)
+        if not (type(module).__name__.endswith("Router") or leaf == "gate"):
+            continue
+        if isinstance(weight, torch.Tensor) and weight.ndim == 2 and weight.shape[0] == experts:
+            found.append(module)
+    return found
+
+
+@contextmanager
+def capture_router_logits(routers: Sequence[nn.Module]) -> Iterator[list[torch.Tensor]]:
+    """Collect each router's logits (its output, or the first element of a tuple output)."""
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+        logits = output[0] if isinstance(output, tuple | list) else output
+        captured.append(logits)
+
+    handles = [r.register_forward_hook(hook) for r in routers]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def pool_routing_weights(
+    router_logits: Sequence[torch.Tensor],
+    attention_mask: torch.Tensor,
+    pool_mask: torch.Tensor,
+    mode: str = "mean",
+) -> torch.Tensor:
+    """Softmax each layer's logits over the experts per token, pool over the text tokens
+    (padding masked) and concatenate the layers: [B, layers * experts], float32."""
+    batch, length = attention_mask.shape
+    pooled = []
+    for logits in router_logits:
+        probs = torch.softmax(logits.float().reshape(batch, length, -1), dim=-1)
+        pooled.append(pool(probs, attention_mask, pool_mask, mode))
+    return torch.cat(pooled, dim=-1)
+
+
+def standardize(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    return ((x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)).astype(
+        np.float32
+    )
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def combine(hs: np.ndarray, rw: np.ndarray, rw_weight: float) -> np.ndarray:
+    """``[hs, sqrt(w) * rw] / sqrt(1 + w)`` of unit rows: a unit vector whose dot product with
+    another is ``(cos hs + w * cos rw) / (1 + w)``."""
+    scale = math.sqrt(1.0 + rw_weight)
+    return np.concatenate([hs, math.sqrt(rw_weight) * rw], axis=1).astype(np.float32) / scale
+
+
+def sum_similarity(
+    query: dict[str, np.ndarray], docs: dict[str, np.ndarray], rw_weight: float
+) -> np.ndarray:
+    """Brute-force MoEE ``sum`` scores [queries, docs] from unit ``hs`` / ``rw`` rows."""
+    return query["hs"] @ docs["hs"].T + rw_weight * (query["rw"] @ docs["rw"].T)
+
+
+class MoeeEncoder(Encoder):
+    """An :class:`Encoder` for MoE models; see the module docstring for the method."""
+
+    def __init__(
+        self, config: EncoderConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase
+    ) -> None:
+        if config.moee is None:
+            config = config.model_copy(update={"moee": MoeeConfig()})
+        super().__init__(config, model, tokenizer)
+        self._hf_config = hf_config(model)
+        self.experts = num_experts(self._hf_config)
+        self._routers = find_routers(model, self.experts)
+        self._use_output = self.settings.router_source != "hook"
+        # The MoE base models read ``output_router_logits`` from their config by default.
+        self._hf_config.output_router_logits = self._use_output
+        self._rw_dim: int | None = None
+
+    @property
+    def settings(self) -> MoeeConfig:
+        assert self.config.moee is not None  # set in __init__
+        return self.config.moee
+
+    # ---- dimensions -----------------------------------------------------------------------
+    @property
+    def hs_dim(self) -> int:
+        return int(getattr(self.model.config, "hidden_size", 0))
+
+    @property
+    def rw_dim(self) -> int:
+        """``moe layers * experts``, found with a one-token probe (layers may be dense)."""
+        if self._rw_dim is None:
+            stats = self.settings.stats
+            if stats is not None:
+                self._rw_dim = len(stats.rw_mean)
+            else:
+                _, rw = self.encode_raw(["probe"], max_length=8)
+                self._rw_dim = int(rw.shape[1])
+        return self._rw_dim
+
+    @property
+    def dim(self) -> int:
+        """Dimension of :meth:`encode`'s combined vector."""
+        return self.hs_dim + self.rw_dim
+
+    @property
+    def vector_dims(self) -> dict[str, int]:
+        if self.settings.similarity == "concat":
+            return {"dense": self.dim}
+        return {"hs": self.hs_dim, "rw": self.rw_dim}
+
+    # ---- raw vectors ----------------------------------------------------------------------
+    def router_logits(self, batch: dict[str, torch.Tensor], all_layers: bool) -> tuple[Any, list]:
+        """The model output and the per-layer router logits for a collated batch."""
+        if self._use_output:
+            out = self.hidden_states(batch, all_layers=all_layers)
+            logits = getattr(out, "router_logits", None)
+            if logits:
+                return out, list(logits)
+            if self.settings.router_source == "output":
+                raise MoeeError(f"{type(self.model).__name__} returned no router_logits")
+            self._use_output = False  # this model does not return them: hook from now on
+            self._hf_config.output_router_logits = False
+        if not self._routers:
+            raise MoeeError(f"no router modules with {self.experts} experts found in the model")
+        with capture_router_logits(self._routers) as captured:
+            out = self.hidden_states(batch, all_layers=all_layers)
+        return out, list(captured)
+
+    def raw_batch(self, items: Sequence[Tokenized]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unstandardised ``hs`` [B, hidden] and ``rw`` [B, layers * experts] (float32)."""
+        batch = self.collate(items)
+        all_layers = self.pooler is not None and self.pooler.needs_all_layers
+        out, logits = self.router_logits(batch, all_layers)
+        if self.pooler is not None:
+            hs = self.pooler(out, batch)
+        else:
+            hidden = out.last_hidden_state
+            hs = pool(hidden, batch["attention_mask"], batch["pool_mask"], self.config.pooling)
+        rw = pool_routing_weights(
+            logits, batch["attention_mask"], batch["pool_mask"], self.settings.rw_pooling
+        )
+        return hs.float(), rw
+
+    def encode_raw(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        max_length: int | None = None,
+        show_progress: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (unstandardised, unnormalised) ``hs`` and ``rw`` for ``texts``, in input order."""
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of strings, not a single string")
+        items = self.tokenize(texts, instruction, max_length or self.config.max_length)
+        hs_out: np.ndarray | None = None
+        rw_out: np.ndarray | None = None
+        with (
+            tqdm(total=len(items), desc="encode", unit="text", disable=not show_progress) as bar,
+            self._lock,
+            torch.inference_mode(),
+        ):
+            for order in self.batches(items):
+                hs, rw = self.raw_batch([items[i] for i in order])
+                if hs_out is None or rw_out is None:
+                    hs_out = np.zeros((len(items), hs.shape[1]), dtype=np.float32)
+                    rw_out = np.zeros((len(items), rw.shape[1]), dtype=np.float32)
+                hs_out[order] = hs.cpu().numpy()
+                rw_out[order] = rw.cpu().numpy()
+                bar.update(len(order))
+        if hs_out is None or rw_out is None:
+            return (
+                np.zeros((0, self.hs_dim), dtype=np.float32),
+                np.zeros((0, self._rw_dim or 0), dtype=np.float32),
+            )
+        return hs_out, rw_out
+
+    # ---- statistics -----------------------------------------------------------------------
+    def fit_stats(
+        self,
+        texts: Sequence[str],
+        *,
+        max_length: int | None = None,
+        show_progress: bool = False,
+    ) -> MoeeStats:
+        """Fit the per-dimension standardisation on a corpus sample (documents, no instruction)
+        and store it in this encoder's config. Call once; save the encoder to keep it."""
+        if len(texts) < 2:
+            raise ValueError("fit_stats needs at least 2 texts to estimate a spread")
+        hs, rw = self.encode_raw(texts, max_length=max_length, show_progress=show_progress)
+
+        def moments(x: np.ndarray) -> tuple[list[float], list[float]]:
+            x64 = x.astype(np.float64)
+            mean = x64.mean(axis=0)
+            std = np.maximum(x64.std(axis=0), STD_FLOOR)
+            return mean.astype(np.float32).tolist(), std.astype(np.float32).tolist()
+
+        hs_mean, hs_std = moments(hs)
+        rw_mean, rw_std = moments(rw)
+        stats = MoeeStats(
+            hs_mean=hs_mean, hs_std=hs_std, rw_mean=rw_mean, rw_std=rw_std, samples=len(texts)
+        )
+        settings = self.settings.model_copy(update={"stats": stats})
+        self.config = self.config.model_copy(update={"moee": settings})
+        self._rw_dim = len(rw_mean)
+        return stats
+
+    def transform(self, hs: np.ndarray, rw: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw vectors -> unit ``hs`` and ``rw`` (standardised first when configured)."""
+        settings = self.settings
+        if settings.standardize:
+            stats = settings.stats
+            if stats is None:
+                raise MoeeError(
+                    "MoEE statistics are not fitted: run fit_stats on a corpus sample "
+                    "(`ember moee fit-stats`) or set moee.standardize=false"
+                )
+            if len(stats.hs_mean) != hs.shape[1] or len(stats.rw_mean) != rw.shape[1]:
+                raise MoeeError(
+                    f"MoEE statistics are for hs/rw of {len(stats.hs_mean)}/{len(stats.rw_mean)} "
+                    f"dimensions, the model gives {hs.shape[1]}/{rw.shape[1]}: refit them"
+                )
+            hs = standardize(hs, stats.hs_mean, stats.hs_std)
+            rw = standardize(rw, stats.rw_mean, stats.rw_std)
+        return {"hs": unit(hs), "rw": unit(rw)}
+
+    # ---- public API -----------------------------------------------------------------------
+    def encode_parts(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        max_length: int | None = None,
+        show_progress: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """Unit ``hs`` and ``rw`` vectors whatever the similarity mode."""
+        hs, rw = self.encode_raw(
+            texts, instruction, max_length=max_length, show_progress=show_progress
+        )
+        return self.transform(hs, rw)
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        max_length: int | None = None,
+        show_progress: bool = False,
+        normalize: bool | None = None,
+    ) -> np.ndarray:
+        """The combined unit vector (cosine = (cos hs + w cos rw) / (1 + w)) for either mode;
+        ``normalize`` is accepted for the interface and has no effect (it is unit already)."""
+        parts = self.encode_parts(
+            texts, instruction, max_length=max_length, show_progress=show_progress
+        )
+        return combine(parts["hs"], parts["rw"], self.settings.rw_weight)
+
+    def encode_named(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        max_length: int | None = None,
+        show_progress: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """``{"hs", "rw"}`` for ``sum``, ``{"dense"}`` (the combined vector) for ``concat``."""
+        parts = self.encode_parts(
+            texts, instruction, max_length=max_length, show_progress=show_progress
+        )
+        if self.settings.similarity == "concat":
+            return {"dense": combine(parts["hs"], parts["rw"], self.settings.rw_weight)}
+        return parts
+
+    def encode_documents_named(
+        self, texts: Sequence[str], *, show_progress: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Document vectors per Qdrant vector name (used by the index pipeline)."""
+        return self.encode_named(texts, show_progress=show_progress)
+
+    def encode_queries_named(
+        self, texts: Sequence[str], instruction: str | None = None, *, show_progress: bool = False
+    ) -> dict[str, np.ndarray]:
+        return self.encode_named(
+            texts,
+            instruction,
+            max_length=self.config.query_max_length,
+            show_progress=show_progress,
+        )
+
+    @property
+    def vector_weights(self) -> dict[str, float]:
+        """How the named vectors' cosines add up to the score (used by fused search)."""
+        if self.settings.similarity == "concat":
+            return {"dense": 1.0}
+        return {"hs": 1.0, "rw": self.settings.rw_weight}
+
+    def embed_batch(self, items: Sequence[Tokenized]) -> torch.Tensor:
+        """The combined vector for one batch (the same as :meth:`encode` per text)."""
+        hs, rw = self.raw_batch(items)
+        parts = self.transform(hs.cpu().numpy(), rw.cpu().numpy())
+        return torch.from_numpy(combine(parts["hs"], parts["rw"], self.settings.rw_weight))
