@@ -39,6 +39,7 @@ __all__ = [
     "finish_build",
     "index_chunks",
     "index_corpus",
+    "index_documents",
     "read_corpus",
 ]
 
@@ -252,19 +253,44 @@ def index_corpus(
     run before a collection exists. A failure while encoding or writing deletes the partial
     build; the serving alias and its points are never touched until the final checked switch.
     """
-    from tqdm.auto import tqdm
-
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    check_name(name)
     started = time.perf_counter()
     reader = read_corpus(path, fmt=fmt, on_error=on_error)
     docs = list(reader)
     if not docs:
         raise ValueError(f"{path}: no documents to index")
+    return index_documents(
+        docs, name, encoder, store, chunk_tokens=chunk_tokens, overlap=overlap,
+        batch_size=batch_size, progress=progress, keep_versions=keep_versions,
+        skipped=[str(e) for e in reader.errors], started=started,
+    )  # fmt: skip
+
+
+def index_documents(
+    docs: Sequence[Document],
+    name: str,
+    encoder: Encoder,
+    store: Store,
+    *,
+    chunk_tokens: int = 256,
+    overlap: int = 32,
+    batch_size: int = 64,
+    progress: bool = True,
+    keep_versions: int = 1,
+    skipped: Sequence[str] = (),
+    started: float | None = None,
+) -> IndexReport:
+    """:func:`index_corpus` for documents already read (``skipped``: the reader's errors)."""
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_name(name)
+    started = time.perf_counter() if started is None else started
+    if not docs:
+        raise ValueError("no documents to index")
     chunks = list(chunk_documents(docs, encoder.tokenizer, chunk_tokens, overlap))
     if not chunks:
-        raise ValueError(f"{path}: the documents produced no text to index")
+        raise ValueError("the documents produced no text to index")
 
     collection = begin_build(store, name, encoder)
     try:
@@ -288,8 +314,8 @@ def index_corpus(
         collection=collection,
         documents=len(docs),
         chunks=len(chunks),
-        skipped=len(reader.errors),
+        skipped=len(skipped),
         seconds=time.perf_counter() - started,
         alias=name,
-        errors=[str(e) for e in reader.errors],
+        errors=list(skipped),
     )

@@ -226,6 +226,13 @@ class Store(ABC):
             for v in np.asarray(vectors)
         ]
 
+    def retrieve_vectors(
+        self, collection_or_alias: str, ids: Sequence[str], names: Sequence[str]
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """The stored vectors ``names`` of the points ``ids`` (unknown ids are left out), for
+        re-scoring candidates exactly (MoEE ``sum`` fusion in :mod:`indexer.fusion`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot retrieve stored vectors")
+
     @abstractmethod
     def get_alias(self, alias: str) -> str | None:
         """The collection ``alias`` points at, or None."""
@@ -299,7 +306,8 @@ class QdrantClientStore(Store):
         if path is not None:
             self.backend = "local"
             self.location = str(path)
-            Path(path).mkdir(parents=True, exist_ok=True)
+            if str(path) != ":memory:":  # ":memory:": nothing persisted (tests, benchmarks)
+                Path(path).mkdir(parents=True, exist_ok=True)
             try:
                 # the API serves requests from a thread pool: sqlite must accept other threads;
                 # self._lock serialises every call instead
@@ -460,6 +468,24 @@ class QdrantClientStore(Store):
             ]
             for r in responses
         ]
+
+    def retrieve_vectors(
+        self, collection_or_alias: str, ids: Sequence[str], names: Sequence[str]
+    ) -> dict[str, dict[str, np.ndarray]]:
+        if not ids:
+            return {}
+        with self._lock:
+            if not self._exists(collection_or_alias) and (
+                collection_or_alias not in self._aliases()
+            ):
+                raise CollectionNotFoundError(collection_or_alias)
+            records = self.client.retrieve(
+                collection_or_alias, ids=list(ids), with_vectors=list(names), with_payload=False
+            )
+        return {
+            str(r.id): {n: np.asarray(r.vector[n], dtype=np.float32) for n in names}  # type: ignore[index]
+            for r in records
+        }
 
     def get_alias(self, alias: str) -> str | None:
         with self._lock:

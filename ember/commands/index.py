@@ -22,15 +22,15 @@ FORMATS = ["auto", "jsonl", "beir", "csv", "dir"]
 
 
 def settings_for(data_dir: str | None, backend: str | None) -> Settings:
-    from indexer.settings import Settings, get_settings
+    from indexer.settings import Settings
 
-    settings = get_settings()
+    settings = Settings()  # read the environment now (get_settings() caches the first read)
     overrides: dict[str, Any] = {}
     if data_dir is not None:
         overrides["data_dir"] = Path(data_dir)
     if backend is not None:
         overrides["embedded_backend"] = backend
-    return Settings(**{**settings.model_dump(), **overrides}) if overrides else settings
+    return settings.model_copy(update=overrides) if overrides else settings
 
 
 def open_store_or_fail(settings: Settings) -> Store:
@@ -146,8 +146,10 @@ def index_command(
       ember index notes/ --collection notes --format dir --encoder minilm
       ember index docs.jsonl -c docs --on-error skip
     """
-    from indexer.pipeline import BuildError, index_corpus
-    from indexer.readers import BadRecordError
+    import time
+
+    from indexer.pipeline import BuildError, index_documents
+    from indexer.readers import BadRecordError, read_corpus
     from indexer.store import check_name
 
     if not path.exists():
@@ -160,26 +162,27 @@ def index_command(
         raise UserError("--collection: '__' is reserved for build versions")
     if overlap >= chunk_tokens:
         raise UserError(f"--overlap ({overlap}) must be smaller than --chunk-tokens")
-    settings = settings_for(data_dir, backend)
-    encoder = load_encoder_or_fail(encoder_spec)
-    store = open_store_or_fail(settings)
+    started = time.perf_counter()
+    # read (and validate) everything before the slow encoder load: a bad record fails fast
     try:
-        report = index_corpus(
-            path,
-            collection,
-            encoder,
-            store,
-            fmt=fmt,
-            chunk_tokens=chunk_tokens,
-            overlap=overlap,
-            batch_size=batch_size,
-            on_error=on_error,
-            progress=progress,
-            keep_versions=keep_versions,
-        )
+        reader = read_corpus(path, fmt=fmt, on_error=on_error)
+        docs = list(reader)
     except BadRecordError as exc:
         raise UserError(f"bad record {exc} (use --on-error skip to skip bad records)") from None
-    except (BuildError, FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    if not docs:
+        raise UserError(f"PATH: no documents to index in {path}")
+    settings = settings_for(data_dir, backend)
+    store = open_store_or_fail(settings)
+    try:
+        encoder = load_encoder_or_fail(encoder_spec)
+        report = index_documents(
+            docs, collection, encoder, store, chunk_tokens=chunk_tokens, overlap=overlap,
+            batch_size=batch_size, progress=progress, keep_versions=keep_versions,
+            skipped=[str(e) for e in reader.errors], started=started,
+        )  # fmt: skip
+    except (BuildError, ValueError) as exc:
         raise UserError(str(exc)) from None
     finally:
         store.close()

@@ -1,0 +1,120 @@
+"""`ember index / search / collections / demo` through click, and one real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from ember.cli import cli
+from tests.indexer.conftest import corpus_records, write_jsonl
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"EMBER_DATA_DIR": str(tmp_path / "data"), "EMBER_EMBEDDED_BACKEND": "local"}
+
+
+def run(args: list[str], env: dict[str, str]) -> Any:
+    result = CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
+    return result
+
+
+def one_line_error(result: Any, *needles: str) -> None:
+    assert result.exit_code != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_index_search_collections(tiny_folder: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", corpus_records(12))
+    enc = ["--encoder", str(tiny_folder)]
+    res = run(["index", str(corpus), "-c", "docs", "--chunk-tokens", "16", "--overlap", "4",
+               "--no-progress", *enc], env)  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert "indexed 12 documents" in res.stderr and "alias 'docs'" in res.stderr
+
+    res = run(["search", "vitamin D", "-c", "docs", "--task", "scifact", "-k", "3", *enc], env)
+    assert res.exit_code == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert len(lines) == 3 and lines[0].lstrip().startswith("1.")
+
+    res = run(["search", "fox", "-c", "docs", "--json", "--filter", '{"lang": "de"}', *enc], env)
+    hits = [json.loads(line) for line in res.stdout.splitlines()]
+    assert hits and all(h["payload"]["lang"] == "de" for h in hits)
+
+    res = run(["collections", "--json"], env)
+    [info] = json.loads(res.stdout)
+    assert info["aliases"] == ["docs"] and info["vectors"] == {"dense": 32}
+    assert info["points"] > 12
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["search", "q", "-c", "nope"], ["--collection", "'nope' not found"]),
+        (["search", "q", "--task", "nope"], ["--task", "unknown task 'nope'"]),
+        (["search", "q", "--filter", "{bad"], ["--filter", "invalid JSON"]),
+        (["search", "q", "--filter", '{"y": {"near": 1}}'], ["--filter", "unknown operator"]),
+        (["search", "  "], ["QUERY"]),
+        (["index", "/no/such/path", "-c", "x"], ["PATH", "no such file"]),
+        (["index", ".", "-c", "a__b"], ["--collection", "reserved"]),
+        (["index", ".", "-c", "ok", "--chunk-tokens", "16", "--overlap", "16"], ["--overlap"]),
+    ],
+)
+def test_bad_input_is_one_line(
+    args: list[str], needles: list[str], env: dict[str, str], tiny_folder: Path
+) -> None:
+    one_line_error(run([*args, "--encoder", str(tiny_folder)], env), *needles)
+
+
+def test_bad_record_fails_naming_file_and_line(
+    tiny_folder: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", [*corpus_records(3), '{"id": "x", "text": ""}'])
+    res = run(["index", str(corpus), "-c", "docs", "--encoder", str(tiny_folder)], env)
+    one_line_error(res, f"{corpus}:4:", "'text' is missing", "--on-error skip")
+    assert run(["collections", "--json"], env).stdout.strip() == "[]"  # nothing written
+
+    res = run(["index", str(corpus), "-c", "docs", "--on-error", "skip", "--no-progress",
+               "--encoder", str(tiny_folder)], env)  # fmt: skip
+    assert res.exit_code == 0
+    assert f"warning: skipped {corpus}:4:" in res.stderr
+    assert "skipped 1 bad records" in res.stderr
+
+
+def test_real_entry_point_exit_code(tmp_path: Path) -> None:
+    """The console entry point: a missing corpus is exit 1 and one line, no traceback."""
+    res = subprocess.run(
+        [sys.executable, "-m", "ember", "index", str(tmp_path / "missing"), "-c", "x"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"EMBER_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [
+        f"Error: PATH: no such file or folder: {tmp_path}/missing"
+    ]
+
+
+def test_demo_on_bundled_corpus(tiny_folder: Path, env: dict[str, str]) -> None:
+    from ember.commands.demo import BUNDLED_SCIFACT
+
+    args = ["demo", "--corpus", str(BUNDLED_SCIFACT), "--docs", "20", "--no-progress",
+            "--encoder", str(tiny_folder)]  # fmt: skip
+    first = run(args, env)
+    assert first.exit_code == 0, first.stderr
+    assert "20 documents" in first.stdout and "index    20 documents ->" in first.stdout
+    assert first.stdout.count("\nquery ") == 4
+    assert "test queries on this 20-document sample" in first.stdout
+    again = run(args, env)
+    assert "reusing scifact-demo__" in again.stdout
