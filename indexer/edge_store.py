@@ -284,6 +284,18 @@ class EdgeStore(Store):
             for res in results
         ]
 
+    def retrieve_vectors(
+        self, collection_or_alias: str, ids: Sequence[str], names: Sequence[str]
+    ) -> dict[str, dict[str, np.ndarray]]:
+        if not ids:
+            return {}
+        shard = self._shard(self._target(collection_or_alias))
+        records = shard.retrieve(list(ids), False, list(names))
+        return {
+            str(r.id): {n: np.asarray(r.vector[n], dtype=np.float32) for n in names}
+            for r in records
+        }
+
     def get_alias(self, alias: str) -> str | None:
         with self._lock:
             target = self._manifest["aliases"].get(alias)

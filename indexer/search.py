@@ -76,6 +76,12 @@ def search_batch(
     if not queries:
         return []
     resolved = check_encoder(store, encoder, collection)
+    weights = getattr(encoder, "vector_weights", None)  # MoEE sum: cos hs + w * cos rw
+    if using == DEFAULT_VECTOR and isinstance(weights, dict) and len(weights) > 1:
+        from indexer.fusion import fused_search_batch
+
+        named = encoder.encode_queries_named(list(queries), instruction)  # type: ignore[attr-defined]
+        return fused_search_batch(store, resolved, named, weights, top_k=top_k, filter=filter)
     vectors = np.asarray(encoder.encode_queries(list(queries), instruction), dtype=np.float32)
     # search the resolved collection: a concurrent alias switch cannot mix two builds in a batch
     return store.search_batch(resolved, vectors, using=using, top_k=top_k, filter=filter)

@@ -482,10 +482,11 @@ class QdrantClientStore(Store):
             records = self.client.retrieve(
                 collection_or_alias, ids=list(ids), with_vectors=list(names), with_payload=False
             )
-        return {
-            str(r.id): {n: np.asarray(r.vector[n], dtype=np.float32) for n in names}  # type: ignore[index]
-            for r in records
-        }
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for r in records:
+            stored: Any = r.vector  # a dict of the requested named vectors
+            out[str(r.id)] = {n: np.asarray(stored[n], dtype=np.float32) for n in names}
+        return out
 
     def get_alias(self, alias: str) -> str | None:
         with self._lock:
