@@ -136,8 +136,9 @@ def submit_index(
         "format": fmt,
         "on_error": on_error,
         "batch_docs": batch_docs or settings.job_batch_docs,
-        "encoder": encoder_spec or settings.encoder,
     }
+    if encoder_spec:  # else whoever runs the job uses its EMBER_ENCODER
+        spec["encoder"] = encoder_spec
     if chunk_tokens is not None:
         spec["chunk_tokens"] = chunk_tokens
     if overlap is not None:

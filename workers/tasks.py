@@ -100,8 +100,14 @@ def to_document(record: Any, number: int) -> Document:
 
 
 def _error_text(exc: BaseException) -> str:
+    """What a job record says about an error: the message alone for errors about the input
+    (bad records, missing files, unknown trainers), with the exception type otherwise."""
+    from indexer.pipeline import BuildError
+    from workers.training import TrainerError, UnknownTrainerError
+
     message = str(exc).strip()
-    if isinstance(exc, BatchRejectedError | JobNotFoundError):
+    about_input = (ValueError, FileNotFoundError, JobNotFoundError, BuildError, TrainerError)
+    if message and isinstance(exc, about_input + (UnknownTrainerError,)):
         return message
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 

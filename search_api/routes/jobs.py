@@ -1,0 +1,241 @@
+"""Job routes: ``POST /jobs/index``, ``POST /jobs/train``, ``GET /jobs/{id}``, ``GET /jobs``.
+
+The API talks to the workers only through task names and job records: :mod:`workers.client`
+creates the record and sends ``ember.index`` / ``ember.train`` by name, :mod:`workers.jobs` reads
+records back. Neither imports the task code, encoders or torch (a test checks it).
+
+With a broker the job runs on the workers and the API returns at once (202). Embedded (no broker),
+the job runs in this process on one background thread, on the API's own encoder and store: an
+embedded store is locked to one process, so the API process is where its jobs must run.
+
+Corpus paths are read by whoever runs the job (a worker, or this process), so the API accepts only
+paths inside ``EMBER_JOB_INPUT_DIR`` (unset: path jobs are refused; inline documents always work).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from search_api.errors import ApiError, field_error
+from search_api.routes import AUTH, LIMITS, error_responses
+from search_api.state import ApiState, get_state
+
+router = APIRouter(tags=["jobs"])
+
+MAX_INLINE_DOCUMENTS = 100_000
+
+
+class IndexJobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = Field(
+        description="alias to build and serve (a new versioned collection behind it)",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+    )
+    documents: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="inline corpus records: id, text, optional title, source, metadata",
+        min_length=1,
+        max_length=MAX_INLINE_DOCUMENTS,
+    )
+    path: str | None = Field(
+        default=None,
+        description="a corpus inside EMBER_JOB_INPUT_DIR (relative to it), read by the worker",
+        min_length=1,
+        max_length=4096,
+    )
+    format: Literal["auto", "jsonl", "beir", "csv", "dir"] = "auto"
+    on_error: Literal["fail", "skip"] = Field(
+        default="fail", description="a bad record in a corpus path: fail the job or skip it"
+    )
+    batch_docs: int | None = Field(default=None, ge=1, le=100_000, description="docs per task")
+    chunk_tokens: int | None = Field(default=None, ge=1, le=32_768)
+    overlap: int | None = Field(default=None, ge=0, le=32_767)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IndexJobRequest:
+        if (self.documents is None) == (self.path is None):
+            raise ValueError("give exactly one of 'documents' or 'path'")
+        if "__" in self.collection:
+            raise ValueError("collection: '__' is reserved for versioned collection names")
+        if (
+            self.chunk_tokens is not None
+            and self.overlap is not None
+            and self.overlap >= self.chunk_tokens
+        ):
+            raise ValueError("overlap must be smaller than chunk_tokens")
+        return self
+
+
+class TrainJobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trainer: str = Field(min_length=1, max_length=200, description="a registered trainer name")
+    params: dict[str, Any] = Field(default_factory=dict, description="passed to the trainer")
+
+
+class JobProgress(BaseModel):
+    batches_total: int
+    batches_done: int
+    batches_failed: int
+    documents_total: int
+    documents_done: int
+    points: int
+    percent: float | None
+    rate_docs_per_s: float | None
+    eta_s: float | None
+
+
+class JobError(BaseModel):
+    batch: int
+    error: str | None
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: Literal["index", "train"]
+    state: Literal["queued", "planning", "running", "finishing", "succeeded", "failed"]
+    params: dict[str, Any]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    collection: str | None
+    build: str | None
+    progress: JobProgress
+    errors: list[JobError]
+    skipped: list[str]
+    error: str | None
+    result: dict[str, Any]
+
+
+class JobsOut(BaseModel):
+    jobs: list[JobOut]
+
+
+def _job_store(request: Request, state: ApiState) -> Any:
+    """One job store per app (a Redis connection pool, or the embedded job folder)."""
+    from workers.jobs import open_job_store
+
+    store = getattr(request.app.state, "ember_job_store", None)
+    if store is None:
+        store = request.app.state.ember_job_store = open_job_store(state.settings)
+    return store
+
+
+def _embedded_resources(state: ApiState) -> dict[str, Any]:
+    """In-process jobs share the API's store and (once loaded) encoder."""
+    if state.settings.broker_url:
+        return {}
+    if not state.ready or state.encoder is None or state.store is None:
+        raise ApiError(
+            503, "service unavailable: the encoder is warming up", headers={"retry-after": "5"}
+        )
+    return {"store": state.store, "encoder": state.encoder}
+
+
+def _input_path(state: ApiState, raw: str) -> str:
+    root = state.settings.job_input_dir
+    if root is None:
+        raise field_error(
+            ["body", "path"], "corpus paths are disabled on this server (EMBER_JOB_INPUT_DIR)"
+        )
+    base = Path(root).resolve()
+    target = (base / raw).resolve()
+    if target != base and base not in target.parents:
+        raise field_error(["body", "path"], "path must be inside EMBER_JOB_INPUT_DIR")
+    if not target.exists():
+        raise field_error(["body", "path"], f"no such file or folder: {raw}")
+    return str(target)
+
+
+def _accepted(job: Any, response: Response) -> JobOut:
+    response.headers["location"] = f"/jobs/{job.id}"
+    return JobOut.model_validate(job.to_dict())
+
+
+@router.post(
+    "/jobs/index",
+    status_code=202,
+    response_model=JobOut,
+    responses=error_responses(*AUTH, 422, *LIMITS, 503),
+)
+def create_index_job(
+    body: IndexJobRequest,
+    request: Request,
+    response: Response,
+    state: Annotated[ApiState, Depends(get_state)],
+) -> JobOut:
+    """Index documents (inline or a corpus path) into a new build of ``collection``; the alias
+    moves to it only when every batch succeeded. Follow it with ``GET /jobs/{id}``."""
+    from workers.client import submit_index
+
+    path = _input_path(state, body.path) if body.path is not None else None
+    resources = _embedded_resources(state)
+    try:
+        job = submit_index(
+            state.settings,
+            body.collection,
+            path=path,
+            documents=body.documents,
+            fmt=body.format,
+            on_error=body.on_error,
+            batch_docs=body.batch_docs,
+            chunk_tokens=body.chunk_tokens,
+            overlap=body.overlap,
+            **resources,
+        )
+    except ValueError as exc:
+        raise field_error(["body"], str(exc)) from None
+    return _accepted(job, response)
+
+
+@router.post(
+    "/jobs/train",
+    status_code=202,
+    response_model=JobOut,
+    responses=error_responses(*AUTH, 422, *LIMITS),
+)
+def create_train_job(
+    body: TrainJobRequest,
+    response: Response,
+    state: Annotated[ApiState, Depends(get_state)],
+) -> JobOut:
+    """Run a registered trainer on the ``train`` queue; an unknown name fails the job with the
+    list of available trainers."""
+    from workers.client import submit_train
+
+    job = submit_train(state.settings, body.trainer, body.params)
+    return _accepted(job, response)
+
+
+@router.get("/jobs", response_model=JobsOut, responses=error_responses(*AUTH, 422, *LIMITS))
+def list_jobs(
+    request: Request,
+    state: Annotated[ApiState, Depends(get_state)],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> JobsOut:
+    """The newest jobs first."""
+    jobs = _job_store(request, state).list(limit)
+    return JobsOut(jobs=[JobOut.model_validate(j.to_dict()) for j in jobs])
+
+
+@router.get(
+    "/jobs/{job_id}", response_model=JobOut, responses=error_responses(*AUTH, 404, 422, *LIMITS)
+)
+def get_job(
+    request: Request,
+    state: Annotated[ApiState, Depends(get_state)],
+    job_id: Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="job id")],
+) -> JobOut:
+    """State, progress (batches and documents done/total, rate, ETA), per-batch errors."""
+    job = _job_store(request, state).get(job_id)
+    if job is None:
+        raise ApiError(404, f"no job {job_id!r}")
+    return JobOut.model_validate(job.to_dict())
