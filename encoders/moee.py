@@ -375,6 +375,16 @@ class MoeeEncoder(Encoder):
             return {"dense": 1.0}
         return {"hs": 1.0, "rw": self.settings.rw_weight}
 
+    def split_combined(self, vectors: np.ndarray) -> dict[str, np.ndarray]:
+        """Invert :func:`combine`: unit ``hs`` and ``rw`` rows from combined vectors (what
+        :meth:`encode` returns), so a micro-batched query vector can drive the fused search."""
+        arr = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        w = self.settings.rw_weight
+        hs, rw = arr[:, : self.hs_dim], arr[:, self.hs_dim :]
+        if rw.shape[1] != self.rw_dim:
+            raise ValueError(f"expected combined vectors of {self.dim} dimensions, got {arr.shape}")
+        return {"hs": unit(hs), "rw": unit(rw) if w > 0 else np.zeros_like(rw)}
+
     def embed_batch(self, items: Sequence[Tokenized]) -> torch.Tensor:
         """The combined vector for one batch (the same as :meth:`encode` per text)."""
         hs, rw = self.raw_batch(items)

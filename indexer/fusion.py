@@ -20,11 +20,14 @@ fused ranking; with HNSW (server, edge) it is exact with respect to what HNSW re
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from indexer.store import Hit, Store
+from indexer.store import DEFAULT_VECTOR, Hit, Store
+
+if TYPE_CHECKING:
+    from encoders import Encoder
 
 GROWTH = 4
 
@@ -119,3 +122,25 @@ def _rescore(
     ]
     fused.sort(key=lambda h: (-h.score, h.id))
     return fused
+
+
+def search_encoded(
+    store: Store,
+    encoder: Encoder,
+    collection: str,
+    vectors: np.ndarray,
+    *,
+    top_k: int = 10,
+    filter: dict[str, Any] | None = None,
+) -> list[list[Hit]]:
+    """Search with query vectors already encoded by ``encoder.encode_queries`` (e.g. by the
+    API's micro-batcher): a plain store search, or, for an encoder whose score adds several
+    named vectors (MoEE ``sum``), the exact fused search on the parts of its combined vector."""
+    arr = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+    weights = getattr(encoder, "vector_weights", None)
+    split = getattr(encoder, "split_combined", None)
+    if isinstance(weights, dict) and len(weights) > 1 and callable(split):
+        return fused_search_batch(
+            store, collection, split(arr), weights, top_k=top_k, filter=filter
+        )
+    return store.search_batch(collection, arr, using=DEFAULT_VECTOR, top_k=top_k, filter=filter)
