@@ -14,14 +14,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from tests.conftest import REPO
 
+T = TypeVar("T")
 REDIS_SERVER = shutil.which("redis-server")
 WORKER_READY_TIMEOUT = 120.0  # cold torch import on a busy machine
 
@@ -32,7 +34,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):  # type: ignore[no-untyped-def]
+def wait_until(
+    predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1
+) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

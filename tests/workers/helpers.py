@@ -10,7 +10,7 @@ import numpy as np
 from indexer.pipeline import point_id
 from indexer.settings import Settings
 
-WORDS = "protein cell gene vitamin infection search engine vector model attention".split()
+WORDS = ["protein", "cell", "gene", "vitamin", "infection", "search", "engine", "vector", "model"]
 
 
 def documents(n: int, prefix: str = "doc") -> list[dict[str, Any]]:
