@@ -17,8 +17,8 @@ import contextlib
 import importlib
 import importlib.util
 import logging
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI
@@ -80,6 +80,39 @@ async def _warm_up(state: ApiState) -> None:
         log.error("encoder %r failed to load", state.settings.encoder, exc_info=exc)
 
 
+def _walk_schema(node: Any, kind: str) -> Iterator[dict[str, Any]]:
+    """The sub-schemas of ``node`` (itself or its ``anyOf`` members) of JSON type ``kind``."""
+    if isinstance(node, dict):
+        if node.get("type") == kind:
+            yield node
+        for member in node.get("anyOf", []):
+            yield from _walk_schema(member, kind)
+
+
+def _install_openapi(app: FastAPI, state: ApiState) -> None:
+    """Put the limits known only at runtime into the spec: ``input`` at most
+    ``api_max_inputs`` texts, ``dimensions`` at most the encoder's dimension (once the encoder
+    is known; until then the spec is rebuilt on every request)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = build()
+        app.openapi_schema = None  # FastAPI caches it; decide below
+        props = spec.get("components", {}).get("schemas", {}).get("EmbeddingsRequest", {})
+        props = props.get("properties", {})
+        for node in _walk_schema(props.get("input"), "array"):
+            node["maxItems"] = state.settings.api_max_inputs
+        if state.encoder is not None:
+            for node in _walk_schema(props.get("dimensions"), "integer"):
+                node["maximum"] = state.encoder.dim
+            app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(
     settings: Settings | None = None,
     encoder: Encoder | None = None,
@@ -134,6 +167,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ember = state
+    _install_openapi(app, state)
     install_error_handlers(app)
     routers = [module.router for module in (meta, search, embeddings, web)]
     for router in routers:

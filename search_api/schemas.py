@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -18,15 +19,30 @@ from encoders.instructions import TASKS
 # names the store accepts (indexer.store.check_name); also keeps odd strings away from disk paths
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
 
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 1.0 as an integer: accept it (strict mode would not)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Request models are strict: no "10" for 10, no false for 0 (the spec says what is accepted).
+# Constraints go before the validator, so the schema keeps minimum/maximum.
+AcceptIntegralFloat = BeforeValidator(_integral)
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Scalar = str | int | FiniteFloat | bool  # bool before int would not matter: pydantic smart mode
 NonBlank = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+# payload field paths Qdrant accepts: dot-separated names (``meta.lang`` for nested fields)
+FieldName = Annotated[
+    str, StringConstraints(max_length=200, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+]
 
 
 class Range(BaseModel):
     """Numeric range condition; at least one bound."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     gt: FiniteFloat | None = None
     gte: FiniteFloat | None = None
@@ -43,9 +59,23 @@ class Range(BaseModel):
 FilterCondition = Scalar | Annotated[list[Scalar], Field(min_length=1)] | Range
 
 
+def _field_names_schema(schema: dict[str, Any]) -> None:
+    """pydantic writes key constraints as ``patternProperties`` (other keys stay allowed); say
+    what is validated instead: every key matches (``propertyNames``), every value is a
+    condition (``additionalProperties``)."""
+    for member in schema.get("anyOf", []):
+        patterns = member.pop("patternProperties", None)
+        if patterns:
+            (pattern, value), *_ = patterns.items()
+            names = member.setdefault("propertyNames", {})
+            names["pattern"] = pattern
+            member["additionalProperties"] = value
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             # task and instruction exclude each other (null counts as absent)
             "not": {
@@ -74,13 +104,16 @@ class SearchRequest(BaseModel):
         None,
         description="a custom instruction instead of a task; '' searches without instruction",
     )
-    top_k: int = Field(10, ge=1, le=100, description="number of hits")
-    filter: dict[Annotated[str, StringConstraints(min_length=1)], FilterCondition] | None = Field(
+    top_k: Annotated[int, Field(ge=1, le=100), AcceptIntegralFloat] = Field(
+        10, description="number of hits"
+    )
+    filter: dict[FieldName, FilterCondition] | None = Field(
         None,
         description=(
             "payload conditions, ANDed: {field: value} exact, {field: [v1, v2]} any of, "
             "{field: {gte: x, lt: y}} range"
         ),
+        json_schema_extra=_field_names_schema,
     )
     collection: Annotated[str, StringConstraints(pattern=COLLECTION_PATTERN)] | None = Field(
         None, description="collection or alias; default: the server's default collection"
@@ -160,6 +193,7 @@ class EmbeddingsRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [{"input": ["first text", "second text"], "encoding_format": "float"}]
         },
@@ -168,12 +202,14 @@ class EmbeddingsRequest(BaseModel):
     input: NonBlank | Annotated[list[NonBlank], Field(min_length=1)] = Field(
         description="a text or a list of texts (token arrays are not accepted)"
     )
-    model: str | None = Field(None, description="the served encoder's name or fingerprint")
+    model: str | None = Field(
+        None, description="ignored: the response names the served encoder (one per process)"
+    )
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="base64: little-endian float32 bytes, as OpenAI"
     )
-    dimensions: int | None = Field(
-        None, ge=1, description="truncate to this many dimensions, then re-normalise"
+    dimensions: Annotated[int, Field(ge=1), AcceptIntegralFloat] | None = Field(
+        None, description="truncate to this many dimensions, then re-normalise"
     )
     user: str | None = Field(None, description="accepted for compatibility, ignored")
 

@@ -11,6 +11,7 @@ from search_api.schemas import ErrorResponse
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error codes a route can return (all share one error shape)."""
     text = {
+        400: "malformed request (e.g. a body that is not UTF-8)",
         401: "missing API key",
         403: "invalid API key",
         404: "not found",

@@ -4,6 +4,9 @@ Inputs are embedded as they are: no instruction, document max length (OpenAI has
 query vs document). To get a query vector for a task, prepend the task's instruction from
 GET /tasks yourself, or search with POST /search. Texts longer than the encoder's ``max_length``
 tokens are truncated; ``usage.prompt_tokens`` counts the tokens actually encoded.
+
+``model`` is accepted and ignored (one encoder per process, as text-embeddings-inference does):
+clients written for OpenAI may send their own model name; the response names the served encoder.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def to_base64(vector: np.ndarray) -> str:
     "/v1/embeddings",
     response_model=EmbeddingsResponse,
     dependencies=[Depends(require_api_key)],
-    responses=error_responses(*AUTH, *LIMITS, 422, 503),
+    responses=error_responses(400, *AUTH, *LIMITS, 422, 503),
     tags=["embeddings"],
 )
 async def embeddings(
@@ -53,13 +56,6 @@ async def embeddings(
     limit = state.settings.api_max_inputs
     if len(texts) > limit:
         raise field_error(["body", "input"], f"at most {limit} inputs per call, got {len(texts)}")
-    served = {encoder.config.name, encoder.fingerprint}
-    if req.model is not None and req.model not in served:
-        raise field_error(
-            ["body", "model"],
-            f"model {req.model!r} is not served here; use {encoder.config.name!r} "
-            "(or leave it out)",
-        )
     dim = encoder.dim
     if req.dimensions is not None and req.dimensions > dim:
         raise field_error(

@@ -31,7 +31,7 @@ def resolve_instruction(req: SearchRequest) -> tuple[str | None, str | None]:
     "/search",
     response_model=SearchResponse,
     dependencies=[Depends(require_api_key)],
-    responses=error_responses(*AUTH, 404, 409, *LIMITS, 422, 503),
+    responses=error_responses(400, *AUTH, 404, 409, *LIMITS, 422, 503),
     tags=["search"],
 )
 async def search(
@@ -81,8 +81,9 @@ async def search(
         raise ApiError(
             404, f"collection or alias {name!r} not found", ["body", "collection"]
         ) from None
-    except ValueError as exc:
-        raise ApiError(422, f"cannot search {name!r}: {exc}", ["body", "collection"]) from None
+    except ValueError as exc:  # the store refused the filter (or the collection's vectors)
+        loc = ["body", "filter" if filter else "collection"]
+        raise ApiError(422, f"cannot search {name!r}: {exc}", loc) from None
     return SearchResponse(
         collection=resolved,
         task=task,
