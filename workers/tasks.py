@@ -106,8 +106,11 @@ def _error_text(exc: BaseException) -> str:
     from workers.training import TrainerError, UnknownTrainerError
 
     message = str(exc).strip()
-    about_input = (ValueError, FileNotFoundError, JobNotFoundError, BuildError, TrainerError)
-    if message and isinstance(exc, about_input + (UnknownTrainerError,)):
+    about_input = (
+        ValueError, FileNotFoundError, JobNotFoundError, BuildError, TrainerError,
+        UnknownTrainerError,
+    )  # fmt: skip
+    if message and isinstance(exc, about_input):
         return message
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 

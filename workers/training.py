@@ -21,7 +21,6 @@ Trainer = Callable[[dict[str, Any]], str | Path]
 
 _lock = threading.Lock()
 _trainers: dict[str, Trainer] = {}
-_loaded_modules: set[str] = set()
 
 
 class UnknownTrainerError(LookupError):
@@ -61,11 +60,9 @@ def available() -> list[str]:
 
 
 def load_trainer_modules(modules: Iterable[str]) -> list[str]:
-    """Import each module (once) and register its ``TRAINERS``; returns the names added."""
+    """Import each module and (re-)register its ``TRAINERS``; returns their names."""
     added: list[str] = []
     for module_name in modules:
-        if module_name in _loaded_modules:
-            continue
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
@@ -81,7 +78,6 @@ def load_trainer_modules(modules: Iterable[str]) -> list[str]:
         for name, trainer in table.items():
             register_trainer(str(name), trainer, replace=True)
             added.append(str(name))
-        _loaded_modules.add(module_name)
     return added
 
 

@@ -1,0 +1,176 @@
+"""Embedded mode: no broker, the same tasks run in this process (``Task.apply``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from indexer.settings import Settings, get_settings
+from tests.workers.helpers import documents, expected_ids
+from workers import runtime, tasks, training
+from workers.client import submit_index, submit_train, wait_for
+from workers.jobs import FileJobStore, open_job_store
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tiny_model: Path) -> Iterator[Settings]:
+    s = Settings(broker_url=None, data_dir=tmp_path / "data", encoder=str(tiny_model))
+    try:
+        yield s
+    finally:  # release the embedded store this process opened
+        runtime.reset()
+        tasks._job_stores.clear()
+
+
+def served(settings: Settings, alias: str) -> tuple[str | None, int, set[str], list[str]]:
+    import numpy as np
+
+    store = runtime.get_store()
+    names = sorted(i.name for i in store.list_collections())
+    collection = store.get_alias(alias)
+    if collection is None:
+        return None, 0, set(), names
+    count = store.count(collection)
+    dim = store.collection_info(collection).vectors["dense"]
+    hits = store.search(collection, np.ones(dim, dtype=np.float32), top_k=count + 5)
+    return collection, count, {h.id for h in hits}, names
+
+
+def test_index_job_runs_in_process_without_a_broker(settings: Settings) -> None:
+    docs = documents(10)
+    job = submit_index(settings, "docs", documents=docs, batch_docs=3, wait=True)
+    assert job.state == "succeeded", job.to_dict()
+    assert (job.batches_total, job.batches_done, job.points) == (4, 4, 10)
+    assert all(b.attempts == 1 for b in job.batches.values())
+    assert isinstance(open_job_store(settings), FileJobStore)
+    assert (Path(settings.data_dir) / "jobs" / f"{job.id}.json").is_file()
+    collection, count, ids, _ = served(settings, "docs")
+    assert collection == job.build and count == 10 and ids == expected_ids(docs)
+
+    # a rebuild goes to a new version and the alias moves; the older one is kept for rollback
+    again = submit_index(settings, "docs", documents=docs[:4], batch_docs=3, wait=True)
+    assert again.state == "succeeded" and again.build != job.build
+    collection, count, _, names = served(settings, "docs")
+    assert (collection, count) == (again.build, 4)
+    assert job.build in names
+
+
+def test_background_submission_is_queued_then_runs(settings: Settings) -> None:
+    job = submit_index(settings, "docs", documents=documents(5), wait=False)
+    done = wait_for(open_job_store(settings), job.id, timeout=120, poll_s=0.1)
+    assert done.state == "succeeded" and done.points == 5
+
+
+def test_poisoned_document_fails_its_batch_only(settings: Settings) -> None:
+    first = submit_index(settings, "docs", documents=documents(6), batch_docs=2, wait=True)
+    poisoned = documents(6, prefix="p")
+    poisoned[3]["text"] = "   \n  "
+    job = submit_index(settings, "docs", documents=poisoned, batch_docs=2, wait=True)
+    assert job.state == "failed"
+    assert (job.batches_done, job.batches_failed) == (2, 1)
+    assert job.errors() == [
+        {"batch": 1, "error": "record 4: document 'p-3': 'text' is missing or empty"}
+    ]
+    collection, count, _, names = served(settings, "docs")
+    assert (collection, count) == (first.build, 6)  # still serving the good build
+    assert job.build not in names  # the partial build was dropped
+
+
+def test_bad_corpus_record_fails_the_job_before_any_build(
+    settings: Settings, tmp_path: Path
+) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    lines = [json.dumps(d) for d in documents(3)]
+    lines.insert(1, '{"id": "broken", "text": ')
+    corpus.write_text("\n".join(lines) + "\n")
+    job = submit_index(settings, "docs", path=str(corpus), wait=True)
+    assert job.state == "failed"
+    assert job.error is not None and job.error.startswith(f"{corpus}:2: invalid JSON")
+    assert job.build is None
+    assert served(settings, "docs")[3] == []
+
+    skipped = submit_index(settings, "docs", path=str(corpus), on_error="skip", wait=True)
+    assert skipped.state == "succeeded" and skipped.points == 3
+    assert len(skipped.skipped) == 1 and skipped.skipped[0].startswith(f"{corpus}:2:")
+
+
+def test_missing_corpus_and_bad_arguments(settings: Settings, tmp_path: Path) -> None:
+    job = submit_index(settings, "docs", path=str(tmp_path / "nope.jsonl"), wait=True)
+    assert (
+        job.state == "failed" and job.error == f"{tmp_path / 'nope.jsonl'}: no such file or folder"
+    )
+    with pytest.raises(ValueError, match="exactly one of path or documents"):
+        submit_index(settings, "docs")
+    with pytest.raises(ValueError, match="'__' is reserved"):
+        submit_index(settings, "a__b", documents=documents(1))
+    with pytest.raises(ValueError, match="invalid collection name"):
+        submit_index(settings, "bad name", documents=documents(1))
+
+
+def test_duplicate_ids_in_one_job_fail_the_count_check(settings: Settings) -> None:
+    docs = documents(4)
+    docs[3]["id"] = docs[0]["id"]
+    job = submit_index(settings, "docs", documents=docs, batch_docs=2, wait=True)
+    assert job.state == "failed"
+    assert job.error is not None and "holds 3 points, expected 4" in job.error
+    assert served(settings, "docs")[0] is None
+
+
+def test_training_jobs_in_process(settings: Settings, tmp_path: Path) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def record_params(params: dict[str, Any]) -> Path:
+        calls.append(params)
+        out = tmp_path / "out"
+        out.mkdir(exist_ok=True)
+        return out
+
+    training.register_trainer("record-params", record_params)
+    try:
+        job = submit_train(settings, "record-params", {"epochs": 2}, wait=True)
+    finally:
+        training.unregister_trainer("record-params")
+    assert job.state == "succeeded" and job.result == {"output": str(tmp_path / "out")}
+    assert calls == [{"epochs": 2}]
+    unknown = submit_train(settings, "record-params", wait=True)
+    assert unknown.state == "failed"
+    assert unknown.error is not None
+    assert unknown.error.startswith("unknown trainer 'record-params'; available:")
+
+
+def test_cli_jobs_index_list_show(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path
+) -> None:
+    from ember.cli import cli
+
+    monkeypatch.setenv("EMBER_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("EMBER_ENCODER", str(tiny_model))
+    monkeypatch.delenv("EMBER_BROKER_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        corpus = tmp_path / "c.jsonl"
+        corpus.write_text("".join(json.dumps(d) + "\n" for d in documents(5)))
+        runner = CliRunner()
+        out = runner.invoke(cli, ["jobs", "index", str(corpus), "-c", "docs", "--batch-docs", "2"])
+        assert out.exit_code == 0, out.output
+        assert "state      succeeded" in out.output
+        assert "batches    3/3 done, 0 failed" in out.output
+        listed = runner.invoke(cli, ["jobs", "list"])
+        assert (
+            listed.exit_code == 0 and "succeeded" in listed.output and "docs 3/3" in listed.output
+        )
+        job_id = listed.output.split()[0]
+        shown = runner.invoke(cli, ["jobs", "show", job_id, "--json"])
+        assert shown.exit_code == 0
+        assert json.loads(shown.output)["progress"]["points"] == 5
+        missing = runner.invoke(cli, ["jobs", "show", "nope"])
+        assert missing.exit_code == 1 and "no job 'nope'" in missing.output
+        worker = runner.invoke(cli, ["worker"])
+        assert worker.exit_code == 1 and "needs a Redis broker" in worker.output
+    finally:
+        get_settings.cache_clear()
