@@ -1,0 +1,310 @@
+"""``ember eval``: retrieval quality on a BEIR folder, STS-B Spearman, the Echo prefix test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ember.cli import UserError
+
+if TYPE_CHECKING:
+    from encoders import Encoder
+    from indexer.evaluation.cache import VectorCache
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Evaluate encoders: BEIR retrieval, STS-B, the Echo-embeddings prefix test."""
+
+
+def _encoder_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--encoder",
+            "encoder_spec",
+            envvar="EMBER_ENCODER",
+            default=None,
+            help="Encoder preset, encoder folder or HF model folder [default: smollm2].",
+        ),
+        click.option(
+            "--instruction",
+            default=None,
+            help="Instruction text (overrides --task).",
+        ),
+        click.option(
+            "--no-instruction",
+            is_flag=True,
+            help="Encode without any instruction. Default: the task's instruction for decoder "
+            "encoders, none for encoder-only models (e.g. MiniLM).",
+        ),
+        click.option(
+            "--cache-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Vector cache folder [default: $EMBER_DATA_DIR/eval-cache, i.e. .ember/...].",
+        ),
+        click.option("--no-cache", is_flag=True, help="Do not read or write cached vectors."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        click.option(
+            "-o",
+            "--output",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Also write the result as JSON to this file.",
+        ),
+        click.option("--progress/--no-progress", default=True, help="Progress bars on stderr."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _load_encoder(spec: str | None) -> Encoder:
+    from encoders import load_encoder
+
+    return load_encoder(spec or "smollm2")
+
+
+def _instruction(encoder: Encoder, task: str, text: str | None, off: bool) -> str | None:
+    from encoders.instructions import UnknownTaskError
+    from indexer.evaluation import default_instruction
+
+    if off and text:
+        raise UserError("--instruction and --no-instruction exclude each other")
+    if off:
+        return None
+    if text:
+        return text
+    try:
+        return default_instruction(encoder, task)
+    except UnknownTaskError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _cache(cache_dir: Path | None, no_cache: bool) -> VectorCache:
+    from indexer.evaluation.cache import VectorCache, default_cache_dir
+
+    return VectorCache(None if no_cache else cache_dir or default_cache_dir())
+
+
+def _emit(result: dict[str, Any], lines: list[str], as_json: bool, output: Path | None) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for line in lines:
+            click.echo(line)
+    if output is not None:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(output)
+
+
+def _guess_task(dataset: str) -> str:
+    from encoders.instructions import DEFAULT_TASK, TASKS
+
+    name = dataset.lower().replace("-", "_")
+    for candidate in (name, name.removesuffix("_mini")):
+        if candidate in TASKS:
+            return candidate
+    return DEFAULT_TASK
+
+
+@eval_group.command("beir")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True, help="qrels/<split>.tsv to score.")
+@click.option(
+    "--task",
+    default=None,
+    help="Instruction task for queries [default: the folder name if it is a known task "
+    "(scifact, scifact-mini -> scifact), else web_search].",
+)
+@click.option("--bm25", is_flag=True, help="Evaluate the BM25 baseline instead of an encoder.")
+@_encoder_options
+def beir_command(
+    path: Path,
+    split: str,
+    task: str | None,
+    bm25: bool,
+    encoder_spec: str | None,
+    instruction: str | None,
+    no_instruction: bool,
+    cache_dir: Path | None,
+    no_cache: bool,
+    as_json: bool,
+    output: Path | None,
+    progress: bool,
+) -> None:
+    """nDCG@10, recall@100 and MRR@10 on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/).
+
+    Dense retrieval is exact cosine over every document (title + " " + text).
+
+    \b
+    Examples:
+      ember eval beir ../shared/data/beir/scifact-mini --encoder minilm
+      ember eval beir ../shared/data/beir/scifact --bm25
+    """
+    from indexer.evaluation import EvalDataError, load_beir
+    from indexer.evaluation.beir import evaluate_bm25, evaluate_dense
+
+    if bm25 and (encoder_spec or instruction or no_instruction):
+        raise UserError("--bm25 takes no --encoder or instruction options")
+    try:
+        dataset = load_beir(path, split)
+    except EvalDataError as exc:
+        raise UserError(str(exc)) from None
+    if bm25:
+        result = evaluate_bm25(dataset)
+        used = result.details["bm25"]
+    else:
+        encoder = _load_encoder(encoder_spec)
+        task_name = task or _guess_task(dataset.name)
+        query_instruction = _instruction(encoder, task_name, instruction, no_instruction)
+        result = evaluate_dense(
+            encoder,
+            dataset,
+            instruction=query_instruction,
+            cache=_cache(cache_dir, no_cache),
+            show_progress=progress,
+        )
+        used = f"{encoder.config.name} [{encoder.fingerprint}], instruction: {query_instruction!r}"
+    s = result.scores
+    lines = [
+        f"{dataset.name} ({split}): {s.n_queries} queries, {result.n_docs} documents",
+        f"system      {used}",
+        f"nDCG@10     {100 * s.ndcg_at_10:.2f}",
+        f"recall@100  {100 * s.recall_at_100:.2f}",
+        f"MRR@10      {100 * s.mrr_at_10:.2f}",
+    ]
+    if dataset.missing_docs:
+        lines.append(f"warning: {dataset.missing_docs} judged documents are not in the corpus")
+    _emit(result.as_dict(), lines, as_json, output)
+
+
+@eval_group.command("sts")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True, help="sts-<split>.csv in a folder.")
+@click.option("--task", default="sts", show_default=True, help="Instruction task.")
+@_encoder_options
+def sts_command(
+    path: Path,
+    split: str,
+    task: str,
+    encoder_spec: str | None,
+    instruction: str | None,
+    no_instruction: bool,
+    cache_dir: Path | None,
+    no_cache: bool,
+    as_json: bool,
+    output: Path | None,
+    progress: bool,
+) -> None:
+    """Spearman correlation between STS-B gold scores and the cosine of the two sentences.
+
+    PATH is an STS-B file or a folder holding sts-<split>.csv. Decoder encoders get the STS
+    instruction on both sentences (LLM2Vec's symmetric-task setup) unless --no-instruction.
+    """
+    from indexer.evaluation import EvalDataError, load_sts
+    from indexer.evaluation.sts import evaluate_sts
+
+    try:
+        pairs = load_sts(path, split)
+    except EvalDataError as exc:
+        raise UserError(str(exc)) from None
+    encoder = _load_encoder(encoder_spec)
+    used = _instruction(encoder, task, instruction, no_instruction)
+    result = evaluate_sts(
+        encoder, pairs, instruction=used, cache=_cache(cache_dir, no_cache), show_progress=progress
+    )
+    lines = [
+        f"{pairs.path}: {result.n_pairs} pairs",
+        f"system    {encoder.config.name} [{encoder.fingerprint}], instruction: {used!r}",
+        f"Spearman  {100 * result.spearman:.2f}",
+        f"Pearson   {100 * result.pearson:.2f}",
+    ]
+    _emit(result.as_dict(), lines, as_json, output)
+
+
+@eval_group.command("echo")
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--encoder",
+    "encoder_spec",
+    envvar="EMBER_ENCODER",
+    default=None,
+    help="Encoder preset, encoder folder or HF model folder [default: smollm2].",
+)
+@click.option("--instruction", default=None, help="Instruction applied to every sentence.")
+@click.option(
+    "--pooling",
+    "poolings",
+    multiple=True,
+    type=click.Choice(["mean", "weighted_mean", "last_token", "first_token"]),
+    help="Pool the prefix with these modes (repeatable) [default: the encoder's pooling].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (per triple).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the result as JSON to this file.",
+)
+def echo_command(
+    path: Path | None,
+    encoder_spec: str | None,
+    instruction: str | None,
+    poolings: tuple[str, ...],
+    as_json: bool,
+    output: Path | None,
+) -> None:
+    """The Echo-embeddings prefix test (Springer et al. 2024).
+
+    For each triple whose three sentences share a word prefix A, pool only A's tokens inside
+    each full sentence and count how often cos(q_A, s+_A) > cos(q_A, s-_A) (ties count half;
+    0.5 = chance). With causal attention A cannot see what follows it, so every probe ties.
+    PATH defaults to ../shared/data/echo_toy_triples_paper_subset.json.
+    """
+    from indexer.evaluation import EvalDataError, default_data_dir, load_echo_triples
+    from indexer.evaluation.echo import echo_prefix_test
+
+    file = path or default_data_dir() / "echo_toy_triples_paper_subset.json"
+    try:
+        triples = load_echo_triples(file)
+    except EvalDataError as exc:
+        raise UserError(str(exc)) from None
+    encoder = _load_encoder(encoder_spec)
+    if encoder.config.pooling not in {"mean", "weighted_mean", "last_token", "first_token"} and (
+        not poolings
+    ):
+        raise UserError(f"pooling {encoder.config.pooling!r} has no prefix form; pass --pooling")
+    try:
+        results = echo_prefix_test(
+            encoder, triples, instruction=instruction, poolings=list(poolings) or None
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    payload: dict[str, Any] = {
+        "file": str(file),
+        "encoder": encoder.config.name,
+        "fingerprint": encoder.fingerprint,
+        "attention": encoder.config.attention,
+        "results": {m: r.as_dict(with_triples=True) for m, r in results.items()},
+    }
+    lines = [f"{file}: {len(triples)} triples; encoder {encoder.config.name} "
+             f"({encoder.config.attention})"]  # fmt: skip
+    for mode, r in results.items():
+        full = ", ".join(f"{k} {100 * v:.0f}%" for k, v in r.full_sentence.items())
+        lines += [
+            f"[{mode}] prefix test: {100 * r.accuracy:.1f}% over {r.probes} probes "
+            f"(wins {r.wins}, ties {r.ties}, losses {r.losses}; {r.skipped} triples without a "
+            f"shared prefix skipped)",
+            f"[{mode}] whole-sentence accuracy: {full}",
+        ]
+    _emit(payload, lines, as_json, output)
+
+
+COMMANDS = [eval_group]

@@ -1,0 +1,288 @@
+"""Evaluation data readers: BEIR folders, STS-B files, the Echo-embeddings toy triples.
+
+Readers are strict: a bad record is a :class:`EvalDataError` naming the file and line, never
+silently dropped (evaluation numbers on a partly read dataset would be quietly wrong).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+QRELS_HEADER = ("query-id", "corpus-id", "score")
+
+
+class EvalDataError(ValueError):
+    """A dataset file is missing or malformed; the message names the file (and line)."""
+
+
+def default_data_dir() -> Path:
+    """``$EMBER_EVAL_DATA``, else ``<repo>/../shared/data`` (CI clones shared/ beside the repo)."""
+    env = os.environ.get("EMBER_EVAL_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+    with path.open(encoding="utf-8") as stream:
+        for lineno, raw in enumerate(stream, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise EvalDataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise EvalDataError(f"{path}:{lineno}: expected a JSON object")
+            yield lineno, record
+
+
+def _str_field(record: dict[str, object], key: str, where: str, *, required: bool) -> str:
+    value = record.get(key)
+    if value is None and not required:
+        return ""
+    if key == "_id" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise EvalDataError(f"{where}: field {key!r} is missing or not a string")
+    return value
+
+
+@dataclass(frozen=True)
+class BeirDataset:
+    """A BEIR folder: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``.
+
+    ``doc_texts`` follow the BEIR convention ``(title + " " + text).strip()``. ``qrels`` maps
+    query id -> doc id -> graded relevance; ``missing_docs`` counts qrels entries whose document
+    is not in the corpus (kept: they still count in recall and ideal DCG, as in trec_eval).
+    """
+
+    name: str
+    path: Path
+    split: str
+    doc_ids: list[str]
+    doc_texts: list[str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    missing_docs: int = 0
+
+    @property
+    def eval_query_ids(self) -> list[str]:
+        """Queries with at least one relevant (score > 0) document, in qrels file order."""
+        return [q for q, rels in self.qrels.items() if any(r > 0 for r in rels.values())]
+
+
+def load_corpus(path: Path) -> tuple[list[str], list[str]]:
+    ids: list[str] = []
+    texts: list[str] = []
+    seen: dict[str, int] = {}
+    for lineno, record in _jsonl(path):
+        where = f"{path}:{lineno}"
+        doc_id = _str_field(record, "_id", where, required=True)
+        if not doc_id:
+            raise EvalDataError(f"{where}: empty '_id'")
+        if doc_id in seen:
+            raise EvalDataError(f"{where}: duplicate _id {doc_id!r} (first on line {seen[doc_id]})")
+        seen[doc_id] = lineno
+        title = _str_field(record, "title", where, required=False)
+        text = _str_field(record, "text", where, required=True)
+        ids.append(doc_id)
+        texts.append(f"{title} {text}".strip())
+    if not ids:
+        raise EvalDataError(f"{path}: no documents")
+    return ids, texts
+
+
+def load_queries(path: Path) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    for lineno, record in _jsonl(path):
+        where = f"{path}:{lineno}"
+        qid = _str_field(record, "_id", where, required=True)
+        if qid in queries:
+            raise EvalDataError(f"{where}: duplicate query _id {qid!r}")
+        text = _str_field(record, "text", where, required=True)
+        if not text.strip():
+            raise EvalDataError(f"{where}: empty query text")
+        queries[qid] = text
+    return queries
+
+
+def load_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """``query-id<TAB>corpus-id<TAB>score`` lines, with an optional header line."""
+    qrels: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8") as stream:
+        for lineno, raw in enumerate(stream, start=1):
+            line = raw.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if lineno == 1 and tuple(p.strip() for p in parts) == QRELS_HEADER:
+                continue
+            if len(parts) != 3:
+                raise EvalDataError(
+                    f"{path}:{lineno}: expected 3 tab-separated fields "
+                    f"(query-id, corpus-id, score), got {len(parts)}"
+                )
+            qid, did, score = (p.strip() for p in parts)
+            if not qid or not did:
+                raise EvalDataError(f"{path}:{lineno}: empty query or corpus id")
+            try:
+                rel = int(score)
+            except ValueError:
+                raise EvalDataError(f"{path}:{lineno}: score {score!r} is not an integer") from None
+            rels = qrels.setdefault(qid, {})
+            if did in rels:
+                raise EvalDataError(f"{path}:{lineno}: duplicate judgement ({qid}, {did})")
+            rels[did] = rel
+    if not qrels:
+        raise EvalDataError(f"{path}: no judgements")
+    return qrels
+
+
+def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
+    root = Path(path)
+    if not root.is_dir():
+        raise EvalDataError(
+            f"{root}: not a BEIR folder (expected corpus.jsonl, queries.jsonl, qrels/)"
+        )
+    files = {
+        "corpus": root / "corpus.jsonl",
+        "queries": root / "queries.jsonl",
+        "qrels": root / "qrels" / f"{split}.tsv",
+    }
+    for what, file in files.items():
+        if not file.is_file():
+            raise EvalDataError(f"{root}: missing {what} file {file.relative_to(root)}")
+    doc_ids, doc_texts = load_corpus(files["corpus"])
+    queries = load_queries(files["queries"])
+    qrels = load_qrels(files["qrels"])
+    unknown = [q for q in qrels if q not in queries]
+    if unknown:
+        raise EvalDataError(
+            f"{files['qrels']}: {len(unknown)} judged queries are not in queries.jsonl "
+            f"(first: {unknown[0]!r})"
+        )
+    known = set(doc_ids)
+    missing = sum(1 for rels in qrels.values() for d in rels if d not in known)
+    return BeirDataset(
+        name=root.name,
+        path=root,
+        split=split,
+        doc_ids=doc_ids,
+        doc_texts=doc_texts,
+        queries=queries,
+        qrels=qrels,
+        missing_docs=missing,
+    )
+
+
+# ---- STS-B -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StsPairs:
+    path: Path
+    first: list[str]
+    second: list[str]
+    scores: list[float]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def resolve_sts_file(path: str | Path, split: str = "test") -> Path:
+    """A file is used as is; a folder must hold ``sts-<split>.csv``."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        file = p / f"sts-{split}.csv"
+        if file.is_file():
+            return file
+        raise EvalDataError(f"{p}: no sts-{split}.csv in this folder")
+    raise EvalDataError(f"{p}: no such file or folder")
+
+
+def load_sts(path: str | Path, split: str = "test") -> StsPairs:
+    """STS Benchmark TSV: genre, file, year, id, score, sentence1, sentence2 [, sources...].
+
+    The original files carry two extra source columns on some lines; they are ignored. Fields are
+    split on tabs only (the sentences contain quotes, so no CSV quoting rules apply).
+    """
+    file = resolve_sts_file(path, split)
+    first: list[str] = []
+    second: list[str] = []
+    scores: list[float] = []
+    with file.open(encoding="utf-8") as stream:
+        for lineno, raw in enumerate(stream, start=1):
+            line = raw.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) < 7:
+                raise EvalDataError(f"{file}:{lineno}: expected at least 7 tab-separated fields")
+            try:
+                score = float(parts[4])
+            except ValueError:
+                raise EvalDataError(
+                    f"{file}:{lineno}: score {parts[4]!r} is not a number"
+                ) from None
+            if not 0.0 <= score <= 5.0:
+                raise EvalDataError(f"{file}:{lineno}: score {score} outside [0, 5]")
+            if not parts[5].strip() or not parts[6].strip():
+                raise EvalDataError(f"{file}:{lineno}: empty sentence")
+            first.append(parts[5])
+            second.append(parts[6])
+            scores.append(score)
+    if len(scores) < 2:
+        raise EvalDataError(f"{file}: fewer than 2 sentence pairs")
+    return StsPairs(path=file, first=first, second=second, scores=scores)
+
+
+# ---- Echo toy triples --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EchoTriple:
+    id: str
+    query: str
+    positive: str
+    negative: str
+    structure: str = ""
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+def load_echo_triples(path: str | Path) -> list[EchoTriple]:
+    """``{"triples": [{"id", "q", "s_pos", "s_neg", "structure"?, ...}, ...]}``."""
+    file = Path(path)
+    if not file.is_file():
+        raise EvalDataError(f"{file}: no such file")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise EvalDataError(f"{file}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    rows = data.get("triples") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise EvalDataError(f"{file}: expected an object with a non-empty 'triples' list")
+    triples = []
+    for n, row in enumerate(rows):
+        where = f"{file}: triples[{n}]"
+        if not isinstance(row, dict):
+            raise EvalDataError(f"{where}: expected an object")
+        texts = {}
+        for key in ("q", "s_pos", "s_neg"):
+            value = row.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise EvalDataError(f"{where}: field {key!r} is missing or empty")
+            texts[key] = value
+        triples.append(
+            EchoTriple(
+                id=str(row.get("id", n)),
+                query=texts["q"],
+                positive=texts["s_pos"],
+                negative=texts["s_neg"],
+                structure=str(row.get("structure", "")),
+                meta={k: v for k, v in row.items() if k not in {"id", "q", "s_pos", "s_neg"}},
+            )
+        )
+    return triples

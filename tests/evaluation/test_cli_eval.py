@@ -1,0 +1,105 @@
+"""``ember eval beir | sts | echo`` through the click group: output and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ember.cli import cli
+from encoders.config import EncoderConfig
+from encoders.testing import tiny_model_folder
+from tests.evaluation.test_data import GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, write_beir
+
+
+@pytest.fixture(scope="module")
+def encoders_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("cli-eval")
+    base = tiny_model_folder(root / "base", "llama")
+    out = {}
+    for attention in ("causal", "bidirectional"):
+        EncoderConfig(name=f"tiny-{attention}", base_model=str(base), attention=attention).save(
+            root / attention
+        )
+        out[attention] = str(root / attention)
+    return out
+
+
+def run(*args: str) -> tuple[int, str]:
+    """Exit code and stdout (progress bars and errors go to stderr; errors are checked through
+    :func:`run_err`)."""
+    res = CliRunner().invoke(cli, list(args))
+    return res.exit_code, res.stdout if res.exit_code == 0 else res.output
+
+
+def test_beir_bm25(tmp_path: Path) -> None:
+    root = write_beir(tmp_path / "toy", GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
+    code, out = run("eval", "beir", str(root), "--bm25", "--json")
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["system"] == "bm25" and result["queries"] == 2
+    # q1 "vitamin" finds d1 first; q2 "cats" finds d2 first but d9 (judged) is not in the corpus
+    assert result["mrr@10"] == 1.0 and result["recall@100"] == pytest.approx(0.75)
+
+
+def test_beir_encoder_with_cache(tmp_path: Path, encoders_dir: dict[str, str]) -> None:
+    root = write_beir(tmp_path / "toy", GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
+    args = ["eval", "beir", str(root), "--encoder", encoders_dir["causal"], "--no-progress"]
+    args += ["--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "r.json")]
+    code, out = run(*args)
+    assert code == 0, out
+    assert "nDCG@10" in out and "warning: 1 judged documents are not in the corpus" in out
+    first = json.loads((tmp_path / "r.json").read_text())
+    assert first["instruction"]  # decoder model: the web_search instruction (toy is not a task)
+    assert list((tmp_path / "cache").glob("*/*.npy"))
+    code, _ = run(*args)
+    assert code == 0 and json.loads((tmp_path / "r.json").read_text()) == first
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["eval", "beir", "/nonexistent/beir"], 1, "not a BEIR folder"),
+        (["eval", "beir", "{toy}", "--bm25", "--encoder", "minilm"], 1, "--bm25 takes no"),
+        (["eval", "beir", "{toy}", "--bogus"], 2, "No such option"),
+        (["eval", "sts", "/nonexistent/sts.csv"], 1, "no such file or folder"),
+        (["eval", "echo", "/nonexistent/triples.json"], 1, "no such file"),
+        (["eval", "beir", "{toy}", "--task", "nope", "--encoder", "{causal}"], 1, "unknown task"),
+    ],
+)
+def test_bad_input_exit_codes(
+    tmp_path: Path, encoders_dir: dict[str, str], args: list[str], code: int, message: str
+) -> None:
+    toy = write_beir(tmp_path / "toy", GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
+    args = [a.format(toy=toy, causal=encoders_dir["causal"]) for a in args]
+    got, out = run(*args)
+    assert got == code, out
+    assert message in out
+
+
+def test_sts(tmp_path: Path, encoders_dir: dict[str, str]) -> None:
+    f = tmp_path / "sts-test.csv"
+    f.write_text(
+        "g\tf\t2012\t1\t5.0\tA cat sat.\tA cat sat.\n"
+        "g\tf\t2012\t2\t1.0\tSearch engines rank.\tVitamin D helps.\n"
+        "g\tf\t2012\t3\t3.0\tThe quick fox.\tThe quick brown fox.\n"
+    )
+    code, out = run("eval", "sts", str(tmp_path), "--encoder", encoders_dir["bidirectional"],
+                    "--no-cache", "--no-progress", "--no-instruction", "--json")  # fmt: skip
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["pairs"] == 3 and result["instruction"] is None
+    assert -1.0 <= result["spearman"] <= 1.0
+
+
+def test_echo_causal_is_at_chance(shared_data: Path, encoders_dir: dict[str, str]) -> None:
+    code, out = run("eval", "echo", "--encoder", encoders_dir["causal"], "--json")
+    assert code == 0, out
+    result = json.loads(out)["results"]["mean"]
+    assert result["probes"] == 11 and result["ties"] == 11
+    assert result["prefix_accuracy"] == 0.5
+    code, out = run("eval", "echo", "--encoder", encoders_dir["bidirectional"])
+    assert code == 0, out
+    assert "prefix test:" in out and "ties 0" in out

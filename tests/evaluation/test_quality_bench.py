@@ -1,0 +1,52 @@
+"""bench/quality.py report plumbing: the RESULTS.md section is replaced in place."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "bench" / "quality.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_section_replaced_and_rest_kept(tmp_path: Path) -> None:
+    q = load_bench()
+    data = {
+        "updated": "now",
+        "results": {
+            "BM25": {"scifact": {"ndcg@10": 0.6762, "recall@100": 0.9127, "mrr@10": 0.6413}},
+            "X": {"sts": {"spearman": 0.5}, "echo": {"prefix_accuracy": 0.5}},
+        },
+    }
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Benchmarks\n\n## Latency\nkeep me\n")
+    q.update_markdown(md, q.render(data, ["BM25", "X"], ["MNTP (x: not built yet)"]))
+    q.update_markdown(md, q.render(data, ["BM25", "X"], []))  # second run replaces, not appends
+    text = md.read_text()
+    assert text.count(q.BEGIN) == 1 and "keep me" in text
+    assert "| BM25 | 67.6 | 91.3 | 64.1 | — | — | — | — | — |" in text
+    assert "| X | — | — | — | — | — | — | 50.0 | 50 |" in text
+    assert "not built yet" not in text
+
+
+def test_extra_rows_skip_missing_folders(tmp_path: Path) -> None:
+    q = load_bench()
+    rows_file = tmp_path / "rows.json"
+    built = tmp_path / "built"
+    built.mkdir()
+    entries = [{"label": "A", "encoder": str(built)}, {"label": "B", "encoder": "missing/x"}]
+    rows_file.write_text(json.dumps({"rows": entries}))
+    rows, skipped = q.extra_rows(["C=minilm"], rows_file)
+    assert [r.label for r in rows] == ["A", "C"]
+    assert skipped and skipped[0].startswith("B")
