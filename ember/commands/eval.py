@@ -261,7 +261,7 @@ def echo_command(
     as_json: bool,
     output: Path | None,
 ) -> None:
-    """The Echo-embeddings prefix test (Springer et al. 2024).
+    """The Echo-embeddings prefix test (from Springer and others, 2024).
 
     For each triple whose three sentences share a word prefix A, pool only A's tokens inside
     each full sentence and count how often cos(q_A, s+_A) > cos(q_A, s-_A) (ties count half;
