@@ -31,21 +31,28 @@ MAX_INLINE_DOCUMENTS = 100_000
 
 
 class IndexJobRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        regex_engine="python-re",  # the collection pattern needs a look-ahead
+        json_schema_extra={"oneOf": [{"required": ["documents"]}, {"required": ["path"]}]},
+    )
 
     collection: str = Field(
-        description="alias to build and serve (a new versioned collection behind it)",
+        description="alias to build and serve (a new versioned collection behind it); '__' is "
+        "reserved for version names",
         min_length=1,
         max_length=200,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        pattern=r"^(?!.*__)[A-Za-z0-9][A-Za-z0-9_.-]*$",
     )
-    documents: list[dict[str, Any]] | None = Field(
+    # Not Optional in the schema (the default None means "absent", and exactly one of documents
+    # or path is required); typed without None so errors are located at the field itself.
+    documents: list[dict[str, Any]] = Field(
         default=None,
         description="inline corpus records: id, text, optional title, source, metadata",
         min_length=1,
         max_length=MAX_INLINE_DOCUMENTS,
     )
-    path: str | None = Field(
+    path: str = Field(
         default=None,
         description="a corpus inside EMBER_JOB_INPUT_DIR (relative to it), read by the worker",
         min_length=1,
@@ -63,8 +70,6 @@ class IndexJobRequest(BaseModel):
     def _one_source(self) -> IndexJobRequest:
         if (self.documents is None) == (self.path is None):
             raise ValueError("give exactly one of 'documents' or 'path'")
-        if "__" in self.collection:
-            raise ValueError("collection: '__' is reserved for versioned collection names")
         if (
             self.chunk_tokens is not None
             and self.overlap is not None
@@ -155,6 +160,17 @@ def _input_path(state: ApiState, raw: str) -> str:
     return str(target)
 
 
+def _only_query(*allowed: str) -> Any:
+    """A dependency refusing query parameters other than ``allowed`` (422 naming the first)."""
+
+    def check(request: Request) -> None:
+        for name in request.query_params:
+            if name not in allowed:
+                raise field_error(["query", name], f"unknown query parameter {name!r}")
+
+    return Depends(check)
+
+
 def _accepted(job: Any, response: Response) -> JobOut:
     response.headers["location"] = f"/jobs/{job.id}"
     return JobOut.model_validate(job.to_dict())
@@ -164,7 +180,7 @@ def _accepted(job: Any, response: Response) -> JobOut:
     "/jobs/index",
     status_code=202,
     response_model=JobOut,
-    responses=error_responses(*AUTH, 422, *LIMITS, 503),
+    responses=error_responses(400, *AUTH, 422, *LIMITS, 503),
 )
 def create_index_job(
     body: IndexJobRequest,
@@ -200,7 +216,7 @@ def create_index_job(
     "/jobs/train",
     status_code=202,
     response_model=JobOut,
-    responses=error_responses(*AUTH, 422, *LIMITS),
+    responses=error_responses(400, *AUTH, 422, *LIMITS),
 )
 def create_train_job(
     body: TrainJobRequest,
@@ -215,7 +231,12 @@ def create_train_job(
     return _accepted(job, response)
 
 
-@router.get("/jobs", response_model=JobsOut, responses=error_responses(*AUTH, 422, *LIMITS))
+@router.get(
+    "/jobs",
+    response_model=JobsOut,
+    responses=error_responses(*AUTH, 422, *LIMITS),
+    dependencies=[_only_query("limit")],
+)
 def list_jobs(
     request: Request,
     state: Annotated[ApiState, Depends(get_state)],
@@ -227,7 +248,10 @@ def list_jobs(
 
 
 @router.get(
-    "/jobs/{job_id}", response_model=JobOut, responses=error_responses(*AUTH, 404, 422, *LIMITS)
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    responses=error_responses(*AUTH, 404, 422, *LIMITS),
+    dependencies=[_only_query()],
 )
 def get_job(
     request: Request,
