@@ -44,15 +44,15 @@ class IndexJobRequest(BaseModel):
         max_length=200,
         pattern=r"^(?!.*__)[A-Za-z0-9][A-Za-z0-9_.-]*$",
     )
-    # Not Optional in the schema (the default None means "absent", and exactly one of documents
-    # or path is required); typed without None so errors are located at the field itself.
+    # Not nullable in the schema: the default None only means "absent" (exactly one of documents
+    # or path is required). A `| None` union would locate errors at "documents.list[...]".
     documents: list[dict[str, Any]] = Field(
-        default=None,
+        default=None,  # type: ignore[arg-type]
         description="inline corpus records: id, text, optional title, source, metadata",
         min_length=1,
         max_length=MAX_INLINE_DOCUMENTS,
     )
-    path: str = Field(
+    path: str = Field(  # type: ignore[assignment]
         default=None,
         description="a corpus inside EMBER_JOB_INPUT_DIR (relative to it), read by the worker",
         min_length=1,
