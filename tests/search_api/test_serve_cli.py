@@ -1,0 +1,99 @@
+"""``ember serve``: a real subprocess on a loopback port on the embedded store, and its
+one-line errors (in-process, through click's runner)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from ember.cli import cli
+from encoders import load_encoder
+from encoders.testing import tiny_model_folder
+from indexer.pipeline import index_corpus
+from indexer.store import QdrantClientStore
+
+EMBER = [sys.executable, "-m", "ember"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env() -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+    out["TRANSFORMERS_VERBOSITY"] = "error"
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model_folder(tmp_path_factory.mktemp("serve") / "tiny", "llama")
+
+
+def test_serve_answers_on_the_embedded_default(tmp_path: Path, model_folder: Path) -> None:
+    port = free_port()
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"id": "a", "text": "the quick brown fox"}) + "\n")
+    common = ["--encoder", str(model_folder), "--data-dir", str(tmp_path / "data")]
+    with QdrantClientStore(path=tmp_path / "data" / "qdrant") as store:  # what `ember index` does
+        index_corpus(docs, "default", load_encoder(str(model_folder)), store, progress=False)
+    proc = subprocess.Popen(
+        [*EMBER, "serve", "--port", str(port), "--log-level", "warning", *common],
+        env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        status = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status = httpx.get(f"{url}/health", timeout=5).status_code
+            except httpx.TransportError:
+                status = None
+            if status == 200:
+                break
+            time.sleep(0.2)
+        assert status == 200, proc.stderr.read() if proc.poll() is not None else "not ready"
+        hits = httpx.post(f"{url}/search", json={"query": "fox"}, timeout=30).json()["hits"]
+        assert [h["payload"]["doc_id"] for h in hits] == ["a"]
+        page = httpx.get(f"{url}/", timeout=30)
+        assert page.status_code == 200 and "<title>Ember search</title>" in page.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert f"serving on http://127.0.0.1:{port}/" in err
+
+
+def test_serve_fails_fast_on_an_unknown_encoder(tmp_path: Path) -> None:
+    args = ["serve", "--data-dir", str(tmp_path), "--encoder", "no-such-encoder"]
+    r = CliRunner().invoke(cli, args, env={"EMBER_DEBUG": ""})
+    assert r.exit_code == 1
+    assert "--encoder: encoder 'no-such-encoder' is not a preset" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_serve_refuses_a_store_locked_by_another_process(
+    tmp_path: Path, model_folder: Path
+) -> None:
+    holder: Any = QdrantClientStore(path=tmp_path / "qdrant")  # holds the folder's lock
+    try:
+        args = ["serve", "--data-dir", str(tmp_path), "--encoder", str(model_folder)]
+        r = CliRunner().invoke(cli, args, env={"EMBER_DEBUG": ""})
+    finally:
+        holder.close()
+    assert r.exit_code == 1
+    assert "locked by another process" in r.output and "Traceback" not in r.output
