@@ -66,7 +66,7 @@ def test_serve_answers_on_the_embedded_default(tmp_path: Path, model_folder: Pat
             if status == 200:
                 break
             time.sleep(0.2)
-        assert status == 200, proc.stderr.read() if proc.poll() is not None else "not ready"
+        assert status == 200, f"not ready (exit code {proc.poll()})"
         hits = httpx.post(f"{url}/search", json={"query": "fox"}, timeout=30).json()["hits"]
         assert [h["payload"]["doc_id"] for h in hits] == ["a"]
         page = httpx.get(f"{url}/", timeout=30)
