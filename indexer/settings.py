@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     job_input_dir: Path | None = Field(
         default=None, description="POST /jobs/index reads corpus paths only inside this folder"
     )
+    worker_device: str = Field(
+        default="auto", description="torch device of worker encoders: auto, cpu, cuda, cuda:N"
+    )
 
 
 @lru_cache(maxsize=1)
