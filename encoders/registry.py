@@ -1,7 +1,8 @@
 """Resolve an encoder spec (what users type) into an Encoder.
 
 A spec is one of:
-- ``smollm2`` / ``smollm2-bi`` / ``minilm``: the bundled models (see :data:`PRESETS`);
+- ``smollm2`` / ``smollm2-bi`` / ``smollm2-echo`` / ``minilm``: the bundled models (see
+  :data:`PRESETS`);
 - a folder with ``encoder_config.json`` (a saved or trained encoder);
 - a plain local HF model folder (default config on top of it).
 """
@@ -22,6 +23,18 @@ PRESETS: dict[str, EncoderConfig] = {
     ),
     "smollm2-bi": EncoderConfig(
         name="smollm2-bi", base_model=SMOLLM2, attention="bidirectional", pooling="mean"
+    ),
+    # Echo embeddings (Springer et al.): training-free; the text is written twice and the
+    # second copy is mean-pooled, so with causal attention every pooled token saw the whole text.
+    # max_length 1024: the text is read twice, so a plain 512-token text still fits whole.
+    "smollm2-echo": EncoderConfig(
+        name="smollm2-echo",
+        base_model=SMOLLM2,
+        attention="causal",
+        pooling="mean",
+        echo=True,
+        max_length=1024,
+        query_max_length=512,
     ),
     "minilm": EncoderConfig(
         name="minilm",
