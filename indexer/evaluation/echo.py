@@ -25,6 +25,7 @@ triple, by structure) is reported alongside as ``full_sentence``.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,15 +42,29 @@ if TYPE_CHECKING:
 TIE_TOL = 1e-5
 
 
-def shared_word_prefix(texts: Sequence[str]) -> str:
-    """Longest common prefix of ``texts`` in whitespace-separated words ('' if none)."""
+def shared_word_count(texts: Sequence[str]) -> int:
+    """Number of leading whitespace-separated words that all ``texts`` share."""
     words = [t.split() for t in texts]
-    shared: list[str] = []
+    n = 0
     for column in zip(*words, strict=False):
         if any(w != column[0] for w in column):
             break
-        shared.append(column[0])
-    return " ".join(shared)
+        n += 1
+    return n
+
+
+def word_prefix(text: str, n_words: int) -> str:
+    """``text`` up to the end of its ``n_words``-th word (original spacing kept)."""
+    if n_words <= 0:
+        return ""
+    matches = list(re.finditer(r"\S+", text))
+    return text[: matches[n_words - 1].end()]
+
+
+def shared_word_prefix(texts: Sequence[str]) -> str:
+    """Longest common prefix of ``texts`` in whitespace-separated words ('' if none), as it
+    appears in the first text."""
+    return word_prefix(texts[0], shared_word_count(texts)) if texts else ""
 
 
 def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -159,13 +174,13 @@ def echo_prefix_test(
     """Run the prefix test (and the whole-sentence test) for each pooling mode (default: the
     encoder's own); returns one :class:`EchoResult` per mode."""
     modes = list(poolings or [encoder.config.pooling])
-    probes = [(t, shared_word_prefix([t.query, t.positive, t.negative])) for t in triples]
-    usable = [(t, a) for t, a in probes if a]
+    probes = [(t, shared_word_count([t.query, t.positive, t.negative])) for t in triples]
+    usable = [(t, n) for t, n in probes if n > 0]
     skipped = len(triples) - len(usable)
     if not usable:
         raise ValueError("no triple has a shared word prefix: nothing to probe")
     sentences = [s for t, _ in usable for s in (t.query, t.positive, t.negative)]
-    prefixes = [a for _, a in usable for _ in range(3)]
+    prefixes = [word_prefix(s, n) for t, n in usable for s in (t.query, t.positive, t.negative)]
     vectors = prefix_vectors(encoder, sentences, prefixes, modes, instruction=instruction)
 
     whole: dict[str, np.ndarray] = {}
@@ -180,8 +195,9 @@ def echo_prefix_test(
         v = vectors[mode]
         wins = ties = losses = 0
         rows: list[dict[str, object]] = []
-        for n, (t, prefix) in enumerate(usable):
+        for n, (t, _) in enumerate(usable):
             q, pos, neg = v[3 * n], v[3 * n + 1], v[3 * n + 2]
+            prefix = prefixes[3 * n]
             d = _cos(q, pos) - _cos(q, neg)
             outcome = "win" if d > tol else "tie" if d >= -tol else "loss"
             wins += outcome == "win"

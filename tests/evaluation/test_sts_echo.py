@@ -76,6 +76,7 @@ def test_shared_word_prefix() -> None:
     )
     assert shared_word_prefix(["summer, especially", "summer, specially"]) == "summer,"
     assert shared_word_prefix([TRIPLES[2].query, TRIPLES[2].positive]) == ""
+    assert shared_word_prefix(["a  b c", "a b d"]) == "a  b"  # spacing of the first text kept
 
 
 def test_prefix_equal_to_sentence_is_the_plain_embedding(folder: Path) -> None:
