@@ -62,15 +62,47 @@ def provide(
             _encoders[current.encoder] = encoder
 
 
+def resolve_device(name: str) -> str:
+    """``EMBER_WORKER_DEVICE``: ``auto`` is ``cuda`` when torch sees a GPU (a GPU worker runs
+    with ``CUDA_VISIBLE_DEVICES`` set to its one device), else ``cpu``."""
+    import torch
+
+    name = name.strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"EMBER_WORKER_DEVICE={name}: torch sees no CUDA device")
+        return name
+    raise ValueError(f"EMBER_WORKER_DEVICE: unknown device {name!r} (auto, cpu, cuda, cuda:N)")
+
+
+def place(encoder: Encoder, device: str) -> Encoder:
+    """Move the encoder's model (and trainable pooler) to ``device``; batches follow the model."""
+    if device != "cpu":
+        import torch
+
+        target = torch.device(device)
+        encoder.model.to(target)
+        if encoder.pooler is not None:
+            encoder.pooler.to(target)
+    return encoder
+
+
 def get_encoder(spec: str | None = None) -> Encoder:
-    """The encoder for ``spec`` (default: the configured one), loaded on first use."""
-    spec = spec or settings().encoder
+    """The encoder for ``spec`` (default: the configured one), loaded on first use and placed
+    on ``EMBER_WORKER_DEVICE``."""
+    current = settings()
+    spec = spec or current.encoder
     with _lock:
         encoder = _encoders.get(spec)
         if encoder is None:
             from encoders import load_encoder
 
-            encoder = _encoders[spec] = load_encoder(spec)
+            device = resolve_device(current.worker_device)
+            encoder = _encoders[spec] = place(load_encoder(spec), device)
         return encoder
 
 

@@ -171,3 +171,22 @@ def test_unacked_entries_are_parsed_for_their_task_id() -> None:
     assert _task_id(json.dumps([payload, "index", "index"])) == "abc"
     assert _task_id("not json") is None
     assert _task_id(json.dumps([{"headers": {}}, "", ""])) is None
+
+
+# ---- worker device ------------------------------------------------------------------------------
+def test_worker_device_resolution_on_a_cpu_machine() -> None:
+    """No GPU here: ``auto`` picks the CPU and asking for CUDA is a clear error. (The GPU path,
+    moving the model with ``.to("cuda")``, is not exercised by this suite.)"""
+    import torch
+
+    from workers.runtime import resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    if torch.cuda.is_available():  # pragma: no cover - a GPU machine
+        assert resolve_device("auto") == "cuda"
+        return
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(RuntimeError, match="EMBER_WORKER_DEVICE=cuda:1: torch sees no CUDA"):
+        resolve_device("cuda:1")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
