@@ -1,0 +1,442 @@
+"""Training data: the documented JSONL formats (docs/training.md) and readers for the native
+formats of the shared files (WikiText-2 raw, SimCSE's wiki1m lines, SenEval SNLI triples, BEIR
+folders). A bad record fails the run with its file and line number; nothing is dropped silently.
+
+Sampling is stateless: the examples of step ``s`` are a function of (seed, s), so a resumed run
+reads exactly the batches the uninterrupted run would have read (the data position is the step).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+from encoders.instructions import TASKS
+
+NLI_INSTRUCTION = "Given a premise, retrieve a hypothesis that is entailed by the premise:"
+
+
+class DataError(ValueError):
+    """Unusable training data; the message names the file (and line)."""
+
+
+# ---- generic readers -------------------------------------------------------------------------
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+    with path.open(encoding="utf-8") as stream:
+        for lineno, raw in enumerate(stream, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object")
+            yield lineno, record
+
+
+def text_field(record: dict[str, object], key: str, where: str, required: bool = True) -> str:
+    value = record.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise DataError(f"{where}: field {key!r} is missing or not a non-empty string")
+    return value
+
+
+def _check(path: Path) -> Path:
+    if not path.exists():
+        raise DataError(f"no such data file or folder: {path}")
+    return path
+
+
+_HEADING = re.compile(r"^\s*(= )+.*( =)+\s*$")
+
+
+def detect_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    if path.suffix == ".jsonl":
+        return "jsonl"
+    with path.open(encoding="utf-8") as stream:
+        head = [next(stream, "") for _ in range(20)]
+    return "wikitext" if any(_HEADING.match(line) for line in head if line.strip()) else "lines"
+
+
+def clean_wikitext(text: str) -> str:
+    """Undo WikiText's tokenisation artefacts (`` @-@ ``, `` @,@ ``, `` @.@ ``)."""
+    text = text.replace(" @-@ ", "-").replace(" @,@ ", ",").replace(" @.@ ", ".")
+    return " ".join(text.split())
+
+
+def wikitext_paragraphs(path: Path) -> list[str]:
+    out = []
+    with path.open(encoding="utf-8") as stream:
+        for line in stream:
+            if not line.strip() or _HEADING.match(line):
+                continue
+            out.append(clean_wikitext(line))
+    return out
+
+
+def read_texts(paths: Sequence[str | Path], fmt: str = "auto") -> list[str]:
+    """Texts for MNTP / SimCSE. JSONL ``{"text": ...}``; ``lines``: one text per non-empty line;
+    ``wikitext``: one paragraph per line, headings skipped."""
+    texts: list[str] = []
+    for raw in paths:
+        path = _check(Path(raw))
+        kind = detect_format(path, fmt)
+        if kind == "jsonl":
+            texts.extend(text_field(rec, "text", f"{path}:{n}") for n, rec in iter_jsonl(path))
+        elif kind == "wikitext":
+            texts.extend(wikitext_paragraphs(path))
+        else:
+            with path.open(encoding="utf-8") as stream:
+                texts.extend(line.strip() for line in stream if line.strip())
+    if not texts:
+        raise DataError(f"no training texts in {', '.join(map(str, paths))}")
+    return texts
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(paragraph) if s.strip()]
+
+
+def read_sentence_pairs(
+    paths: Sequence[str | Path], fmt: str = "auto", min_words: int = 4
+) -> list[tuple[str, str]]:
+    """(text, next text) pairs for LLaRA's EBAE/EBAR. JSONL ``{"text": ..., "next": ...}``;
+    ``wikitext``: consecutive sentences of a paragraph; ``lines``: consecutive lines."""
+    pairs: list[tuple[str, str]] = []
+    for raw in paths:
+        path = _check(Path(raw))
+        kind = detect_format(path, fmt)
+        if kind == "jsonl":
+            for n, rec in iter_jsonl(path):
+                where = f"{path}:{n}"
+                pairs.append((text_field(rec, "text", where), text_field(rec, "next", where)))
+            continue
+        if kind == "wikitext":
+            groups = [split_sentences(p) for p in wikitext_paragraphs(path)]
+        else:
+            with path.open(encoding="utf-8") as stream:
+                groups = [[line.strip() for line in stream if line.strip()]]
+        for sentences in groups:
+            kept = [s for s in sentences if len(s.split()) >= min_words]
+            pairs.extend(itertools.pairwise(kept))
+    if not pairs:
+        raise DataError(f"no (text, next) pairs in {', '.join(map(str, paths))}")
+    return pairs
+
+
+# ---- supervised contrastive data -------------------------------------------------------------
+@dataclass
+class Example:
+    """One query with its positive and candidate hard negatives.
+
+    ``positive_keys`` identify every document relevant to the query (so an in-batch document
+    that is another positive of this query is not counted as a negative).
+    """
+
+    query: str
+    positive: str
+    negatives: list[str]
+    positive_key: str
+    negative_keys: list[str]
+    positive_keys: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass
+class Source:
+    """Examples of one dataset; a batch never mixes sources (in-batch negatives stay in-task)."""
+
+    name: str
+    instruction: str
+    examples: list[Example]
+
+
+def read_supervised_jsonl(path: Path, instruction: str | None) -> Source:
+    """Ember format: ``{"query", "positive", "negatives": [...], "instruction"?}``;
+    SenEval SNLI triples: ``{"anchor", "positive", "hard_negative"}``."""
+    examples: list[Example] = []
+    found_instruction: str | None = None
+    for n, rec in iter_jsonl(path):
+        where = f"{path}:{n}"
+        if "anchor" in rec:
+            query = text_field(rec, "anchor", where)
+            negatives = [text_field(rec, "hard_negative", where)]
+            found_instruction = found_instruction or NLI_INSTRUCTION
+        else:
+            query = text_field(rec, "query", where)
+            raw_negatives = rec.get("negatives", [])
+            if not isinstance(raw_negatives, list) or not all(
+                isinstance(x, str) and x.strip() for x in raw_negatives
+            ):
+                raise DataError(f"{where}: 'negatives' must be a list of non-empty strings")
+            negatives = list(raw_negatives)
+            rec_instruction = text_field(rec, "instruction", where, required=False)
+            if rec_instruction:
+                if found_instruction and rec_instruction != found_instruction:
+                    raise DataError(f"{where}: one instruction per file (split the file)")
+                found_instruction = rec_instruction
+        positive = text_field(rec, "positive", where)
+        examples.append(Example(query, positive, negatives, positive, list(negatives)))
+    if not examples:
+        raise DataError(f"{path}: no examples")
+    _positive_sets(examples)
+    return Source(path.stem, instruction or found_instruction or "", examples)
+
+
+def _positive_sets(examples: list[Example]) -> None:
+    by_query: dict[str, set[str]] = {}
+    for ex in examples:
+        by_query.setdefault(ex.query, set()).add(ex.positive_key)
+    for ex in examples:
+        ex.positive_keys = frozenset(by_query[ex.query])
+
+
+def read_beir_train(
+    folder: Path,
+    instruction: str | None,
+    mining: str,
+    depth: int,
+    seed: int,
+    split: str = "train",
+) -> Source:
+    """BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv): one example per relevant
+    (query, document) pair; hard negatives from BM25 (top ``depth`` minus the positives) or
+    random documents. The test split is refused: it is what the benchmarks measure."""
+    if split == "test":
+        raise DataError(f"{folder}: refusing to train on test qrels")
+    qrels_file = folder / "qrels" / f"{split}.tsv"
+    if not qrels_file.is_file():
+        raise DataError(f"{folder}: no qrels/{split}.tsv (training needs a train split)")
+    qrels: dict[str, list[str]] = {}
+    with qrels_file.open(encoding="utf-8") as stream:
+        for lineno, line in enumerate(stream, start=1):
+            parts = line.rstrip("\n").split("\t")
+            if lineno == 1 and parts[0] == "query-id":
+                continue
+            if len(parts) != 3:
+                raise DataError(f"{qrels_file}:{lineno}: expected query-id, corpus-id, score")
+            if float(parts[2]) > 0:
+                qrels.setdefault(parts[0], []).append(parts[1])
+    doc_ids: list[str] = []
+    doc_texts: list[str] = []
+    for n, rec in iter_jsonl(folder / "corpus.jsonl"):
+        where = f"{folder / 'corpus.jsonl'}:{n}"
+        doc_ids.append(str(rec.get("_id", rec.get("id"))))
+        title = text_field(rec, "title", where, required=False)
+        doc_texts.append(f"{title} {text_field(rec, 'text', where)}".strip())
+    test_ids = _qrels_queries(folder / "qrels" / "test.tsv")
+    queries: dict[str, str] = {}
+    test_texts: set[str] = set()
+    for n, rec in iter_jsonl(folder / "queries.jsonl"):
+        qid = str(rec.get("_id", rec.get("id")))
+        if qid in qrels or qid in test_ids:
+            text = text_field(rec, "text", f"{folder / 'queries.jsonl'}:{n}")
+            if qid in test_ids:
+                test_texts.add(_norm(text))
+            if qid in qrels:
+                queries[qid] = text
+    index = {d: i for i, d in enumerate(doc_ids)}
+    # A train query whose text is also a test query (SciFact has two such pairs) would leak
+    # the test set through the back door: left out.
+    qids = [
+        q
+        for q in qrels
+        if q in queries
+        and _norm(queries[q]) not in test_texts
+        and any(d in index for d in qrels[q])
+    ]
+    if not qids:
+        raise DataError(f"{folder}: no train query has a relevant document in the corpus")
+    candidates = _mine(
+        [queries[q] for q in qids],
+        doc_texts,
+        mining,
+        depth,
+        seed,
+        [qrels[q] for q in qids],
+        doc_ids,
+    )
+    examples = []
+    for qid, cands in zip(qids, candidates, strict=True):
+        positives = frozenset(d for d in qrels[qid] if d in index)
+        for pos in sorted(positives):
+            examples.append(
+                Example(
+                    query=queries[qid],
+                    positive=doc_texts[index[pos]],
+                    negatives=[doc_texts[i] for i in cands],
+                    positive_key=pos,
+                    negative_keys=[doc_ids[i] for i in cands],
+                    positive_keys=positives,
+                )
+            )
+    task = folder.name.removesuffix("-mini")
+    return Source(folder.name, instruction or TASKS.get(task, ""), examples)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _qrels_queries(file: Path) -> set[str]:
+    if not file.is_file():
+        return set()
+    with file.open(encoding="utf-8") as stream:
+        return {line.split("\t", 1)[0] for line in stream if line.strip()} - {"query-id"}
+
+
+def _mine(
+    queries: list[str],
+    docs: list[str],
+    mining: str,
+    depth: int,
+    seed: int,
+    positives: list[list[str]],
+    doc_ids: list[str],
+) -> list[list[int]]:
+    rng = random.Random(seed)
+    if mining == "random":
+        out = []
+        for pos in positives:
+            pool = [i for i in rng.sample(range(len(docs)), min(depth, len(docs)))]
+            out.append([i for i in pool if doc_ids[i] not in pos])
+        return out
+    import bm25s
+
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(docs, stopwords="en", show_progress=False), show_progress=False)
+    k = min(depth + max(len(p) for p in positives), len(docs))
+    hits, _ = retriever.retrieve(
+        bm25s.tokenize(queries, stopwords="en", show_progress=False), k=k, show_progress=False
+    )
+    return [
+        [int(i) for i in row if doc_ids[int(i)] not in pos][:depth]
+        for row, pos in zip(hits, positives, strict=True)
+    ]
+
+
+def read_supervised(
+    paths: Sequence[str | Path],
+    instruction: str | None,
+    mining: str,
+    depth: int,
+    seed: int,
+) -> list[Source]:
+    sources = []
+    for raw in paths:
+        path = _check(Path(raw))
+        if path.is_dir():
+            sources.append(read_beir_train(path, instruction, mining, depth, seed))
+        else:
+            sources.append(read_supervised_jsonl(path, instruction))
+    return sources
+
+
+# ---- token blocks for MNTP -------------------------------------------------------------------
+def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """Ids the tokenizer adds before and after a text (e.g. BOS / EOS), found by comparison."""
+    probe = "hello world"
+    plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    full = list(tokenizer(probe, add_special_tokens=True)["input_ids"])
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    return [], []
+
+
+def pack_blocks(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], block_length: int
+) -> list[list[int]]:
+    """Concatenate the tokenised texts (EOS between them when the tokenizer has one) and cut the
+    stream into blocks of ``block_length`` tokens, each wrapped in the tokenizer's special
+    tokens (LLM2Vec's ``group_texts``: no padding is wasted)."""
+    prefix, suffix = special_affixes(tokenizer)
+    room = block_length - len(prefix) - len(suffix)
+    if room < 2:
+        raise DataError(f"max_length {block_length} is too short for a training block")
+    sep = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stream: list[int] = []
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        stream.extend(ids)
+        stream.extend(sep)
+    blocks = [
+        prefix + stream[i : i + room] + suffix for i in range(0, len(stream) - room + 1, room)
+    ]
+    if not blocks:
+        raise DataError(f"the data holds fewer than {room} tokens: no full training block")
+    return blocks
+
+
+# ---- stateless sampling ----------------------------------------------------------------------
+class EpochSampler:
+    """Batch ``s`` = positions ``s*B .. s*B+B-1`` of an endless stream of seeded permutations."""
+
+    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+        if size < batch_size:
+            raise DataError(f"{size} examples are fewer than one batch of {batch_size}")
+        self.size = size
+        self.batch_size = batch_size
+        self.seed = seed
+        self._perms: dict[int, list[int]] = {}
+
+    def _perm(self, epoch: int) -> list[int]:
+        if epoch not in self._perms:
+            order = list(range(self.size))
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+            self._perms = {epoch: order}  # keep one epoch: steps go forward
+        return self._perms[epoch]
+
+    def batch(self, step: int) -> list[int]:
+        # Whole batches per epoch (drop the ragged tail), so a batch never repeats an example.
+        per_epoch = self.size // self.batch_size
+        epoch, index = divmod(step, per_epoch)
+        start = index * self.batch_size
+        return self._perm(epoch)[start : start + self.batch_size]
+
+    def epoch_of(self, step: int) -> int:
+        return step // (self.size // self.batch_size)
+
+
+class SourceBatcher:
+    """Batches that never mix sources: each epoch shuffles every source's examples, cuts them
+    into whole batches and shuffles the batch order (seeded by epoch)."""
+
+    def __init__(self, sizes: Sequence[int], batch_size: int, seed: int) -> None:
+        self.sizes = list(sizes)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.per_epoch = sum(n // batch_size for n in self.sizes)
+        if self.per_epoch == 0:
+            raise DataError(f"no data source holds one batch of {batch_size} examples")
+        self._epoch: tuple[int, list[tuple[int, list[int]]]] | None = None
+
+    def _batches(self, epoch: int) -> list[tuple[int, list[int]]]:
+        if self._epoch is None or self._epoch[0] != epoch:
+            rng = random.Random(self.seed * 1_000_003 + epoch)
+            batches = []
+            for source, n in enumerate(self.sizes):
+                order = list(range(n))
+                rng.shuffle(order)
+                for i in range(n // self.batch_size):
+                    batches.append((source, order[i * self.batch_size : (i + 1) * self.batch_size]))
+            rng.shuffle(batches)
+            self._epoch = (epoch, batches)
+        return self._epoch[1]
+
+    def batch(self, step: int) -> tuple[int, list[int]]:
+        epoch, index = divmod(step, self.per_epoch)
+        return self._batches(epoch)[index]

@@ -1,0 +1,125 @@
+"""Supervised contrastive training (LLM2Vec step 4).
+
+Each batch holds B examples of one source: B instructed queries against B positives plus
+``hard_negatives`` hard negatives per query; every document of the batch is a negative for
+every other query (in-batch negatives), except another relevant document of the same query.
+The instruction is prepended through the Encoder's token offsets, so pooling skips it, exactly
+as at query time. Gradient caching (:mod:`encoders.training.gradcache`) lets a large batch fit:
+only ``chunk_size`` texts have a graph at any time.
+
+With ``pooler`` a new trainable pooler (``encoders.poolers``) is trained with the LoRA adapter
+(or alone, ``freeze_model``) and saved as ``out/pooler``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+from torch import nn
+
+from encoders.encoder import Tokenized
+from encoders.training.base import Trainer
+from encoders.training.data import Source, SourceBatcher, read_supervised
+from encoders.training.gradcache import cached_backward
+from encoders.training.losses import contrastive_loss
+from encoders.training.model import POOLER_DIR, LoraSettings, set_dropout
+from encoders.training.params import SupervisedParams, default_data_dir
+
+
+def default_supervised_data() -> list[str]:
+    root = default_data_dir()
+    return [
+        str(root / "train" / "snli_nli_triples_from_senteval_dev_test.jsonl"),
+        str(root / "beir" / "scifact"),
+    ]
+
+
+class SupervisedTrainer(Trainer):
+    name = "supervised"
+    params_type = SupervisedParams
+    params: SupervisedParams
+
+    def output_overrides(self, input_config: Any) -> dict[str, Any]:
+        update = super().output_overrides(input_config)
+        if self.params.pooler:
+            update.update(pooling=self.params.pooler, pooler=POOLER_DIR)
+        return update
+
+    def lora_settings(self) -> LoraSettings | None:
+        return None if self.params.freeze_model else super().lora_settings()
+
+    def read_data(self) -> None:
+        p = self.params
+        self.sources: list[Source] = read_supervised(
+            p.data or default_supervised_data(), None, p.mining, p.mining_depth, p.seed
+        )
+        for source in self.sources:
+            source.examples = source.examples[: p.max_examples]
+
+    def prepare(self) -> None:
+        p = self.params
+        self.pooler: nn.Module | None = None
+        if p.pooler:
+            from encoders.poolers import build_pooler_for
+
+            self.pooler = build_pooler_for(self.encoder, p.pooler, **p.pooler_options)
+            self.encoder.pooler = self.pooler
+        if p.dropout is not None:
+            set_dropout(self.stage.peft_model, p.dropout)
+        self.query_items: list[list[Tokenized]] = []
+        self.doc_cache: list[dict[str, Tokenized]] = []
+        for source in self.sources:
+            queries = [ex.query for ex in source.examples]
+            self.query_items.append(
+                self.encoder.tokenize(queries, source.instruction or None, p.query_max_length)
+            )
+            texts = sorted({t for ex in source.examples for t in [ex.positive, *ex.negatives]})
+            items = self.encoder.tokenize(texts, None, p.max_length)
+            self.doc_cache.append(dict(zip(texts, items, strict=True)))
+        self.batcher = SourceBatcher([len(s.examples) for s in self.sources], p.batch_size, p.seed)
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        pooler = getattr(self, "pooler", None)
+        return {"pooler": pooler} if pooler is not None else {}
+
+    def new_pooler(self) -> nn.Module | None:
+        return getattr(self, "pooler", None)
+
+    def batch_inputs(self, step: int) -> tuple[list[Tokenized], list[Tokenized], torch.Tensor]:
+        """Query items, document items (positives, then hard negatives) and the [Q, D] mask of
+        false negatives (another relevant document of the same query) for batch ``step``."""
+        p = self.params
+        source_index, rows = self.batcher.batch(step)
+        source = self.sources[source_index]
+        docs = self.doc_cache[source_index]
+        rng = random.Random(p.seed * 1_000_003 + step)
+        examples = [source.examples[i] for i in rows]
+        doc_texts = [ex.positive for ex in examples]
+        doc_keys = [ex.positive_key for ex in examples]
+        for ex in examples:
+            if not ex.negatives:
+                continue
+            picks = rng.sample(range(len(ex.negatives)), min(p.hard_negatives, len(ex.negatives)))
+            doc_texts += [ex.negatives[i] for i in picks]
+            doc_keys += [ex.negative_keys[i] for i in picks]
+        exclude = torch.zeros(len(examples), len(doc_texts), dtype=torch.bool)
+        for qi, ex in enumerate(examples):
+            for di, key in enumerate(doc_keys):
+                if di != qi and key in ex.positive_keys:
+                    exclude[qi, di] = True
+        queries = [self.query_items[source_index][i] for i in rows]
+        return queries, [docs[t] for t in doc_texts], exclude
+
+    def train_step(self, step: int) -> dict[str, float]:
+        queries, docs, exclude = self.batch_inputs(step)
+        temperature = self.params.temperature
+
+        def loss_fn(reps: list[torch.Tensor]) -> torch.Tensor:
+            return contrastive_loss(reps[0], reps[1], temperature, exclude.to(reps[0].device))
+
+        loss = cached_backward(
+            self.encoder.embed_batch, [queries, docs], loss_fn, self.params.chunk_size
+        )
+        return {"loss": loss, "docs": float(len(docs))}
