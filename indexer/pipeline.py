@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from indexer.readers import Document, read_corpus
-from indexer.store import DEFAULT_VECTOR, Point, Store, check_name
+from indexer.store import DEFAULT_VECTOR, Point, Store, check_name, check_payload_indexes
 
 if TYPE_CHECKING:
     from encoders import Encoder
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 # Fixed namespace for chunk point ids: uuid5(NAMESPACE, f"{doc_id}:{index}").
 NAMESPACE = uuid.UUID("6f1d4c1e-2b7a-5e0c-9a53-3c0d8e7f4b21")
 RESERVED_PAYLOAD_KEYS = ("doc_id", "chunk_index", "text", "title", "source")
+DEFAULT_PAYLOAD_INDEXES = {"doc_id": "keyword", "source": "keyword"}
 _VERSION_RE = re.compile(r"^(?P<name>.+?)__(?P<fp>[0-9a-zA-Z]+)__v(?P<n>\d+)$")
 
 
@@ -164,9 +165,16 @@ def versions(store: Store, name: str) -> list[tuple[int, str]]:
     return sorted(out)
 
 
-def begin_build(store: Store, name: str, encoder: Encoder) -> str:
-    """Create the next version ``<name>__<fingerprint>__v<N>`` (empty) and return its name."""
+def begin_build(
+    store: Store, name: str, encoder: Encoder, payload_indexes: dict[str, str] | None = None
+) -> str:
+    """Create the next version ``<name>__<fingerprint>__v<N>`` (empty) and return its name.
+
+    ``doc_id`` and ``source`` get keyword payload indexes (plus ``payload_indexes``: field ->
+    keyword | integer | float | bool | datetime | text | uuid) so filters on them stay fast on
+    engines that use payload indexes (server, edge)."""
     check_name(name)
+    indexes = check_payload_indexes({**DEFAULT_PAYLOAD_INDEXES, **(payload_indexes or {})})
     if "__" in name:
         raise ValueError(f"invalid collection name {name!r}: '__' is reserved for versions")
     existing = versions(store, name)
@@ -174,7 +182,7 @@ def begin_build(store: Store, name: str, encoder: Encoder) -> str:
     while True:
         collection = f"{name}__{encoder.fingerprint}__v{n}"
         try:
-            store.create_collection(collection, vector_spec(encoder))
+            store.create_collection(collection, vector_spec(encoder), indexes)
             return collection
         except ValueError as exc:  # lost a race with a concurrent begin_build: next number
             if "already exists" not in str(exc):
@@ -246,6 +254,7 @@ def index_corpus(
     on_error: str = "fail",
     progress: bool = True,
     keep_versions: int = 1,
+    payload_indexes: dict[str, str] | None = None,
 ) -> IndexReport:
     """Index a corpus into a new version of ``name`` and serve it under alias ``name``.
 
@@ -261,7 +270,7 @@ def index_corpus(
     return index_documents(
         docs, name, encoder, store, chunk_tokens=chunk_tokens, overlap=overlap,
         batch_size=batch_size, progress=progress, keep_versions=keep_versions,
-        skipped=[str(e) for e in reader.errors], started=started,
+        skipped=[str(e) for e in reader.errors], started=started, payload_indexes=payload_indexes,
     )  # fmt: skip
 
 
@@ -278,6 +287,7 @@ def index_documents(
     keep_versions: int = 1,
     skipped: Sequence[str] = (),
     started: float | None = None,
+    payload_indexes: dict[str, str] | None = None,
 ) -> IndexReport:
     """:func:`index_corpus` for documents already read (``skipped``: the reader's errors)."""
     from tqdm.auto import tqdm
@@ -292,7 +302,7 @@ def index_documents(
     if not chunks:
         raise ValueError("the documents produced no text to index")
 
-    collection = begin_build(store, name, encoder)
+    collection = begin_build(store, name, encoder, payload_indexes)
     try:
         with tqdm(
             total=len(chunks), desc=f"index {name}", unit="chunk", disable=not progress,

@@ -116,6 +116,14 @@ def encoder_option(f: Any) -> Any:
     show_default=True,
     help="Previous builds kept for rollback.",
 )
+@click.option(
+    "--payload-index",
+    "payload_index",
+    multiple=True,
+    metavar="FIELD:TYPE",
+    help="Index a metadata field for fast filters (TYPE: keyword, integer, float, bool, "
+    "datetime, text, uuid); repeatable. doc_id and source are always indexed.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @encoder_option
 @store_options
@@ -128,6 +136,7 @@ def index_command(
     overlap: int,
     batch_size: int,
     keep_versions: int,
+    payload_index: tuple[str, ...],
     progress: bool,
     encoder_spec: str,
     data_dir: str | None,
@@ -150,8 +159,18 @@ def index_command(
 
     from indexer.pipeline import BuildError, index_documents
     from indexer.readers import BadRecordError, read_corpus
-    from indexer.store import check_name
+    from indexer.store import check_name, check_payload_indexes
 
+    indexes: dict[str, str] = {}
+    for spec in payload_index:
+        field, _, kind = spec.partition(":")
+        if not field or not kind:
+            raise UserError(f"--payload-index: expected FIELD:TYPE, got {spec!r}")
+        indexes[field] = kind
+    try:
+        check_payload_indexes(indexes)
+    except ValueError as exc:
+        raise UserError(f"--payload-index: {exc}") from None
     if not path.exists():
         raise UserError(f"PATH: no such file or folder: {path}")
     try:
@@ -180,7 +199,7 @@ def index_command(
         report = index_documents(
             docs, collection, encoder, store, chunk_tokens=chunk_tokens, overlap=overlap,
             batch_size=batch_size, progress=progress, keep_versions=keep_versions,
-            skipped=[str(e) for e in reader.errors], started=started,
+            skipped=[str(e) for e in reader.errors], started=started, payload_indexes=indexes,
         )  # fmt: skip
     except (BuildError, ValueError) as exc:
         raise UserError(str(exc)) from None

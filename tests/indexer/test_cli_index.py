@@ -68,6 +68,8 @@ def test_index_search_collections(tiny_folder: Path, tmp_path: Path, env: dict[s
         (["index", "/no/such/path", "-c", "x"], ["PATH", "no such file"]),
         (["index", ".", "-c", "a__b"], ["--collection", "reserved"]),
         (["index", ".", "-c", "ok", "--chunk-tokens", "16", "--overlap", "16"], ["--overlap"]),
+        (["index", ".", "-c", "ok", "--payload-index", "year"], ["--payload-index", "FIELD:TYPE"]),
+        (["index", ".", "-c", "ok", "--payload-index", "y:big"], ["--payload-index", "'big'"]),
     ],
 )
 def test_bad_input_is_one_line(

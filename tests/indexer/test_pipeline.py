@@ -206,3 +206,18 @@ def test_search_with_another_encoder_is_refused(
     other = tiny_encoder(tmp_path / "other", "qwen2")
     with pytest.raises(EncoderMismatchError, match=tiny.fingerprint):
         search(store, other, "docs", "fox")
+
+
+def test_builds_get_payload_indexes_on_edge(tmp_path: Path, tiny: Any, corpus: Path) -> None:
+    from indexer.edge_store import EdgeStore
+
+    with EdgeStore(tmp_path / "edge") as store:
+        report = index_corpus(
+            corpus, "docs", tiny, store, progress=False, payload_indexes={"year": "integer"}
+        )
+        shard = store._shard(report.collection)  # the engine's own view of its indexes
+        assert set(shard.info().payload_schema) == {"doc_id", "source", "year"}
+        hits = search(store, tiny, "docs", "fox", top_k=100, filter={"year": {"lt": 2003}})
+        assert {h.payload["doc_id"] for h in hits} == {"d0", "d1", "d2"}
+        with pytest.raises(ValueError, match="payload index 'year'"):
+            begin_build(store, "docs", tiny, {"year": "number"})
