@@ -13,12 +13,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EMBER_", env_file=".env", extra="ignore")
 
-    encoder: str = Field("smollm2", description="encoder preset, encoder folder or HF folder")
-    data_dir: Path = Field(Path(".ember"), description="embedded store and job state live here")
-    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded")
+    encoder: str = Field(
+        default="smollm2", description="encoder preset, encoder folder or HF folder"
+    )
+    data_dir: Path = Field(
+        default=Path(".ember"), description="embedded store and job state live here"
+    )
+    qdrant_url: str | None = Field(default=None, description="Qdrant server URL; unset = embedded")
     qdrant_api_key: str | None = None
-    embedded_backend: str = Field("local", description="embedded store: 'local' or 'edge'")
-    broker_url: str | None = Field(None, description="Redis URL for Celery; unset = in-process")
+    embedded_backend: str = Field(default="local", description="embedded store: 'local' or 'edge'")
+    broker_url: str | None = Field(
+        default=None, description="Redis URL for Celery; unset = in-process"
+    )
     result_backend: str | None = None
     api_keys: list[str] = Field(default_factory=list, description="Bearer keys; empty = open")
     # search API (search_api/, `ember serve`)
