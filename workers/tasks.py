@@ -26,6 +26,7 @@ before it reports done, so tests can kill a worker while a batch is in flight.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,8 @@ TEST_DELAY_ENV = "EMBER_TEST_BATCH_DELAY_S"
 DEFAULT_CHUNK_TOKENS = 256
 DEFAULT_OVERLAP = 32
 MAX_TRANSIENT_RETRIES = 5
+# encoders.training stages: resumable from their checkpoints (``resume``/``overwrite`` params)
+BUILTIN_STAGES = frozenset({"mntp", "simcse", "supervised", "llara"})
 
 _job_stores: dict[str, JobStore] = {}
 
@@ -106,10 +109,13 @@ def _error_text(exc: BaseException) -> str:
     from workers.training import TrainerError, UnknownTrainerError
 
     message = str(exc).strip()
-    about_input = (
+    about_input: tuple[type[BaseException], ...] = (
         ValueError, FileNotFoundError, JobNotFoundError, BuildError, TrainerError,
         UnknownTrainerError,
     )  # fmt: skip
+    training = sys.modules.get("encoders.training")  # loaded iff a trainer ran
+    if training is not None:
+        about_input += (training.TrainingError,)
     if message and isinstance(exc, about_input):
         return message
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
@@ -302,8 +308,11 @@ def train(
     params: dict[str, Any] | None = None,
     scheduled: str | None = None,
 ) -> dict[str, Any]:
-    """Run trainer ``trainer`` with ``params``; a beat-scheduled run creates its own job."""
-    from workers.training import load_trainer_modules, run_trainer
+    """Run trainer ``trainer`` with ``params``; a beat-scheduled run creates its own job.
+
+    A redelivered run (the worker died mid-training) of a built-in stage resumes from its last
+    checkpoint instead of refusing the existing output folder."""
+    from workers.training import load_all_trainers, run_trainer
 
     store_jobs = jobs()
     params = dict(params or {})
@@ -318,9 +327,12 @@ def train(
     job = store_jobs.require(job_id)
     if job.finished:
         return job.to_dict()
+    rerun = job.state == "running"  # a previous delivery started it and was interrupted
     store_jobs.update(job_id, state="running", started_at=job.started_at or time.time())
     try:
-        load_trainer_modules(runtime.settings().trainer_modules)
+        load_all_trainers(runtime.settings().trainer_modules)
+        if rerun and trainer in BUILTIN_STAGES and not params.get("overwrite"):
+            params.setdefault("resume", True)  # continue from the last checkpoint
         output = run_trainer(trainer, params)
     except Exception as exc:
         store_jobs.finish(job_id, "failed", error=_error_text(exc))

@@ -1,12 +1,11 @@
 """Training jobs: a registry of trainers by name, run by the ``ember.train`` task (queue ``train``).
 
 A trainer is ``callable(params: dict) -> output folder`` (a new encoder directory). Trainers come
-from modules listed in ``EMBER_TRAINER_MODULES``: each such module has a ``TRAINERS`` mapping of
-name -> callable, so the module needs no import of ``workers`` (``encoders.training`` can offer one
-without breaking the layering). :func:`register_trainer` adds one from code.
-
-No trainer is built in yet: the encoder trainers (MNTP, SimCSE, supervised contrastive, LLaRA)
-plug in here once they exist. Asking for an unknown name fails with the list of known ones.
+from modules with a ``TRAINERS`` mapping of name -> callable, so such a module needs no import of
+``workers`` and the layering holds: :mod:`encoders.training` (``mntp``, ``simcse``,
+``supervised``, ``llara``; parameters in :mod:`encoders.training.params`) is always loaded, and
+``EMBER_TRAINER_MODULES`` adds more. :func:`register_trainer` adds one from code. Asking for an
+unknown name fails with the list of known ones.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 Trainer = Callable[[dict[str, Any]], str | Path]
+
+BUILTIN_TRAINER_MODULES = ("encoders.training",)
 
 _lock = threading.Lock()
 _trainers: dict[str, Trainer] = {}
@@ -79,6 +80,11 @@ def load_trainer_modules(modules: Iterable[str]) -> list[str]:
             register_trainer(str(name), trainer, replace=True)
             added.append(str(name))
     return added
+
+
+def load_all_trainers(extra_modules: Iterable[str] = ()) -> list[str]:
+    """The built-in trainers plus those of ``extra_modules`` (``EMBER_TRAINER_MODULES``)."""
+    return load_trainer_modules([*BUILTIN_TRAINER_MODULES, *extra_modules])
 
 
 def get_trainer(name: str) -> Trainer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,14 @@ def documents(n: int, prefix: str = "doc") -> list[dict[str, Any]]:
         }
         for i in range(n)
     ]
+
+
+def simcse_params(tmp: Path, encoder: str) -> dict[str, Any]:
+    """A real SimCSE run, two steps on 16 sentences (seconds on a tiny model)."""
+    data = tmp / "train-texts.jsonl"
+    data.write_text("".join(json.dumps({"text": d["text"]}) + "\n" for d in documents(16, "t")))
+    return {"from": encoder, "out": str(tmp / "trained"), "data": [str(data)], "max_steps": 2,
+            "batch_size": 4, "save_steps": 2}  # fmt: skip
 
 
 def expected_ids(docs: list[dict[str, Any]]) -> set[str]:

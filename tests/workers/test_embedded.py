@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from indexer.settings import Settings, get_settings
-from tests.workers.helpers import documents, expected_ids
-from workers import runtime, tasks, training
+from tests.workers.helpers import documents, expected_ids, simcse_params
+from workers import runtime, tasks
 from workers.client import submit_index, submit_train, wait_for
 from workers.jobs import FileJobStore, open_job_store
 
@@ -122,25 +121,36 @@ def test_duplicate_ids_in_one_job_fail_the_count_check(settings: Settings) -> No
 
 
 def test_training_jobs_in_process(settings: Settings, tmp_path: Path) -> None:
-    calls: list[dict[str, Any]] = []
-
-    def record_params(params: dict[str, Any]) -> Path:
-        calls.append(params)
-        out = tmp_path / "out"
-        out.mkdir(exist_ok=True)
-        return out
-
-    training.register_trainer("record-params", record_params)
-    try:
-        job = submit_train(settings, "record-params", {"epochs": 2}, wait=True)
-    finally:
-        training.unregister_trainer("record-params")
-    assert job.state == "succeeded" and job.result == {"output": str(tmp_path / "out")}
-    assert calls == [{"epochs": 2}]
-    unknown = submit_train(settings, "record-params", wait=True)
+    params = simcse_params(tmp_path, settings.encoder)
+    job = submit_train(settings, "simcse", params, wait=True)
+    assert job.state == "succeeded", job.to_dict()
+    assert job.result == {"output": params["out"]}
+    assert (Path(params["out"]) / "encoder_config.json").is_file()
+    bad = submit_train(settings, "simcse", {**params, "max_stepz": 1}, wait=True)
+    assert bad.state == "failed"
+    assert bad.error is not None and bad.error.startswith("simcse params: max_stepz:")
+    unknown = submit_train(settings, "sim-cse", wait=True)
     assert unknown.state == "failed"
-    assert unknown.error is not None
-    assert unknown.error.startswith("unknown trainer 'record-params'; available:")
+    assert unknown.error == "unknown trainer 'sim-cse'; available: llara, mntp, simcse, supervised"
+
+
+def test_an_interrupted_training_job_resumes_when_redelivered(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from workers.app import app, load_tasks
+
+    params = simcse_params(tmp_path, settings.encoder)
+    assert submit_train(settings, "simcse", params, wait=True).state == "succeeded"
+    fresh = submit_train(settings, "simcse", params, wait=True)  # same output folder
+    assert fresh.state == "failed"
+    assert fresh.error is not None and "pass --resume to continue it" in fresh.error
+
+    job_store = open_job_store(settings)
+    job = job_store.create("train", {"trainer": "simcse", "params": params})
+    job_store.update(job.id, state="running", started_at=1.0)  # a delivery that was cut short
+    load_tasks(app)
+    app.tasks["ember.train"].apply(kwargs={"job_id": job.id, "trainer": "simcse", "params": params})
+    assert job_store.require(job.id).state == "succeeded"
 
 
 def test_cli_jobs_index_list_show(

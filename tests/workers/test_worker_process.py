@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from tests.workers.conftest import RedisServer, Worker, wait_until
-from tests.workers.helpers import client_settings, documents, expected_ids, store_contents
+from tests.workers.helpers import (
+    client_settings,
+    documents,
+    expected_ids,
+    simcse_params,
+    store_contents,
+)
 from workers.client import submit_index, submit_train, wait_for
 from workers.jobs import Job, open_job_store
 
@@ -51,11 +57,7 @@ def test_index_and_train_jobs_complete_on_a_worker(
     spawn_worker: Any,
     tmp_path: Path,
 ) -> None:
-    env = {
-        **worker_env,
-        "EMBER_BROKER_URL": redis_server.url,
-        "EMBER_TRAINER_MODULES": '["tests.workers.trainers"]',
-    }
+    env = {**worker_env, "EMBER_BROKER_URL": redis_server.url}
     worker: Worker = spawn_worker("w-complete", env)
     settings = client_settings(tmp_path, redis_server.url)
 
@@ -78,15 +80,18 @@ def test_index_and_train_jobs_complete_on_a_worker(
     assert from_file.state == "succeeded", from_file.to_dict()
     assert from_file.points == 5
 
-    # training runs in the same pool, on the train queue
-    out = tmp_path / "trained"
-    trained = follow(settings, submit_train(settings, "export-config", {"output": str(out)}).id)
+    # training runs in the same pool, on the train queue: a real (tiny) SimCSE run
+    params = simcse_params(tmp_path, env["EMBER_ENCODER"])
+    trained = follow(settings, submit_train(settings, "simcse", params).id)
     assert trained.state == "succeeded", trained.to_dict()
-    assert trained.result["output"] == str(out)
-    assert (out / "encoder_config.json").is_file()
+    assert trained.result["output"] == params["out"]
+    assert (Path(params["out"]) / "encoder_config.json").is_file()
+    assert (Path(params["out"]) / "adapter").is_dir()
     unknown = follow(settings, submit_train(settings, "no-such-trainer").id)
     assert unknown.state == "failed"
-    assert unknown.error == "unknown trainer 'no-such-trainer'; available: export-config"
+    assert unknown.error == (
+        "unknown trainer 'no-such-trainer'; available: llara, mntp, simcse, supervised"
+    )
 
     worker.stop()
     data_dir = Path(env["EMBER_DATA_DIR"])
