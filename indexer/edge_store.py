@@ -53,6 +53,11 @@ _SCHEMA = {
 }
 
 
+# HNSW candidates per search; chosen by measurement (bench/search_latency.py --hnsw-ef sweep,
+# see bench/RESULTS.md "Embedded store")
+DEFAULT_HNSW_EF = 128
+
+
 def _edge() -> Any:
     import qdrant_edge
 
@@ -69,7 +74,13 @@ def _match_value(value: Any) -> Any:
 class EdgeStore(Store):
     backend = "edge"
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, hnsw_ef: int | None = DEFAULT_HNSW_EF) -> None:
+        """``hnsw_ef``: candidates explored per HNSW search (recall vs latency; None = the
+        engine's default). Small collections and selective filters are searched exactly anyway
+        (below the engine's full-scan threshold)."""
+        if hnsw_ef is not None and hnsw_ef < 1:
+            raise ValueError(f"hnsw_ef must be >= 1, got {hnsw_ef}")
+        self.hnsw_ef = hnsw_ef
         self.root = Path(root)
         self.location = str(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -263,12 +274,14 @@ class EdgeStore(Store):
         e = _edge()
         qfilter = self._filter(filter)
         shard = self._shard(self._target(collection_or_alias))
+        params = e.SearchParams(hnsw_ef=max(self.hnsw_ef, top_k)) if self.hnsw_ef else None
         requests = [
             e.QueryRequest(
                 limit=top_k,
                 query=e.Query.Nearest(as_vector(v, using), using=using),
                 filter=qfilter,
                 with_payload=True,
+                params=params,
             )
             for v in arr
         ]
