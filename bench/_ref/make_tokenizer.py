@@ -1,0 +1,76 @@
+"""Train a tiny BPE tokenizer and save it as HF tokenizer files (runs inside ``.venv-ref``).
+
+The files are written by the reference environment's own ``tokenizers``/``transformers`` (0.19 /
+4.44), so the old stack can read them; the newer stack in Ember's venv reads the old format too.
+``bench/parity_llm2vec.py`` then checks that both sides produce identical ids.
+
+    python make_tokenizer.py SPEC.json
+
+SPEC: {"folder": str, "style": "bytelevel" | "metaspace", "bos": bool, "vocab_size": int,
+       "corpus": [str, ...]}. Prints {"vocab_size": <len(tokenizer)>} as JSON.
+
+- ``bytelevel``: GPT-2 / SmolLM2 / Llama-3 style (byte-level pre-tokenizer, no prefix space);
+- ``metaspace``: Llama-2 / Mistral (SentencePiece) style, ``▁`` prepended to the first word;
+- ``bos``: a post-processor adds ``<s>`` in front of every sequence, as Llama / Mistral do.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+
+
+def build(spec: dict[str, Any]) -> PreTrainedTokenizerFast:
+    style = spec["style"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    alphabet: list[str] = []
+    if style == "bytelevel":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    elif style == "metaspace":
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    else:
+        raise SystemExit(f"unknown tokenizer style {style!r}")
+    trainer = trainers.BpeTrainer(
+        vocab_size=int(spec["vocab_size"]),
+        special_tokens=SPECIALS,
+        initial_alphabet=alphabet,
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(spec["corpus"]) * 4, trainer=trainer)
+    if spec["bos"]:
+        bos_id = tok.token_to_id("<s>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        # As Llama / Mistral tokenizers: no token_type_ids (their models take none).
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+def main() -> None:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    tokenizer = build(spec)
+    folder = Path(spec["folder"])
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(folder)
+    print(json.dumps({"vocab_size": len(tokenizer)}))
+
+
+if __name__ == "__main__":
+    main()
