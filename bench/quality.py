@@ -325,6 +325,35 @@ def update_markdown(path: Path, section: str) -> None:
     tmp.replace(path)
 
 
+def save(
+    out: Path,
+    results_md: Path,
+    new: dict[str, dict[str, Any]],
+    note: str | None,
+    order: Sequence[str],
+    skipped: Sequence[str],
+) -> dict[str, Any]:
+    """Merge ``new`` rows into ``out`` and rewrite the markdown section. Several runs may share
+    the files (one per engineer's rows): the file is re-read under a lock, so none loses rows."""
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.with_name(out.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
+        results = data.setdefault("results", {})
+        for label, values in new.items():
+            results.setdefault(label, {}).update(values)
+        if note is not None:
+            data["note"] = note
+        data["updated"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.replace(out)
+        update_markdown(results_md, render(data, order, skipped))
+    return data
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from indexer.evaluation import default_data_dir
     from indexer.evaluation.cache import default_cache_dir
@@ -357,11 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = [r for r in rows if any(s.lower() in r.label.lower() for s in args.rows)]
 
     out = Path(args.out)
-    data: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
-    data.setdefault("results", {})
-    if args.note is not None:
-        data["note"] = args.note
     runner = Runner(args)
+    all_labels = [r.label for r in builtin_rows()] + [r.label for r in more]
 
     groups: dict[str, list[Row]] = {}
     for row in rows:
@@ -372,13 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             new = {members[0].label: runner.bm25(members[0])}
         else:
             new = runner.encoder_rows(members)
-        for label, values in new.items():
-            data["results"].setdefault(label, {}).update(values)
-        data["updated"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        all_labels = [r.label for r in builtin_rows()] + [r.label for r in more]
-        update_markdown(Path(args.results), render(data, all_labels, skipped))
+        save(out, Path(args.results), new, args.note, all_labels, skipped)
+    if not groups:
+        save(out, Path(args.results), {}, args.note, all_labels, skipped)
     log(f"wrote {out} and {args.results}")
     return 0
 

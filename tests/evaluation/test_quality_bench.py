@@ -50,3 +50,18 @@ def test_extra_rows_skip_missing_folders(tmp_path: Path) -> None:
     rows, skipped = q.extra_rows(["C=minilm"], rows_file)
     assert [r.label for r in rows] == ["A", "C"]
     assert skipped and skipped[0].startswith("B")
+
+
+def test_save_merges_rows_from_separate_runs(tmp_path: Path) -> None:
+    q = load_bench()
+    out, md = tmp_path / "quality.json", tmp_path / "RESULTS.md"
+    q.save(out, md, {"A": {"sts": {"spearman": 0.1}}}, None, ["A", "B"], [])
+    q.save(out, md, {"B": {"sts": {"spearman": 0.2}}}, "a note", ["B"], [])
+    q.save(out, md, {"A": {"echo": {"prefix_accuracy": 0.5}}}, None, ["A", "B"], [])
+    data = json.loads(out.read_text())
+    assert data["results"] == {
+        "A": {"sts": {"spearman": 0.1}, "echo": {"prefix_accuracy": 0.5}},
+        "B": {"sts": {"spearman": 0.2}},
+    }
+    text = md.read_text()
+    assert "| A |" in text and "| B |" in text and "a note" in text
