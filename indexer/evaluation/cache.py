@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from encoders import Encoder, EncoderConfig
 
 CACHE_FORMAT = 1
-DEFAULT_CHUNK = 512
+DEFAULT_CHUNK = 128  # texts per saved chunk: what an interrupted run can lose
 SIMPLE_POOLINGS = ("mean", "weighted_mean", "last_token", "first_token")
 
 
