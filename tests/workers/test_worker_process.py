@@ -51,11 +51,28 @@ def in_flight(settings: Any, job_id: str, done_at_least: int) -> int | None:
     return running[0] if running else None
 
 
+def cli(monkeypatch: pytest.MonkeyPatch, broker_url: str, args: list[str]) -> Any:
+    """Run ``ember ARGS`` in-process against ``broker_url`` (the CLI reads EMBER_* settings)."""
+    from click.testing import CliRunner
+
+    from ember.cli import cli as ember
+    from indexer.settings import get_settings
+
+    monkeypatch.setenv("EMBER_BROKER_URL", broker_url)
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(ember, args)
+    finally:
+        monkeypatch.delenv("EMBER_BROKER_URL")
+        get_settings.cache_clear()
+
+
 def test_index_and_train_jobs_complete_on_a_worker(
     redis_server: RedisServer,
     worker_env: dict[str, str],
     spawn_worker: Any,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = {**worker_env, "EMBER_BROKER_URL": redis_server.url}
     worker: Worker = spawn_worker("w-complete", env)
@@ -72,13 +89,20 @@ def test_index_and_train_jobs_complete_on_a_worker(
     assert progress["rate_docs_per_s"] > 0 and progress["eta_s"] == 0
     assert done.build is not None and done.build.startswith("docs__")
 
-    # a corpus path read by the worker
+    # a corpus path read by the worker, submitted and followed with the CLI
     corpus = tmp_path / "corpus.jsonl"
     file_docs = documents(5, prefix="file")
     corpus.write_text("".join(json.dumps(d) + "\n" for d in file_docs))
-    from_file = follow(settings, submit_index(settings, "files", path=str(corpus)).id)
-    assert from_file.state == "succeeded", from_file.to_dict()
-    assert from_file.points == 5
+    out = cli(
+        monkeypatch, redis_server.url, ["jobs", "index", str(corpus), "-c", "files", "--wait"]
+    )
+    assert out.exit_code == 0, out.output
+    job_id = out.stdout.splitlines()[0]
+    assert "state      succeeded" in out.stdout and "documents  5/5, 5 points" in out.stdout
+    shown = cli(monkeypatch, redis_server.url, ["jobs", "show", job_id, "--json"])
+    assert json.loads(shown.stdout)["progress"]["points"] == 5
+    listed = cli(monkeypatch, redis_server.url, ["jobs", "list"]).stdout.splitlines()
+    assert [line.split()[0] for line in listed] == [job_id, done.id]
 
     # training runs in the same pool, on the train queue: a real (tiny) SimCSE run
     params = simcse_params(tmp_path, env["EMBER_ENCODER"])
