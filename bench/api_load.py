@@ -1,0 +1,267 @@
+"""Loopback load on the search API: micro-batching on vs off, side by side.
+
+Indexes the first ``--docs`` documents of SciFact-mini (``../shared/data``) once into an embedded
+store, then for each mode starts ``ember serve`` as its own process on a free 127.0.0.1 port, waits
+for ``/health``, and runs ``--clients`` concurrent httpx (async) clients that POST ``/search`` with
+the SciFact-mini queries (task ``scifact``) for ``--duration`` seconds. Reports successful req/s,
+latency p50/p95/p99, refused/failed requests, the server's RSS before and after the load, and the
+encoder batch sizes from ``/metrics``; the host's 1-minute load average is recorded around each
+run (the numbers mean little on a host whose cores are busy with other work). All traffic stays
+on the loopback interface and stops by itself (time-bounded, and capped at ``--max-requests``).
+
+    .venv/bin/python bench/api_load.py                         # smollm2, 20 s per mode, 32 clients
+    .venv/bin/python bench/api_load.py --encoder minilm --clients 64
+    .venv/bin/python bench/api_load.py --duration 5 --docs 16  # quick look
+
+The server inherits this process's environment (except EMBER_*), so thread settings such as
+``OMP_NUM_THREADS=1`` apply to it and are recorded in the JSON.
+
+Prints a table and writes JSON to bench/out/api_load-<encoder>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "bench" / "out"
+SCIFACT_MINI = ROOT.parent / "shared" / "data" / "beir" / "scifact-mini"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    rows = []
+    with path.open() as f:
+        for line in f:
+            if line.strip():
+                rows.append(json.loads(line))
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+def build_index(data_dir: Path, encoder_spec: str, docs: int, chunk_tokens: int) -> dict[str, Any]:
+    from encoders import load_encoder
+    from indexer.pipeline import index_corpus
+    from indexer.store import QdrantClientStore
+
+    corpus = data_dir / "corpus.jsonl"
+    rows = read_jsonl(SCIFACT_MINI / "corpus.jsonl", docs)
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    encoder = load_encoder(encoder_spec)
+    with QdrantClientStore(path=data_dir / "qdrant") as store:
+        report = index_corpus(
+            corpus, "default", encoder, store, chunk_tokens=chunk_tokens, overlap=16,
+            progress=False,
+        )  # fmt: skip
+    return {"documents": report.documents, "chunks": report.chunks, "seconds": report.seconds}
+
+
+def metric_sum_count(text: str, name: str) -> tuple[float, float]:
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith(f"{name}_sum "):
+            total = float(line.split()[-1])
+        elif line.startswith(f"{name}_count "):
+            count = float(line.split()[-1])
+    return total, count
+
+
+async def load(
+    url: str, queries: list[str], clients: int, duration: float, max_requests: int, top_k: int
+) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    sent = 0
+    deadline = time.perf_counter() + duration
+
+    async def client(worker: int, http: httpx.AsyncClient) -> None:
+        nonlocal sent
+        i = worker
+        while time.perf_counter() < deadline and sent < max_requests:
+            sent += 1
+            body = {"query": queries[i % len(queries)], "task": "scifact", "top_k": top_k}
+            i += clients
+            started = time.perf_counter()
+            try:
+                r = await http.post("/search", json=body)
+                key = str(r.status_code)
+            except httpx.HTTPError as exc:
+                key = type(exc).__name__
+            elapsed = time.perf_counter() - started
+            statuses[key] = statuses.get(key, 0) + 1
+            if key == "200":
+                latencies.append(elapsed)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
+        await asyncio.gather(*(client(w, http) for w in range(clients)))
+    wall = time.perf_counter() - started
+    ms = np.asarray(latencies) * 1000 if latencies else np.asarray([np.nan])
+    return {
+        "wall_s": round(wall, 2),
+        "ok": len(latencies),
+        "statuses": statuses,
+        "req_per_s": round(len(latencies) / wall, 2),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p95_ms": round(float(np.percentile(ms, 95)), 1),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "mean_ms": round(float(ms.mean()), 1),
+    }
+
+
+def run_mode(args: argparse.Namespace, data_dir: Path, batching: bool, queries: list[str]) -> Any:
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+    env.update(
+        TRANSFORMERS_VERBOSITY="error",
+        EMBER_API_MAX_CONCURRENT=str(max(64, args.clients * 2)),
+        EMBER_API_BATCH_WAIT_MS=str(args.batch_wait_ms),
+        EMBER_API_MAX_BATCH=str(args.max_batch),
+    )
+    cmd = [
+        sys.executable, "-m", "ember", "serve", "--port", str(port), "--log-level", "warning",
+        "--encoder", args.encoder, "--data-dir", str(data_dir),
+        "--micro-batching" if batching else "--no-micro-batching",
+    ]  # fmt: skip
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(f"ember serve exited: {server.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("ember serve did not become ready in 300 s")
+            time.sleep(0.2)
+        # a short warm-up round (not measured): first requests pay one-time costs
+        asyncio.run(load(url, queries, min(4, args.clients), 2.0, 50, args.top_k))
+        before_sum, before_count = metric_sum_count(
+            httpx.get(f"{url}/metrics").text, "ember_encoder_batch_size"
+        )
+        rss_before = rss_mib(server.pid)
+        load_before = os.getloadavg()[0]
+        result = asyncio.run(
+            load(url, queries, args.clients, args.duration, args.max_requests, args.top_k)
+        )
+        rss_after = rss_mib(server.pid)
+        after_sum, after_count = metric_sum_count(
+            httpx.get(f"{url}/metrics").text, "ember_encoder_batch_size"
+        )
+        encodes = after_count - before_count
+        result.update(
+            micro_batching=batching,
+            rss_before_mib=round(rss_before, 1),
+            rss_after_mib=round(rss_after, 1),
+            encoder_calls=int(encodes),
+            mean_batch=round((after_sum - before_sum) / encodes, 2) if encodes else None,
+            load_avg_1m=[round(load_before, 2), round(os.getloadavg()[0], 2)],
+        )
+        return result
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--encoder", default="smollm2", help="encoder preset or folder")
+    p.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of load per mode")
+    p.add_argument("--max-requests", type=int, default=100_000, help="cap per mode")
+    p.add_argument("--docs", type=int, default=64, help="SciFact-mini documents to index")
+    p.add_argument("--chunk-tokens", type=int, default=128)
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--batch-wait-ms", type=float, default=5.0)
+    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--modes", default="on,off", help="micro-batching modes to run, in order")
+    args = p.parse_args()
+    if not SCIFACT_MINI.is_dir():
+        raise SystemExit(f"SciFact-mini not found at {SCIFACT_MINI} (shared/ beside the repo)")
+    queries = [q["text"] for q in read_jsonl(SCIFACT_MINI / "queries.jsonl")]
+
+    with tempfile.TemporaryDirectory(prefix="ember-api-load-") as tmp:
+        data_dir = Path(tmp)
+        print(f"indexing {args.docs} SciFact-mini docs with {args.encoder} ...", file=sys.stderr)
+        index = build_index(data_dir, args.encoder, args.docs, args.chunk_tokens)
+        rows = []
+        for mode in args.modes.split(","):
+            batching = {"on": True, "off": False}[mode.strip()]
+            print(f"micro-batching {mode}: {args.clients} clients x {args.duration:g} s ...",
+                  file=sys.stderr)  # fmt: skip
+            rows.append(run_mode(args, data_dir, batching, queries))
+
+    report = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "encoder": args.encoder,
+        "clients": args.clients,
+        "duration_s": args.duration,
+        "batch_wait_ms": args.batch_wait_ms,
+        "max_batch": args.max_batch,
+        "index": index,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
+        "results": rows,
+    }  # fmt: skip
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT / f"api_load-{Path(args.encoder).name}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+    head = f"{'batching':>9} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+    head += f"{'ok':>6} {'other':>6} {'calls':>6} {'batch':>6} {'RSS MiB before/after':>21} load"
+    print(head)
+    for r in rows:
+        other = sum(v for k, v in r["statuses"].items() if k != "200")
+        print(
+            f"{'on' if r['micro_batching'] else 'off':>9} {r['req_per_s']:>7.1f} "
+            f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['ok']:>6} "
+            f"{other:>6} {r['encoder_calls']:>6} {r['mean_batch'] or 0:>6.2f} "
+            f"{r['rss_before_mib']:>10.0f} / {r['rss_after_mib']:<8.0f} "
+            f"{r['load_avg_1m'][0]:.1f}-{r['load_avg_1m'][1]:.1f}"
+        )
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
