@@ -21,6 +21,7 @@ install: $(STAMP)
 # Real services the tests use (Debian packages), installed when missing.
 system-deps:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 demo: install
 	$(BIN)/ember demo
