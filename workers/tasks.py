@@ -25,6 +25,7 @@ before it reports done, so tests can kill a worker while a batch is in flight.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -188,7 +189,13 @@ def index(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
     body = finish_index.signature((job_id,), queue=INDEX_QUEUE).on_error(
         index_failed.signature(kwargs={"job_id": job_id}, queue=INDEX_QUEUE)
     )
-    chord(header, body).apply_async()
+    try:  # publishing retries through a broker restart (task_publish_retry_policy)
+        chord(header, body).apply_async()
+    except Exception as exc:
+        store_jobs.finish(job_id, "failed", error=f"could not send the batches: {exc}")
+        with contextlib.suppress(Exception):
+            runtime.get_store().delete_collection(build)
+        raise
     store_jobs.update(job_id, planned=True)
     return {"job": job_id, "batches": len(batches)}
 
