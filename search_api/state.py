@@ -8,7 +8,7 @@ must share this ``store`` instead of opening their own.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import Request
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from search_api.metrics import Metrics
 
 
+Status = Literal["starting", "ready", "failed"]
+
+
 @dataclass
 class ApiState:
     settings: Settings
@@ -29,7 +32,7 @@ class ApiState:
     encoder: Encoder | None = None
     store: Store | None = None
     batcher: MicroBatcher | None = None
-    status: str = "starting"  # starting | ready | failed
+    status: Status = "starting"
     error: str | None = None
 
     @property

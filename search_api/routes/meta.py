@@ -31,7 +31,7 @@ router = APIRouter()
 )
 def health(state: Annotated[ApiState, Depends(get_state)]) -> JSONResponse:
     """200 with status 'ready' once the encoder is loaded and warmed up, else 503."""
-    body = HealthResponse(status=state.status, detail=state.error)  # type: ignore[arg-type]
+    body = HealthResponse(status=state.status, detail=state.error)
     if state.ready and state.encoder is not None:
         body.encoder = state.encoder.config.name
         body.dim = state.encoder.dim

@@ -7,6 +7,7 @@ import asyncio
 import importlib.machinery
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,13 @@ from fastapi.testclient import TestClient
 
 from indexer.store import QdrantClientStore
 from search_api.app import JOBS_MODULE, create_app
-from tests.search_api.conftest import BATCH_WAIT_MS, ClientFactory, LiveServer, make_settings
+from tests.search_api.conftest import (
+    BATCH_WAIT_MS,
+    ClientFactory,
+    LiveServer,
+    make_settings,
+    wait_ready,
+)
 
 
 class GatedEncoder:
@@ -62,11 +69,8 @@ def test_health_is_503_until_the_encoder_warmed_up(
     assert r.status_code == 503 and "warming up" in r.json()["message"]
     assert client.get("/tasks").status_code == 200  # static routes answer meanwhile
     gated.gate.set()
-    for _ in range(3000):
-        r = client.get("/health")
-        if r.status_code == 200:
-            break
-    assert r.status_code == 200
+    wait_ready(client)
+    r = client.get("/health")
     assert r.json() == {
         "status": "ready",
         "encoder": encoder.config.name,
@@ -81,10 +85,10 @@ def test_encoder_that_fails_to_load_reports_failed(
 ) -> None:
     settings = make_settings(tmp_path, encoder=str(tmp_path / "no-such-model"))
     with TestClient(create_app(settings, store=store)) as client:
-        for _ in range(3000):
-            body = client.get("/health").json()
-            if body["status"] != "starting":
-                break
+        deadline = time.monotonic() + 120  # a guard against hanging, not a timing assertion
+        while client.get("/health").json()["status"] == "starting":
+            assert time.monotonic() < deadline, "still starting"
+            time.sleep(0.01)
         r = client.get("/health")
         assert r.status_code == 503
         assert r.json()["status"] == "failed"
