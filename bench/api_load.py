@@ -157,6 +157,8 @@ def run_mode(args: argparse.Namespace, data_dir: Path, batching: bool, queries: 
         "--encoder", args.encoder, "--data-dir", str(data_dir),
         "--micro-batching" if batching else "--no-micro-batching",
     ]  # fmt: skip
+    if args.torch_threads:
+        cmd += ["--torch-threads", str(args.torch_threads)]
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 300
@@ -216,6 +218,7 @@ def main() -> None:
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--modes", default="on,off", help="micro-batching modes to run, in order")
+    p.add_argument("--torch-threads", type=int, default=None, help="ember serve --torch-threads")
     args = p.parse_args()
     if not SCIFACT_MINI.is_dir():
         raise SystemExit(f"SciFact-mini not found at {SCIFACT_MINI} (shared/ beside the repo)")
@@ -239,13 +242,15 @@ def main() -> None:
         "duration_s": args.duration,
         "batch_wait_ms": args.batch_wait_ms,
         "max_batch": args.max_batch,
+        "torch_threads": args.torch_threads,
         "index": index,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
         "results": rows,
     }  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
-    out = OUT / f"api_load-{Path(args.encoder).name}.json"
+    threads = f"-t{args.torch_threads}" if args.torch_threads else ""
+    out = OUT / f"api_load-{Path(args.encoder).name}{threads}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
 
     head = f"{'batching':>9} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "

@@ -32,6 +32,14 @@ from ember.commands.index import open_store_or_fail, settings_for, store_options
     help="Encode concurrent queries together [env EMBER_API_MICRO_BATCHING; default on].",
 )
 @click.option(
+    "--torch-threads",
+    type=click.IntRange(min=1),
+    envvar="EMBER_TORCH_THREADS",
+    default=None,
+    help="Intra-op threads for the encoder [env EMBER_TORCH_THREADS; default torch's]. On a "
+    "host whose cores are shared with other busy processes, 1 avoids stalls in batched forwards.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
@@ -43,6 +51,7 @@ def serve_command(
     port: int | None,
     encoder_spec: str | None,
     micro_batching: bool | None,
+    torch_threads: int | None,
     log_level: str,
     data_dir: str | None,
     backend: str | None,
@@ -79,6 +88,10 @@ def serve_command(
     except (ModelNotFoundError, FileNotFoundError, ValueError) as exc:
         raise UserError(f"--encoder: {exc}") from None
 
+    if torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(torch_threads)
     store = open_store_or_fail(settings)
     try:
         app = create_app(settings, store=store)
