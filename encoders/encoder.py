@@ -66,6 +66,14 @@ class Encoder:
     def load(cls, folder: str | Path) -> Encoder:
         return cls.from_config(EncoderConfig.load(folder))
 
+    def to(self, device: str | torch.device) -> Encoder:
+        """Move the model and any trainable pooler; batches follow the model's device."""
+        target = torch.device(device)
+        self.model.to(target)
+        if self.pooler is not None:
+            self.pooler.to(target)
+        return self
+
     def save(self, folder: str | Path) -> Path:
         """Write ``encoder_config.json``; weights stay where the config points."""
         return self.config.save(folder)

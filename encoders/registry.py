@@ -62,5 +62,6 @@ def resolve_config(spec: str) -> EncoderConfig:
     )
 
 
-def load_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
-    return Encoder.from_config(resolve_config(spec))
+def load_encoder(spec: str = DEFAULT_ENCODER, device: str = "cpu") -> Encoder:
+    encoder = Encoder.from_config(resolve_config(spec))
+    return encoder if device == "cpu" else encoder.to(device)

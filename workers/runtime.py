@@ -79,18 +79,6 @@ def resolve_device(name: str) -> str:
     raise ValueError(f"EMBER_WORKER_DEVICE: unknown device {name!r} (auto, cpu, cuda, cuda:N)")
 
 
-def place(encoder: Encoder, device: str) -> Encoder:
-    """Move the encoder's model (and trainable pooler) to ``device``; batches follow the model."""
-    if device != "cpu":
-        import torch
-
-        target = torch.device(device)
-        encoder.model.to(target)
-        if encoder.pooler is not None:
-            encoder.pooler.to(target)
-    return encoder
-
-
 def get_encoder(spec: str | None = None) -> Encoder:
     """The encoder for ``spec`` (default: the configured one), loaded on first use and placed
     on ``EMBER_WORKER_DEVICE``."""
@@ -102,7 +90,7 @@ def get_encoder(spec: str | None = None) -> Encoder:
             from encoders import load_encoder
 
             device = resolve_device(current.worker_device)
-            encoder = _encoders[spec] = place(load_encoder(spec), device)
+            encoder = _encoders[spec] = load_encoder(spec, device=device)
         return encoder
 
 
