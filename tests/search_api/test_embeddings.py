@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.search_api.conftest import ClientFactory
+from tests.search_api.conftest import ClientFactory, LiveServer
 
 TEXTS = ["The quick brown fox.", "Vitamin D deficiency", "cosine similarity of embeddings"]
 
@@ -105,3 +106,26 @@ def test_model_is_ignored_and_the_served_one_named(
 ) -> None:
     body = embed(client, input="x", model=model)
     assert body["model"] == encoder.config.name
+
+
+def test_the_openai_client_works_against_it(
+    live_server: Callable[..., LiveServer], encoder: Any
+) -> None:
+    """The official client: it asks for base64 by default and decodes it as float32."""
+    openai = pytest.importorskip("openai")
+    server = live_server(api_keys=["sk-local"])
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-local", max_retries=0)
+    out = client.embeddings.create(input=TEXTS, model="text-embedding-3-small")
+    assert out.model == encoder.config.name
+    got = np.array([d.embedding for d in out.data], dtype=np.float32)
+    np.testing.assert_allclose(got, encoder.encode_documents(TEXTS), atol=1e-6)
+    tokens = sum(len(encoder.tokenizer(t)["input_ids"]) for t in TEXTS)
+    assert out.usage.prompt_tokens == tokens
+    short = client.embeddings.create(input="one text", model="m", dimensions=8)
+    assert len(short.data[0].embedding) == 8
+    with pytest.raises(openai.UnprocessableEntityError) as err:  # the message surfaces
+        client.embeddings.create(input="x", model="m", dimensions=10_000)
+    assert "dimensions" in str(err.value)
+    bad_key = openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        bad_key.embeddings.create(input="x", model="m")
