@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import openai
 import pytest
 from fastapi.testclient import TestClient
 
@@ -112,7 +113,6 @@ def test_the_openai_client_works_against_it(
     live_server: Callable[..., LiveServer], encoder: Any
 ) -> None:
     """The official client: it asks for base64 by default and decodes it as float32."""
-    openai = pytest.importorskip("openai")
     server = live_server(api_keys=["sk-local"])
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-local", max_retries=0)
     out = client.embeddings.create(input=TEXTS, model="text-embedding-3-small")
