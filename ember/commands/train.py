@@ -99,6 +99,7 @@ def common_options(model: type[BaseModel]) -> Decorator:
             ),
             _opt(model, "name", "--name", help="Name of the output encoder."),
             _opt(model, "threads", "--threads", type=int, help="torch CPU threads."),
+            _opt(model, "device", "--device", help="cpu, cuda, cuda:N or auto."),
             click.option(
                 "--progress/--no-progress", default=True, show_default=True, help="Progress bar."
             ),

@@ -64,6 +64,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"--device {name}: CUDA is not available")
+    return device
+
+
 def warmup_linear(total: int, warmup: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if warmup and step < warmup:
@@ -226,9 +235,14 @@ class Trainer(ABC):
         out.mkdir(parents=True, exist_ok=True)
 
     def setup(self) -> None:
-        """Read the data, build the model, tokenise."""
+        """Read the data, build the model (on the device), tokenise."""
         self.read_data()
         self._stage = self.build(resolve_config(self.params.from_encoder))
+        device = resolve_device(self.params.device)
+        if device.type != "cpu":
+            self.encoder.to(device)
+            if self.stage.lm_head is not None:
+                self.stage.lm_head.to(device)
         self.prepare()
 
     def run(self) -> Path:

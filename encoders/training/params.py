@@ -68,10 +68,14 @@ class TrainParams(BaseModel):
     name: str | None = Field(default=None, description="output encoder name")
     progress: bool = True
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads")
+    device: str = Field(
+        default="cpu", description="torch device: cpu, cuda, cuda:N, or auto (cuda if available)"
+    )
 
 
 # Fields that may change between a run and its resumption.
 RESUMABLE_CHANGES = {
+    "device",
     "resume",
     "overwrite",
     "progress",

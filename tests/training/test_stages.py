@@ -15,7 +15,7 @@ from encoders import AdapterSpec, Encoder, EncoderConfig
 from encoders.adapters import apply_adapters
 from encoders.loading import load_base_model
 from encoders.training import TRAINERS, make_trainer, run
-from encoders.training.base import TrainingError, checkpoint_steps
+from encoders.training.base import TrainingError, checkpoint_steps, resolve_device
 from tests.training.conftest import SENTENCES, base_params
 
 
@@ -170,6 +170,14 @@ def test_worker_registry_functions_and_param_errors(tmp_path: Path, bi_encoder: 
         TRAINERS["simcse"]({"from": str(bi_encoder), "out": str(tmp_path), "nonsense": 1})
     with pytest.raises(TrainingError, match="unknown training stage"):
         make_trainer("dpo", {})
+
+
+def test_device_resolution() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="CUDA is not available"):
+            resolve_device("cuda")
 
 
 def test_lora_targets_are_found_by_name(bi_encoder: Path, data_dir: Path, tmp_path: Path) -> None:
