@@ -13,7 +13,7 @@ on the loopback interface and stops by itself (time-bounded, and capped at ``--m
     .venv/bin/python bench/api_load.py --encoder minilm --clients 64
     .venv/bin/python bench/api_load.py --duration 5 --docs 16  # quick look
 
-The server inherits this process's environment (except EMBER_*), so thread settings such as
+The server inherits this process's environment (API keys off), so thread settings such as
 ``OMP_NUM_THREADS=1`` apply to it and are recorded in the JSON.
 
 Prints a table and writes JSON to bench/out/api_load-<encoder>.json.
@@ -70,18 +70,25 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
 def build_index(data_dir: Path, encoder_spec: str, docs: int, chunk_tokens: int) -> dict[str, Any]:
     from encoders import load_encoder
     from indexer.pipeline import index_corpus
-    from indexer.store import QdrantClientStore
+    from indexer.settings import Settings
+    from indexer.store import open_store
 
     corpus = data_dir / "corpus.jsonl"
     rows = read_jsonl(SCIFACT_MINI / "corpus.jsonl", docs)
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
     encoder = load_encoder(encoder_spec)
-    with QdrantClientStore(path=data_dir / "qdrant") as store:
+    with open_store(Settings(data_dir=data_dir)) as store:  # the store `ember serve` opens
         report = index_corpus(
             corpus, "default", encoder, store, chunk_tokens=chunk_tokens, overlap=16,
             progress=False,
         )  # fmt: skip
-    return {"documents": report.documents, "chunks": report.chunks, "seconds": report.seconds}
+        backend = store.backend
+    return {
+        "documents": report.documents,
+        "chunks": report.chunks,
+        "seconds": round(report.seconds, 1),
+        "store": backend,
+    }
 
 
 def metric_sum_count(text: str, name: str) -> tuple[float, float]:
@@ -145,9 +152,10 @@ def run_mode(args: argparse.Namespace, data_dir: Path, batching: bool, queries: 
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
+    env = dict(os.environ)
     env.update(
         TRANSFORMERS_VERBOSITY="error",
+        EMBER_API_KEYS="[]",
         EMBER_API_MAX_CONCURRENT=str(max(64, args.clients * 2)),
         EMBER_API_BATCH_WAIT_MS=str(args.batch_wait_ms),
         EMBER_API_MAX_BATCH=str(args.max_batch),

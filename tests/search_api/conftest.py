@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from encoders.testing import tiny_encoder
 from indexer.pipeline import index_corpus
 from indexer.settings import Settings
-from indexer.store import QdrantClientStore
+from indexer.store import Store, open_store
 from search_api.app import create_app
 
 DOCS: list[dict[str, Any]] = [
@@ -65,10 +65,10 @@ def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def store(
     tmp_path_factory: pytest.TempPathFactory, encoder: Any, corpus_file: Path
-) -> Iterator[QdrantClientStore]:
-    """An embedded store with alias ``default`` (all DOCS) and alias ``small`` (two docs).
-    Shared by the API tests, which only read it."""
-    s = QdrantClientStore(path=tmp_path_factory.mktemp("store") / "qdrant")
+) -> Iterator[Store]:
+    """The default embedded store (what ``ember serve`` opens) with alias ``default`` (all
+    DOCS) and alias ``small`` (two docs). Shared by the API tests, which only read it."""
+    s = open_store(make_settings(tmp_path_factory.mktemp("store")))
     index_corpus(corpus_file, "default", encoder, s, progress=False)
     small = corpus_file.parent / "small.jsonl"
     small.write_text("\n".join(json.dumps(d) for d in DOCS[:2]) + "\n")
@@ -90,7 +90,7 @@ ClientFactory = Callable[..., TestClient]
 
 
 @pytest.fixture
-def make_client(tmp_path: Path, encoder: Any, store: QdrantClientStore) -> Iterator[ClientFactory]:
+def make_client(tmp_path: Path, encoder: Any, store: Store) -> Iterator[ClientFactory]:
     """``make_client(**settings)`` -> a ready TestClient on the shared encoder and store."""
     stack = contextlib.ExitStack()
 
@@ -152,9 +152,7 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(
-    tmp_path: Path, encoder: Any, store: QdrantClientStore
-) -> Iterator[Callable[..., LiveServer]]:
+def live_server(tmp_path: Path, encoder: Any, store: Store) -> Iterator[Callable[..., LiveServer]]:
     """``live_server(**settings)`` -> a started LiveServer (stopped after the test)."""
     stack = contextlib.ExitStack()
 

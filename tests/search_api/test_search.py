@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from encoders.instructions import DEFAULT_TASK, TASKS
-from indexer.store import QdrantClientStore
-from tests.search_api.conftest import DOCS, ClientFactory
+from indexer.store import Store, open_store
+from tests.search_api.conftest import DOCS, ClientFactory, make_settings
 
 BY_ID = {d["id"]: d for d in DOCS}
 
@@ -179,7 +179,7 @@ def test_unknown_collection_is_404_naming_it(client: TestClient) -> None:
 def test_collection_of_another_encoder_is_409(
     make_client: ClientFactory, tmp_path: Any, encoder: Any
 ) -> None:
-    other = QdrantClientStore(path=tmp_path / "other")
+    other = open_store(make_settings(tmp_path / "other"))
     try:
         other.create_collection("docs__0123456789ab__v1", {"dense": encoder.dim})
         other.switch_alias("docs", "docs__0123456789ab__v1")
@@ -201,7 +201,7 @@ def test_instruction_filling_the_query_window_is_422(client: TestClient) -> None
 
 
 def test_store_failure_is_a_plain_500(
-    make_client: ClientFactory, store: QdrantClientStore, monkeypatch: pytest.MonkeyPatch
+    make_client: ClientFactory, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = make_client(raise_server_exceptions=False)
 

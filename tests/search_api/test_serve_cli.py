@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,9 +20,20 @@ from ember.cli import cli
 from encoders import load_encoder
 from encoders.testing import tiny_model_folder
 from indexer.pipeline import index_corpus
-from indexer.store import QdrantClientStore
+from indexer.settings import Settings
+from indexer.store import open_store
 
 EMBER = [sys.executable, "-m", "ember"]
+# another process that opens the default embedded store in a folder and holds it until stdin ends
+LOCK_HOLDER = """
+import sys
+from indexer.settings import Settings
+from indexer.store import open_store
+store = open_store(Settings(data_dir=sys.argv[1]))
+print("locked", flush=True)
+sys.stdin.read()
+store.close()
+"""
 
 
 def free_port() -> int:
@@ -48,7 +58,7 @@ def test_serve_answers_on_the_embedded_default(tmp_path: Path, model_folder: Pat
     docs = tmp_path / "docs.jsonl"
     docs.write_text(json.dumps({"id": "a", "text": "the quick brown fox"}) + "\n")
     common = ["--encoder", str(model_folder), "--data-dir", str(tmp_path / "data")]
-    with QdrantClientStore(path=tmp_path / "data" / "qdrant") as store:  # what `ember index` does
+    with open_store(Settings(data_dir=tmp_path / "data")) as store:  # what `ember index` does
         index_corpus(docs, "default", load_encoder(str(model_folder)), store, progress=False)
     proc = subprocess.Popen(
         [*EMBER, "serve", "--port", str(port), "--log-level", "warning", *common],
@@ -89,11 +99,15 @@ def test_serve_fails_fast_on_an_unknown_encoder(tmp_path: Path) -> None:
 def test_serve_refuses_a_store_locked_by_another_process(
     tmp_path: Path, model_folder: Path
 ) -> None:
-    holder: Any = QdrantClientStore(path=tmp_path / "qdrant")  # holds the folder's lock
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(tmp_path)],
+        env=env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         args = ["serve", "--data-dir", str(tmp_path), "--encoder", str(model_folder)]
         r = CliRunner().invoke(cli, args, env={"EMBER_DEBUG": ""})
     finally:
-        holder.close()
+        holder.communicate(input="", timeout=60)  # EOF on stdin: the holder closes and exits
     assert r.exit_code == 1
     assert "locked by another process" in r.output and "Traceback" not in r.output

@@ -19,7 +19,7 @@ import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
-from indexer.store import QdrantClientStore
+from indexer.store import Store
 from search_api.app import JOBS_MODULE, create_app
 from tests.search_api.conftest import (
     BATCH_WAIT_MS,
@@ -80,9 +80,7 @@ def test_health_is_503_until_the_encoder_warmed_up(
     assert client.post("/search", json={"query": "x"}).status_code == 200
 
 
-def test_encoder_that_fails_to_load_reports_failed(
-    tmp_path: Path, store: QdrantClientStore
-) -> None:
+def test_encoder_that_fails_to_load_reports_failed(tmp_path: Path, store: Store) -> None:
     settings = make_settings(tmp_path, encoder=str(tmp_path / "no-such-model"))
     with TestClient(create_app(settings, store=store)) as client:
         deadline = time.monotonic() + 120  # a guard against hanging, not a timing assertion
@@ -215,7 +213,7 @@ def test_metrics(make_client: ClientFactory) -> None:
 
 # ---- the jobs router hook ----------------------------------------------------------------------
 def test_jobs_router_is_included_behind_the_api_keys(
-    tmp_path: Path, encoder: Any, store: QdrantClientStore, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, encoder: Any, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     router = APIRouter()
 
