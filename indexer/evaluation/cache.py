@@ -135,8 +135,9 @@ def _encode_chunked(
         array = np.concatenate(parts[name]) if parts[name] else np.zeros((0, 0), dtype=np.float32)
         cache.store(fp, key, array, {**meta, "variant": name})
         d = part_dirs[name]
-        if d is not None:
-            shutil.rmtree(d, ignore_errors=True)
+        if d is not None:  # this run's chunks, and any left by a run with another chunk size
+            for stale in d.parent.glob(f"{key}.part-*"):
+                shutil.rmtree(stale, ignore_errors=True)
         out[name] = array
     return out
 

@@ -104,3 +104,15 @@ def test_variants_share_the_cache_with_single_configs(
     )
     _forbid(other, monkeypatch)
     np.testing.assert_array_equal(encode_cached(other, TEXTS, cache=cache), got["last_token"])
+
+
+def test_stale_chunks_of_another_chunk_size_are_removed(causal: Encoder, tmp_path: Path) -> None:
+    from indexer.evaluation.cache import texts_key
+
+    key = texts_key(TEXTS, prefix="", max_length=causal.config.max_length, dtype="float32")
+    stale = tmp_path / causal.fingerprint / f"{key}.part-999"
+    stale.mkdir(parents=True)
+    (stale / "000000.npy").write_bytes(b"old")
+    encode_cached(causal, TEXTS, cache=VectorCache(tmp_path), chunk=2)
+    assert (tmp_path / causal.fingerprint / f"{key}.npy").is_file()
+    assert not stale.exists()
