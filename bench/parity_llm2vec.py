@@ -402,6 +402,31 @@ def summarize_mismatches(rows: Sequence[Row]) -> list[str]:
     return out
 
 
+def markdown_summary(result: dict[str, Any]) -> str:
+    """One line per model x attention x pooling (both padding sides folded into the minimum)."""
+    rows = rows_of(result)
+    keys = list(dict.fromkeys((r.model, r.attention, r.pooling) for r in rows))
+    lines = [
+        "| model | attention | pooling | min cos, no instr | min cos, instr "
+        "| same-token min cos | pooled n agree (no instr / instr) | ok |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    for key in keys:
+        group = [r for r in rows if (r.model, r.attention, r.pooling) == key]
+        plain = [r for r in group if not r.instruction and r.padding_side == "right"]
+        instr = [r for r in group if r.instruction and r.padding_side == "right"]
+        n = group[0].sentences
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]} "
+            f"| {min(r.min_cosine for r in group if not r.instruction):.7f} "
+            f"| {min(r.min_cosine for r in group if r.instruction):.7f} "
+            f"| {min(r.min_cosine_same_tokens for r in group):.7f} "
+            f"| {plain[0].pooled_counts_agree}/{n} / {instr[0].pooled_counts_agree}/{n} "
+            f"| {'PASS' if all(r.passed for r in group) else 'FAIL'} |"
+        )
+    return "\n".join(lines)
+
+
 def run_parity(
     workdir: Path, *, with_smollm2: bool = True, with_minilm: bool = True
 ) -> dict[str, Any]:
@@ -476,7 +501,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="keep model folders here")
     ap.add_argument("--no-smollm2", action="store_true", help="skip the real SmolLM2 check")
     ap.add_argument("--no-minilm", action="store_true", help="skip the sentence-transformers check")
+    ap.add_argument(
+        "--markdown", type=Path, default=None, help="summarise an existing JSON result and exit"
+    )
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown_summary(json.loads(args.markdown.read_text())))
+        return 0
     with tempfile.TemporaryDirectory(prefix="ember-parity-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
