@@ -247,7 +247,6 @@ def main() -> None:
                     + ("  (" + "; ".join(r["notes"]) + ")" if r["notes"] else ""),
                     flush=True,
                 )
-    import qdrant_client
 
     result = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -258,7 +257,7 @@ def main() -> None:
             "platform": platform.platform(),
         },
         "versions": {
-            "qdrant-client": getattr(qdrant_client, "__version__", "?"),
+            "qdrant-client": _version("qdrant-client"),
             "qdrant-edge-py": _version("qdrant-edge-py"),
         },
         "rows": rows,

@@ -55,7 +55,7 @@ _SCHEMA = {
 
 # HNSW candidates per search; chosen by measurement (bench/search_latency.py --hnsw-ef sweep,
 # see bench/RESULTS.md "Embedded store")
-DEFAULT_HNSW_EF = 128
+DEFAULT_HNSW_EF = 256
 
 
 def _edge() -> Any:

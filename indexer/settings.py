@@ -21,7 +21,12 @@ class Settings(BaseSettings):
     )
     qdrant_url: str | None = Field(default=None, description="Qdrant server URL; unset = embedded")
     qdrant_api_key: str | None = None
-    embedded_backend: str = Field(default="local", description="embedded store: 'local' or 'edge'")
+    embedded_backend: str = Field(
+        default="edge", description="embedded store: 'edge' (qdrant-edge, HNSW) or 'local'"
+    )
+    edge_hnsw_ef: int = Field(
+        default=256, ge=1, description="edge store: HNSW candidates per search (recall/latency)"
+    )
     broker_url: str | None = Field(
         default=None, description="Redis URL for Celery; unset = in-process"
     )

@@ -574,7 +574,7 @@ def open_store(settings: Settings | None = None) -> Store:
     if backend == "edge":
         from indexer.edge_store import EdgeStore
 
-        return EdgeStore(Path(settings.data_dir) / "edge")
+        return EdgeStore(Path(settings.data_dir) / "edge", hnsw_ef=settings.edge_hnsw_ef)
     raise ValueError(f"EMBER_EMBEDDED_BACKEND: unknown backend {backend!r} (use 'local' or 'edge')")
 
 

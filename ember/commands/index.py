@@ -58,7 +58,7 @@ def store_options(f: Any) -> Any:
         "--backend",
         type=click.Choice(["local", "edge"]),
         default=None,
-        help="Embedded store backend [env EMBER_EMBEDDED_BACKEND; default local].",
+        help="Embedded store backend [env EMBER_EMBEDDED_BACKEND; default edge].",
     )(f)
     f = click.option(
         "--data-dir",

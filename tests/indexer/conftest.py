@@ -26,10 +26,14 @@ def tiny(tiny_folder: Path) -> Any:
     return load_encoder(str(tiny_folder))
 
 
-@pytest.fixture(params=["local", "edge"])
+BOTH = pytest.mark.parametrize("store", ["local", "edge"], indirect=True)
+
+
+@pytest.fixture
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An embedded store: edge unless a test asks for both backends with ``@BOTH``."""
     s: Store
-    if request.param == "local":
+    if getattr(request, "param", "edge") == "local":
         s = QdrantClientStore(path=tmp_path / "qdrant")
     else:
         from indexer.edge_store import EdgeStore

@@ -17,7 +17,7 @@ from tests.indexer.conftest import corpus_records, write_jsonl
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {"EMBER_DATA_DIR": str(tmp_path / "data"), "EMBER_EMBEDDED_BACKEND": "local"}
+    return {"EMBER_DATA_DIR": str(tmp_path / "data"), "EMBER_EMBEDDED_BACKEND": "edge"}
 
 
 def run(args: list[str], env: dict[str, str]) -> Any:

@@ -21,7 +21,7 @@ from indexer.pipeline import (
 from indexer.readers import BadRecordError
 from indexer.search import EncoderMismatchError, search, search_batch
 from indexer.store import Store
-from tests.indexer.conftest import corpus_records, write_jsonl
+from tests.indexer.conftest import BOTH, corpus_records, write_jsonl
 
 
 @pytest.fixture
@@ -49,6 +49,7 @@ def test_index_corpus_serves_under_the_alias(store: Store, tiny: Any, corpus: Pa
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
+@BOTH
 def test_reindex_same_corpus_keeps_the_count_and_ids(store: Store, tiny: Any, corpus: Path) -> None:
     first = index_corpus(corpus, "docs", tiny, store, chunk_tokens=16, overlap=4, progress=False)
     before = ids_and_payloads(store, "docs", tiny)
@@ -70,9 +71,10 @@ def test_index_chunks_is_idempotent(store: Store, tiny: Any, corpus: Path) -> No
     assert store.get_alias("docs") == collection
 
 
+@BOTH
 def test_alias_swap_keeps_one_previous_build(store: Store, tiny: Any, corpus: Path) -> None:
     builds = [
-        index_corpus(corpus, "docs", tiny, store, chunk_tokens=16, overlap=4, progress=False)
+        index_corpus(corpus, "docs", tiny, store, chunk_tokens=64, overlap=8, progress=False)
         for _ in range(3)
     ]
     names = {c.name for c in store.list_collections()}
@@ -96,18 +98,19 @@ class Exploding:
         return np.asarray(self.inner.encode_documents(texts, **kw))
 
 
+@BOTH
 @pytest.mark.parametrize("exc", [RuntimeError("disk on fire"), KeyboardInterrupt()])
 def test_interrupted_build_leaves_the_served_alias_untouched(
     store: Store, tiny: Any, corpus: Path, exc: BaseException
 ) -> None:
-    served = index_corpus(corpus, "docs", tiny, store, chunk_tokens=16, overlap=4, progress=False)
+    served = index_corpus(corpus, "docs", tiny, store, chunk_tokens=64, overlap=8, progress=False)
     before = ids_and_payloads(store, "docs", tiny)
     # a changed corpus whose rebuild dies half-way
-    changed = write_jsonl(corpus.with_name("changed.jsonl"), corpus_records(40))
+    changed = write_jsonl(corpus.with_name("changed.jsonl"), corpus_records(30))
     with pytest.raises(type(exc)):
         index_corpus(
-            changed, "docs", Exploding(tiny, 3, exc), store, chunk_tokens=16, overlap=4,
-            batch_size=8, progress=False,
+            changed, "docs", Exploding(tiny, 3, exc), store, chunk_tokens=64, overlap=8,
+            batch_size=4, progress=False,
         )  # fmt: skip
     assert store.get_alias("docs") == served.collection
     assert store.count("docs") == served.chunks
@@ -116,6 +119,7 @@ def test_interrupted_build_leaves_the_served_alias_untouched(
     assert [c.name for c in store.list_collections()] == [served.collection]
 
 
+@BOTH
 def test_bad_record_fails_before_anything_is_written(store: Store, tiny: Any, corpus: Path) -> None:
     served = index_corpus(corpus, "docs", tiny, store, chunk_tokens=16, overlap=4, progress=False)
     bad = write_jsonl(corpus.with_name("bad.jsonl"), [*corpus_records(5), '{"id": "x"}'])
@@ -182,6 +186,7 @@ def test_search_applies_the_instruction_to_queries_only(
     assert plain.score != pytest.approx(hit.score, abs=1e-6)  # the instruction changed the query
 
 
+@BOTH
 def test_search_batch_and_filters(store: Store, tiny: Any, corpus: Path) -> None:
     index_corpus(corpus, "docs", tiny, store, chunk_tokens=16, overlap=4, progress=False)
     queries = ["fox", "vitamin", "embeddings"]

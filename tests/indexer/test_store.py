@@ -13,15 +13,16 @@ from indexer.settings import Settings
 from indexer.store import (
     CollectionNotFoundError,
     Point,
-    QdrantClientStore,
     Store,
     StoreError,
     open_store,
     parse_filter,
-    shared_store,
 )
+from tests.indexer.conftest import BOTH
 
 DIM = 8
+
+pytestmark = BOTH  # the whole Store contract runs on both embedded backends
 
 
 def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
@@ -200,32 +201,36 @@ def test_folder_is_locked_to_one_store(tmp_path: Path, store: Store) -> None:
         open_store(Settings(data_dir=tmp_path, embedded_backend=store.backend))
 
 
-def test_shared_store_is_one_instance_per_location(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, embedded_backend="edge")
-    a = shared_store(settings)
-    try:
-        assert shared_store(settings) is a
-    finally:
-        a.close()
-    b = shared_store(settings)  # a closed one is replaced
-    assert b is not a
-    b.close()
+def test_concurrent_searches_during_upserts(store: Store) -> None:
+    """The API searches from a thread pool while an in-process job writes the same store."""
+    import threading
 
+    vecs = fill(store, "c1", n=50)
+    more = unit(np.random.default_rng(9), 200)
+    errors: list[BaseException] = []
 
-def test_server_mode_configuration() -> None:
-    """No Qdrant server runs here: check the URL/api-key path is taken and fails clearly."""
-    store = open_store(
-        Settings(
-            qdrant_url="http://127.0.0.1:9", qdrant_api_key=None, data_dir=Path("/nonexistent")
-        )
-    )
-    assert isinstance(store, QdrantClientStore) and store.backend == "server"
-    assert store.location == "http://127.0.0.1:9"
-    with pytest.raises(Exception, match=r"(?i)connect|refused"):
-        store.list_collections()
-    store.close()
+    def reader() -> None:
+        try:
+            for _ in range(40):
+                assert len(store.search("c1", vecs[0], top_k=5)) == 5
+        except BaseException as exc:
+            errors.append(exc)
 
+    def writer() -> None:
+        try:
+            for s in range(0, 200, 20):
+                store.upsert(
+                    "c1", [Point(pid(1000 + i), {"dense": more[i]}, {}) for i in range(s, s + 20)]
+                )
+        except BaseException as exc:
+            errors.append(exc)
 
-def test_unknown_backend() -> None:
-    with pytest.raises(ValueError, match="EMBER_EMBEDDED_BACKEND"):
-        open_store(Settings(embedded_backend="sqlite"))
+    threads = [threading.Thread(target=reader) for _ in range(3)] + [
+        threading.Thread(target=writer)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.count("c1") == 250
