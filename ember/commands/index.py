@@ -100,8 +100,20 @@ def encoder_option(f: Any) -> Any:
     help="Bad records: fail = stop at the first (file:line), nothing served changes; "
     "skip = report each on stderr and go on.",
 )
-@click.option("--chunk-tokens", type=click.IntRange(min=8), default=256, show_default=True)
-@click.option("--overlap", type=click.IntRange(min=0), default=32, show_default=True)
+@click.option(
+    "--chunk-tokens",
+    type=click.IntRange(min=8),
+    default=256,
+    show_default=True,
+    help="Tokens per chunk (the encoder's tokenizer).",
+)
+@click.option(
+    "--overlap",
+    type=click.IntRange(min=0),
+    default=32,
+    show_default=True,
+    help="Tokens shared by consecutive chunks of a document.",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -248,8 +260,14 @@ def parse_filter_option(raw: str | None) -> dict[str, Any] | None:
 
 
 @click.command("search")
-@click.argument("query")
-@click.option("--collection", "-c", default="default", show_default=True)
+@click.argument("query", required=False)
+@click.option(
+    "--collection",
+    "-c",
+    default="default",
+    show_default=True,
+    help="Alias or collection to search (see `ember collections`).",
+)
 @click.option(
     "--task",
     default=None,
@@ -270,7 +288,7 @@ def parse_filter_option(raw: str | None) -> dict[str, Any] | None:
 @encoder_option
 @store_options
 def search_command(
-    query: str,
+    query: str | None,
     collection: str,
     task: str | None,
     instruction: str | None,
@@ -300,8 +318,8 @@ def search_command(
         for name, text in TASKS.items():
             click.echo(f"{name:<14} {text}")
         return
-    if not query.strip():
-        raise UserError("QUERY: must not be empty")
+    if query is None or not query.strip():
+        raise UserError("QUERY: give a non-empty query")
     if instruction is None:
         try:
             instruction = instruction_for(task or DEFAULT_TASK)

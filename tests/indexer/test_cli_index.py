@@ -51,6 +51,9 @@ def test_index_search_collections(tiny_folder: Path, tmp_path: Path, env: dict[s
     hits = [json.loads(line) for line in res.stdout.splitlines()]
     assert hits and all(h["payload"]["lang"] == "de" for h in hits)
 
+    res = run(["search", "--list-tasks"], env)
+    assert res.exit_code == 0 and res.stdout.startswith("web_search ")
+
     res = run(["collections", "--json"], env)
     [info] = json.loads(res.stdout)
     assert info["aliases"] == ["docs"] and info["vectors"] == {"dense": 32}
