@@ -125,6 +125,16 @@ def chunk_documents(
             yield Chunk(doc.id, index, piece, point_id(doc.id, index), payload)
 
 
+def encoder_token_limit(encoder: Any) -> int | None:
+    """Text tokens the encoder reads per document (its ``max_length``; half of it for Echo
+    encoders, which read the text twice), or None when unknown."""
+    config = getattr(encoder, "config", None)
+    limit = getattr(config, "max_length", None)
+    if not isinstance(limit, int):
+        return None
+    return limit // 2 if getattr(config, "echo", False) else limit
+
+
 def embed_text(chunk: Chunk) -> str:
     """What is encoded for a chunk: its title (context for every chunk) then its text."""
     title = str(chunk.payload.get("title") or "")
@@ -298,6 +308,12 @@ def index_documents(
     started = time.perf_counter() if started is None else started
     if not docs:
         raise ValueError("no documents to index")
+    limit = encoder_token_limit(encoder)
+    if limit is not None and chunk_tokens > limit:
+        raise ValueError(
+            f"chunk_tokens ({chunk_tokens}) is more than the encoder reads ({limit} tokens): "
+            "the rest of every chunk would be cut off"
+        )
     chunks = list(chunk_documents(docs, encoder.tokenizer, chunk_tokens, overlap))
     if not chunks:
         raise ValueError("the documents produced no text to index")

@@ -226,3 +226,12 @@ def test_builds_get_payload_indexes_on_edge(tmp_path: Path, tiny: Any, corpus: P
         assert {h.payload["doc_id"] for h in hits} == {"d0", "d1", "d2"}
         with pytest.raises(ValueError, match="payload index 'year'"):
             begin_build(store, "docs", tiny, {"year": "number"})
+
+
+def test_chunks_longer_than_the_encoder_reads_are_refused(
+    store: Store, tiny: Any, corpus: Path
+) -> None:
+    limit = tiny.config.max_length
+    with pytest.raises(ValueError, match=f"more than the encoder reads \\({limit} tokens\\)"):
+        index_corpus(corpus, "docs", tiny, store, chunk_tokens=limit + 1, progress=False)
+    assert store.list_collections() == []
