@@ -12,6 +12,8 @@ on the loopback interface and stops by itself (time-bounded, and capped at ``--m
     .venv/bin/python bench/api_load.py                         # smollm2, 20 s per mode, 32 clients
     .venv/bin/python bench/api_load.py --encoder minilm --clients 64
     .venv/bin/python bench/api_load.py --duration 5 --docs 16  # quick look
+    .venv/bin/python bench/api_load.py --torch-threads 1       # servers with one intra-op thread
+    .venv/bin/python bench/api_load.py --probe-threads         # forwards only: batch vs single
 
 The server inherits this process's environment (API keys off), so thread settings such as
 ``OMP_NUM_THREADS=1`` apply to it and are recorded in the JSON.
@@ -214,6 +216,40 @@ def run_mode(args: argparse.Namespace, data_dir: Path, batching: bool, queries: 
             server.wait()
 
 
+def probe_threads(encoder_spec: str, queries: list[str], n: int = 32) -> list[dict[str, Any]]:
+    """In-process forward timings, no server: ``n`` queries as one batch and one by one (8 of
+    them), at 1 and 2 intra-op threads. Shows what batching and threads do on this host."""
+    import torch
+
+    from encoders import load_encoder
+    from encoders.instructions import TASKS
+
+    encoder = load_encoder(encoder_spec)
+    instruction = TASKS["scifact"]
+    encoder.encode_queries(queries[:2], instruction)  # warm-up
+    rows = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        started = time.perf_counter()
+        encoder.encode_queries(queries[:n], instruction)
+        batch = time.perf_counter() - started
+        started = time.perf_counter()
+        for q in queries[:8]:
+            encoder.encode_queries([q], instruction)
+        single = (time.perf_counter() - started) / 8
+        rows.append(
+            {
+                "threads": threads,
+                f"batch_of_{n}_s": round(batch, 2),
+                "batched_ms_per_query": round(batch / n * 1000, 1),
+                "single_query_ms": round(single * 1000, 1),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
+            }
+        )
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--encoder", default="smollm2", help="encoder preset or folder")
@@ -227,10 +263,21 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--modes", default="on,off", help="micro-batching modes to run, in order")
     p.add_argument("--torch-threads", type=int, default=None, help="ember serve --torch-threads")
+    p.add_argument(
+        "--probe-threads", action="store_true",
+        help="only time in-process forwards (batched vs single, 1 vs 2 threads); no server",
+    )  # fmt: skip
     args = p.parse_args()
     if not SCIFACT_MINI.is_dir():
         raise SystemExit(f"SciFact-mini not found at {SCIFACT_MINI} (shared/ beside the repo)")
     queries = [q["text"] for q in read_jsonl(SCIFACT_MINI / "queries.jsonl")]
+    if args.probe_threads:
+        OUT.mkdir(parents=True, exist_ok=True)
+        out = OUT / f"api_load-threads-{Path(args.encoder).name}.json"
+        rows = probe_threads(args.encoder, queries)
+        out.write_text(json.dumps({"encoder": args.encoder, "rows": rows}, indent=2) + "\n")
+        print(f"wrote {out.relative_to(ROOT)}")
+        return
 
     with tempfile.TemporaryDirectory(prefix="ember-api-load-") as tmp:
         data_dir = Path(tmp)
