@@ -184,9 +184,13 @@ class Encoder:
         self, texts: Sequence[str], instruction: str | None, max_length: int
     ) -> list[Tokenized]:
         """Tokenise each composed string once; the pooled part starts at the first token whose
-        character span ends past the pooling start (offsets, not separator strings)."""
+        character span ends past the pooling start (offsets, not separator strings).
+
+        For decoders a leading BOS (an empty span) is never pooled, with or without an
+        instruction, as in llm2vec; encoder-only models keep [CLS], as sentence-transformers does.
+        """
         composed = [self.compose(t, instruction) for t in texts]
-        need_offsets = any(start for _, start in composed)
+        need_offsets = self.decoder or any(start for _, start in composed)
         enc = self.tokenizer(
             [full for full, _ in composed],
             add_special_tokens=True,
@@ -199,7 +203,7 @@ class Encoder:
         for row, ids in enumerate(enc["input_ids"]):
             char_start = composed[row][1]
             start = 0
-            if char_start:
+            if char_start or self.decoder:
                 offsets = enc["offset_mapping"][row]
                 start = next(
                     (i for i, (a, b) in enumerate(offsets) if b > char_start and (a, b) != (0, 0)),

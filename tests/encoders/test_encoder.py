@@ -207,3 +207,25 @@ def test_config_rejects_inconsistent_pooling_and_echo_template() -> None:
         EncoderConfig(pooling="latent_attention")
     with pytest.raises(ValueError, match="exactly twice"):
         EncoderConfig(echo=True, echo_template="{text} only once")
+
+
+def test_decoder_bos_is_never_pooled(tmp_path: Path) -> None:
+    """Llama/Mistral-style tokenizers prepend BOS; like llm2vec, mean pooling leaves it out with
+    and without an instruction (found by the llm2vec parity bench)."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    folder = tiny_model_folder(tmp_path / "bos", "llama")
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)]
+    )
+    tok.save_pretrained(folder)
+    enc = make(folder, attention="bidirectional", pooling="mean", normalize=False)
+    [item] = enc.tokenize(["proteins, cells and genes"], None, 512)
+    assert item.ids[0] == tok.bos_token_id and item.text_start == 1
+    with torch.inference_mode():
+        hidden = enc.hidden_states(enc.collate([item])).last_hidden_state[0]  # type: ignore[attr-defined]
+    np.testing.assert_allclose(
+        enc.encode(["proteins, cells and genes"])[0], hidden[1:].mean(0).numpy(), atol=1e-5
+    )
