@@ -104,7 +104,10 @@ def prefix_vectors(
     alone = encoder.tokenize(prefixes, instruction, length)
     ends = []
     for i, (f, a) in enumerate(zip(full, alone, strict=True)):
-        end = _common_length(f.ids, a.ids)
+        if encoder.config.echo:  # the pooled (second) copies agree up to where A ends
+            end = f.text_start + _common_length(f.ids[f.text_start :], a.ids[a.text_start :])
+        else:
+            end = _common_length(f.ids, a.ids)
         if end <= f.text_start:
             raise ValueError(f"prefix {prefixes[i]!r} has no tokens of its own in {sentences[i]!r}")
         ends.append(end)
