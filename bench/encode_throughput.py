@@ -345,6 +345,23 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| model | contender | batching | real tokens | pad | tokens/s (median) | range "
+        "| vs ember | useful GFLOP/s | % roofline |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lo, hi = r["tokens_per_s_range"]
+        lines.append(
+            f"| {r['model']} | {r['contender']} | {r['batching']} | {r['tokens']:,} "
+            f"| {100 * r['padding_overhead']:.0f} % | {r['tokens_per_s']:.1f} | {lo:.0f}–{hi:.0f} "
+            f"| {r['vs_ember']:.2f}× | {r['useful_gflop_per_s']:.1f} "
+            f"| {100 * r['roofline_fraction']:.0f} % |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--docs", type=int, default=160, help="MiniLM sample size")
@@ -363,7 +380,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--quick", action="store_true", help="smoke run: 16/8 docs, 1 round")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "encode_throughput.json")
+    ap.add_argument(
+        "--markdown", type=Path, default=None, help="print a saved JSON result as markdown, exit"
+    )
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown_table(json.loads(args.markdown.read_text())["rows"]))
+        return 0
     if args.quick:
         args.docs, args.llm_docs, args.rounds = 16, 8, 1
     ensure_ref_env()
