@@ -14,14 +14,17 @@ step restores the data position; restoring the RNG states restores the dropout m
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,6 +52,7 @@ from encoders.training.params import RESUMABLE_CHANGES, TrainParams
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+LOCK_FILE = ".train.lock"
 LOG_FILE = "train_log.jsonl"
 ARGS_FILE = "train_args.json"
 StepCallback = Callable[[int, dict[str, float]], None]
@@ -214,8 +218,6 @@ class Trainer(ABC):
         source = Path(p.from_encoder).expanduser()
         if source.exists() and source.resolve() == out:
             raise TrainingError("--out must differ from the input encoder folder")
-        if out.exists() and not out.is_dir():
-            raise TrainingError(f"--out {out} exists and is not a folder")
         has_ckpt = bool(checkpoint_steps(out))
         has_encoder = (out / CONFIG_FILE).is_file()
         if p.overwrite:
@@ -245,7 +247,33 @@ class Trainer(ABC):
                 self.stage.lm_head.to(device)
         self.prepare()
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One run per output folder: a second run (or a resumed copy of a running job) is
+        refused instead of interleaving checkpoints and logs."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                raise TrainingError(
+                    f"{self.out} is in use by another training run (pid {holder})"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def run(self) -> Path:
+        if self.out.exists() and not self.out.is_dir():
+            raise TrainingError(f"--out {self.out} exists and is not a folder")
+        with self._locked():
+            return self._run()
+
+    def _run(self) -> Path:
         p = self.params
         self._prepare_output()
         if p.threads:

@@ -172,6 +172,24 @@ def test_worker_registry_functions_and_param_errors(tmp_path: Path, bi_encoder: 
         make_trainer("dpo", {})
 
 
+def test_a_second_run_on_the_same_folder_is_refused(
+    bi_encoder: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "o"
+    params = base_params(bi_encoder, out, data_dir / "texts.jsonl", batch_size=8, max_steps=2)
+    seen: list[str] = []
+
+    def second_run(step: int, metrics: dict[str, float]) -> None:
+        if step == 1:
+            with pytest.raises(TrainingError, match="in use by another training run"):
+                run("simcse", {**params, "resume": True})
+            seen.append("refused")
+
+    make_trainer("simcse", params, second_run).run()
+    assert seen == ["refused"]
+    assert run("simcse", {**params, "resume": True}) == out.resolve()  # lock released
+
+
 def test_device_resolution() -> None:
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
