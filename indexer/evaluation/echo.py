@@ -191,7 +191,10 @@ def echo_prefix_test(
         from indexer.evaluation.cache import pool_variants
 
         texts = [s for t in triples for s in (t.query, t.positive, t.negative)]
-        whole = pool_variants(encoder, texts, modes, instruction=instruction)
+        if modes == [encoder.config.pooling]:  # the encoder's own path (custom embed_batch too)
+            whole = {modes[0]: encoder.encode(texts, instruction=instruction)}
+        else:
+            whole = pool_variants(encoder, texts, modes, instruction=instruction)
 
     results = {}
     for mode in modes:
