@@ -175,8 +175,8 @@ def mismatch_cause(enc: Encoder, text: str, item: Tokenized, n_ref: int) -> str:
       llm2vec's count is off and it pools the instruction's last token or drops the text's first;
       Ember's character offsets are exact. Recognised when Ember's text tokens are exactly the
       tokens of ``" " + text`` and their count differs from that of ``text`` alone.
-    - ``leading-special-token``: without an instruction Ember pools from position 0, which
-      includes a BOS the tokenizer adds; llm2vec leaves it out.
+    - ``leading-special-token``: Ember pools a BOS the tokenizer adds, which llm2vec leaves out
+      (Ember did so without an instruction until 63a7639; kept as a regression check).
     """
     tok = enc.tokenizer
     if item.text_start == 0:
