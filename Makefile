@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test test-slow lint system-deps bench clean
+.PHONY: install demo test test-slow lint system-deps parity bench-throughput clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,15 @@ test: install system-deps lint
 
 test-slow: install system-deps
 	$(BIN)/pytest -q -m slow
+
+# Reference checks against llm2vec 0.2.3 in its own venv (.venv-ref, built on first use).
+parity: install
+	bash bench/ref_env.sh
+	$(BIN)/python bench/parity_llm2vec.py
+
+bench-throughput: install
+	bash bench/ref_env.sh
+	nice -n 5 $(BIN)/python bench/encode_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
