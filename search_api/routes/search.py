@@ -42,6 +42,7 @@ async def search(
     The task's instruction (or a custom one) is prepended to the query only; documents were
     encoded without instruction. Concurrent queries are encoded together (micro-batching).
     """
+    from indexer.fusion import search_encoded
     from indexer.search import EncoderMismatchError, check_encoder
     from indexer.store import CollectionNotFoundError, parse_filter
 
@@ -74,9 +75,11 @@ async def search(
             f"(query_max_length={encoder.config.query_max_length} tokens)",
         )
     try:
-        hits = await run_in_threadpool(
-            store.search, resolved, vector, top_k=req.top_k, filter=filter
-        )
+        # one named vector, or (MoEE ``sum``) the exact fused search over hs + w * rw
+        (hits,) = await run_in_threadpool(
+            search_encoded, store, encoder, resolved, vector[None, :], top_k=req.top_k,
+            filter=filter,
+        )  # fmt: skip
     except CollectionNotFoundError:  # deleted between the check and the search
         raise ApiError(
             404, f"collection or alias {name!r} not found", ["body", "collection"]

@@ -208,7 +208,7 @@ def test_store_failure_is_a_plain_500(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("disk on fire at /secret/path")
 
-    monkeypatch.setattr(store, "search", broken)
+    monkeypatch.setattr(store, "search_batch", broken)
     r = client.post("/search", json={"query": "x"})
     assert r.status_code == 500
     assert r.json() == {"detail": "internal server error", "message": "internal server error"}
