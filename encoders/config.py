@@ -176,6 +176,10 @@ class EncoderConfig(BaseModel):
                 "padding_side",
             }
         )
+        moee = doc_fields.get("moee")
+        if moee is not None and moee.get("similarity") == "sum":
+            # sum mode stores hs and rw apart; the weight only scores queries (no reindex)
+            moee.pop("rw_weight", None)
         doc_fields["weights"] = [_weights_signature(p) for p in self.weight_paths()]
         blob = json.dumps(doc_fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

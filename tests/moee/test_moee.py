@@ -241,3 +241,17 @@ def test_upcycling_rejects_what_mixtral_cannot_express(tmp_path: Path) -> None:
     plain = tiny_model_folder(tmp_path / "plain", "llama")
     with pytest.raises(UpcycleError, match="top_k"):
         upcycle_folder(plain, tmp_path / "out3", num_experts=2, top_k=3)
+
+
+def test_sum_weight_is_query_time_only_but_concat_weight_changes_the_index() -> None:
+    """In ``sum`` mode hs and rw are stored apart and the weight only scores queries, so
+    changing it keeps the fingerprint (no reindex); in ``concat`` mode it is baked into the
+    stored vector, so it must change the fingerprint."""
+
+    def fingerprint(similarity: str, weight: float) -> str:
+        moee = MoeeConfig(similarity=similarity, rw_weight=weight)  # type: ignore[arg-type]
+        return EncoderConfig(base_model="m", kind="moee", moee=moee).fingerprint()
+
+    assert fingerprint("sum", 1.0) == fingerprint("sum", 3.0)
+    assert fingerprint("concat", 1.0) != fingerprint("concat", 3.0)
+    assert fingerprint("sum", 1.0) != fingerprint("concat", 1.0)
