@@ -105,7 +105,7 @@ def extra_rows(cli_rows: Sequence[str], rows_file: Path = ROWS_FILE) -> tuple[li
         if spec not in PRESETS:
             path = Path(spec).expanduser()
             path = path if path.is_absolute() else ROOT / path
-            if not path.is_dir():
+            if not (path / "encoder_config.json").is_file():  # absent, or still training
                 skipped.append(f"{entry['label']} ({spec}: not built yet)")
                 continue
             spec = str(path)
@@ -124,6 +124,8 @@ class Runner:
         self.args = args
         data = Path(args.data_dir)
         self.sets = ["scifact-mini"] if args.mini else ["scifact", "scifact-mini"]
+        if args.sets:
+            self.sets = [s for s in self.sets if s in args.sets]
         self.datasets = {name: load_beir(data / SCIFACT_SETS[name]) for name in self.sets}
         self.sts = None if args.no_sts else load_sts(data / STS_PATH)
         self.triples = None if args.no_echo else load_echo_triples(data / ECHO_PATH)
@@ -144,7 +146,8 @@ class Runner:
 
     def encoder_rows(self, rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
         """Evaluate ``rows`` that share one encoder (a group: same config except pooling)."""
-        from encoders import Encoder, load_encoder
+        from encoders import Encoder
+        from encoders.registry import resolve_config
         from indexer.evaluation import default_instruction
         from indexer.evaluation.beir import score_dense
         from indexer.evaluation.cache import encode_cached, encode_variants_cached
@@ -152,9 +155,11 @@ class Runner:
         from indexer.evaluation.sts import score_sts, unique_sentences
 
         first = rows[0]
-        encoder = (
-            Encoder.from_config(first.config) if first.config else load_encoder(str(first.spec))
-        )
+        config = first.config if first.config else resolve_config(str(first.spec))
+        if self.args.dtype:
+            config = config.model_copy(update={"dtype": self.args.dtype})
+        encoder = Encoder.from_config(config)
+        dtype = encoder.config.dtype
         poolings = [r.config.pooling for r in rows] if first.group else None
         progress = self.args.progress
 
@@ -185,6 +190,7 @@ class Runner:
                 "attention": encoder.config.attention,
                 "pooling": mode,
                 "fingerprint": info["fingerprints"][mode],
+                "dtype": dtype,
             }
         names = {s for r in rows for s in self.sets_for(r)}
         for name in [s for s in self.sets if s in names]:
@@ -208,6 +214,7 @@ class Runner:
                     "docs": len(ds.doc_ids),
                     **scores.as_dict(),
                     "instruction": instruction,
+                    "dtype": dtype,
                     "seconds_incl_encoding": round(time.time() - t0, 1),
                 }
             log(f"  {name}: done")
@@ -222,6 +229,7 @@ class Runner:
                     "pearson": r,
                     "pairs": len(self.sts),
                     "instruction": instruction,
+                    "dtype": dtype,
                 }
             log("  STS-B: done")
         if self.triples is not None:
@@ -240,8 +248,13 @@ def log(msg: str) -> None:
 
 
 # ---- report ----------------------------------------------------------------------------------
-def pct(value: Any, digits: int = 1) -> str:
-    return "—" if value is None else f"{100 * float(value):.{digits}f}"
+def pct(value: Any, digits: int = 1, mark: str = "") -> str:
+    return "—" if value is None else f"{100 * float(value):.{digits}f}{mark}"
+
+
+def bf16_mark(entry: dict[str, Any]) -> str:
+    """A marker for numbers measured with a bfloat16 encoder (fp32 is the default)."""
+    return "ᵇ" if entry.get("dtype") == "bfloat16" else ""
 
 
 def render(data: dict[str, Any], order: Sequence[str], skipped: Sequence[str]) -> str:
@@ -270,11 +283,12 @@ def render(data: dict[str, Any], order: Sequence[str], skipped: Sequence[str]) -
         mini = r.get("scifact-mini", {})
         sts = r.get("sts", {})
         echo = r.get("echo", {})
+        fb, mb, sb = bf16_mark(full), bf16_mark(mini), bf16_mark(sts)
         lines.append(
-            f"| {label} | {pct(full.get('ndcg@10'))} | {pct(full.get('recall@100'))} | "
-            f"{pct(full.get('mrr@10'))} | {pct(mini.get('ndcg@10'))} | "
-            f"{pct(mini.get('recall@100'))} | {pct(mini.get('mrr@10'))} | "
-            f"{pct(sts.get('spearman'))} | {pct(echo.get('prefix_accuracy'), 0)} |"
+            f"| {label} | {pct(full.get('ndcg@10'), 1, fb)} | {pct(full.get('recall@100'), 1, fb)}"
+            f" | {pct(full.get('mrr@10'), 1, fb)} | {pct(mini.get('ndcg@10'), 1, mb)} | "
+            f"{pct(mini.get('recall@100'), 1, mb)} | {pct(mini.get('mrr@10'), 1, mb)} | "
+            f"{pct(sts.get('spearman'), 1, sb)} | {pct(echo.get('prefix_accuracy'), 0)} |"
         )
     lines += [
         "",
@@ -290,7 +304,19 @@ def render(data: dict[str, Any], order: Sequence[str], skipped: Sequence[str]) -
         "- SmolLM2 rows are the untrained SmolLM2-135M-Instruct: causal attention with three "
         "poolings (one shared forward pass), and the attention switched to bidirectional with "
         "mean pooling and no adaptation.",
+        "- Trained and other rows (`bench/quality_rows.json`) name how they were built in the "
+        "Adapter training and MoEE/Echo/poolers sections below.",
     ]
+    if any(
+        bf16_mark(r.get(k, {}))
+        for r in results.values()
+        for k in ("scifact", "scifact-mini", "sts")
+    ):
+        lines.append(
+            "- ᵇ: encoded in bfloat16 (`--dtype bfloat16`; this CPU has avx512_bf16, where a "
+            "SmolLM2 forward runs ~2.8× faster than in fp32). The fp32 and bf16 numbers of one "
+            "encoder are compared in the text below the table."
+        )
     note = data.get("note")
     if note:
         lines += ["", f"**Note:** {note}"]
@@ -368,6 +394,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="rows whose label contains TEXT skip full SciFact (repeatable)",
     )
     p.add_argument("--rows", action="append", default=[], metavar="TEXT", help="only these rows")
+    p.add_argument(
+        "--sets",
+        action="append",
+        default=[],
+        choices=list(SCIFACT_SETS),
+        help="only these SciFact sets (repeatable; default: both, or scifact-mini with --mini)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default=None,
+        help="encode with this dtype instead of the encoder's own (numbers get a ᵇ mark in the "
+        "table when bfloat16)",
+    )
     p.add_argument("--row", action="append", default=[], metavar="LABEL=SPEC", help="extra row")
     p.add_argument("--no-sts", action="store_true")
     p.add_argument("--no-echo", action="store_true")

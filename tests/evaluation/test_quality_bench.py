@@ -45,11 +45,36 @@ def test_extra_rows_skip_missing_folders(tmp_path: Path) -> None:
     rows_file = tmp_path / "rows.json"
     built = tmp_path / "built"
     built.mkdir()
-    entries = [{"label": "A", "encoder": str(built)}, {"label": "B", "encoder": "missing/x"}]
+    (built / "encoder_config.json").write_text("{}")
+    training = tmp_path / "training"  # a run in progress: checkpoints, no encoder yet
+    (training / "checkpoints").mkdir(parents=True)
+    entries = [
+        {"label": "A", "encoder": str(built)},
+        {"label": "B", "encoder": "missing/x"},
+        {"label": "D", "encoder": str(training)},
+    ]
     rows_file.write_text(json.dumps({"rows": entries}))
     rows, skipped = q.extra_rows(["C=minilm"], rows_file)
     assert [r.label for r in rows] == ["A", "C"]
-    assert skipped and skipped[0].startswith("B")
+    assert [s[0] for s in skipped] == ["B", "D"]
+
+
+def test_bfloat16_numbers_are_marked(tmp_path: Path) -> None:
+    q = load_bench()
+    data = {
+        "results": {
+            "F": {"scifact": {"ndcg@10": 0.5, "recall@100": 0.9, "mrr@10": 0.4},
+                  "scifact-mini": {"ndcg@10": 0.6, "recall@100": 1.0, "mrr@10": 0.5,
+                                   "dtype": "float32"}},
+            "H": {"scifact": {"ndcg@10": 0.5, "recall@100": 0.9, "mrr@10": 0.4,
+                              "dtype": "bfloat16"}},
+        }
+    }  # fmt: skip
+    text = q.render(data, ["F", "H"], [])
+    assert "| F | 50.0 | 90.0 | 40.0 | 60.0 | 100.0 | 50.0 | — | — |" in text
+    assert "| H | 50.0ᵇ | 90.0ᵇ | 40.0ᵇ | — | — | — | — | — |" in text
+    assert "ᵇ: encoded in bfloat16" in text
+    assert "ᵇ: encoded" not in q.render({"results": {"F": data["results"]["F"]}}, ["F"], [])
 
 
 def test_save_merges_rows_from_separate_runs(tmp_path: Path) -> None:
