@@ -1,0 +1,41 @@
+#!/bin/bash
+# Adapter training on SmolLM2-135M-Instruct (CPU) and its evaluation: the commands behind the
+# "Adapter training" section of bench/RESULTS.md. Encoders and logs go to bench/out/train/.
+#
+#   bench/train_smollm2.sh            # every stage, then the evaluations
+#   STAGES="llara" bench/train_smollm2.sh
+#
+# Every stage resumes from its last checkpoint when re-run. On a busy shared CPU one torch
+# thread is much faster than two (OpenMP threads spin against other processes), hence
+# --threads 1 / OMP_NUM_THREADS=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false
+E=".venv/bin/ember"
+O=bench/out/train
+DATA=../shared/data
+STAGES=${STAGES:-"mntp simcse supervised latent_attention multi_layer llara eval"}
+mkdir -p $O
+train() { nice -n 10 $E train "$@" --threads 1 --resume --no-progress; }
+
+for stage in $STAGES; do
+  case $stage in
+    mntp) train mntp --from smollm2-bi --out $O/mntp --max-steps 200 --batch-size 4 \
+            --max-length 128 --lr 1e-4 --save-steps 25 ;;
+    simcse) train simcse --from $O/mntp --out $O/simcse --max-steps 100 --batch-size 16 \
+              --max-length 32 --lr 5e-5 --dropout 0.1 --save-steps 10 ;;
+    supervised) train supervised --from $O/simcse --out $O/supervised --max-steps 150 \
+                  --batch-size 8 --max-length 128 --query-max-length 64 --hard-negatives 1 \
+                  --chunk-size 0 --max-examples 1000 --lr 1e-4 --save-steps 10 ;;
+    latent_attention|multi_layer)  # the supervised stage again (same data, budget, seed) + a pooler
+      train supervised --from $O/simcse --out $O/sup-$stage --pooler $stage --max-steps 150 \
+        --batch-size 8 --max-length 128 --query-max-length 64 --hard-negatives 1 \
+        --chunk-size 0 --max-examples 1000 --lr 1e-4 --save-steps 10 ;;
+    llara) train llara --from smollm2 --out $O/llara --max-steps 200 --batch-size 8 \
+             --max-length 96 --lr 1e-4 --save-steps 25 ;;
+    eval)  # scifact-mini + STS-B + Echo rows of bench/RESULTS.md (rows: bench/quality_rows.json)
+      nice -n 10 .venv/bin/python bench/quality.py --mini --no-progress --rows "LLM2Vec" \
+        --rows "LLaRA" --rows "pooler" ;;
+    *) echo "unknown stage $stage" >&2; exit 2 ;;
+  esac
+done
