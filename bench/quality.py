@@ -395,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--rows", action="append", default=[], metavar="TEXT", help="only these rows")
     p.add_argument(
+        "--skip", action="append", default=[], metavar="TEXT", help="leave these rows out"
+    )
+    p.add_argument(
         "--sets",
         action="append",
         default=[],
@@ -424,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows += more
     if args.rows:
         rows = [r for r in rows if any(s.lower() in r.label.lower() for s in args.rows)]
+    rows = [r for r in rows if not any(s.lower() in r.label.lower() for s in args.skip)]
 
     out = Path(args.out)
     runner = Runner(args)
