@@ -29,7 +29,7 @@ WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)
 def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
-    from encoders import load_encoder
+    from encoders import Encoder, load_encoder
     from encoders.moee import MoeeEncoder, combine
     from indexer.evaluation import default_instruction, load_beir, load_sts
     from indexer.evaluation.beir import score_dense
@@ -42,9 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=str(default_data_dir()))
     p.add_argument("--cache-dir", default=str(default_cache_dir()))
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "moee_sweep.json"))
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default=None,
+        help="the dtype the quality row was encoded with (bench/quality.py --dtype)",
+    )
     args = p.parse_args(argv)
 
     encoder = load_encoder(args.encoder)
+    if args.dtype and args.dtype != encoder.config.dtype:
+        encoder = Encoder.from_config(encoder.config.model_copy(update={"dtype": args.dtype}))
     if not isinstance(encoder, MoeeEncoder):
         raise SystemExit(f"{args.encoder} is not a MoEE encoder")
     cache = VectorCache(args.cache_dir)
@@ -90,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "encoder": args.encoder,
         "fingerprint": encoder.fingerprint,
+        "dtype": encoder.config.dtype,
         "dataset": "scifact-mini",
         "sts": "STS-B test",
         "rows": rows,
