@@ -151,7 +151,7 @@ class Runner:
         from indexer.evaluation import default_instruction
         from indexer.evaluation.beir import score_dense
         from indexer.evaluation.cache import encode_cached, encode_variants_cached
-        from indexer.evaluation.echo import echo_prefix_test
+        from indexer.evaluation.echo import SIMPLE_POOLINGS, echo_prefix_test
         from indexer.evaluation.sts import score_sts, unique_sentences
 
         first = rows[0]
@@ -232,7 +232,7 @@ class Runner:
                     "dtype": dtype,
                 }
             log("  STS-B: done")
-        if self.triples is not None:
+        if self.triples is not None and all(m in SIMPLE_POOLINGS for m in modes):
             echo = echo_prefix_test(encoder, self.triples, poolings=modes)
             for mode, row in by_mode.items():
                 results[row.label]["echo"] = echo[mode].as_dict()
