@@ -314,8 +314,8 @@ def render(data: dict[str, Any], order: Sequence[str], skipped: Sequence[str]) -
     ):
         lines.append(
             "- ᵇ: encoded in bfloat16 (`--dtype bfloat16`; this CPU has avx512_bf16, where a "
-            "SmolLM2 forward runs ~2.8× faster than in fp32). The fp32 and bf16 numbers of one "
-            "encoder are compared in the text below the table."
+            "SmolLM2 forward runs 2.6× faster than in fp32). The fp32 and bf16 numbers of one "
+            "encoder are compared in the dtype section below."
         )
     note = data.get("note")
     if note:
