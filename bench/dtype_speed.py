@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     encoders = {d: Encoder.from_config(base.model_copy(update={"dtype": d})) for d in dtypes}
     fp32 = encoders["float32"]
     tokens = sum(len(t.ids) for t in fp32.tokenize(texts, None, fp32.config.max_length))
-    encoders["float32"].encode(texts[:2])  # warm-up (allocator, oneDNN kernels)
-    encoders["bfloat16"].encode(texts[:2])
+    for encoder in encoders.values():
+        encoder.encode(texts[:2])  # warm-up (allocator, oneDNN kernels)
 
     seconds: dict[str, list[float]] = {d: [] for d in dtypes}
     vectors: dict[str, np.ndarray] = {}

@@ -29,8 +29,9 @@ WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)
 def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
-    from encoders import Encoder, load_encoder
+    from encoders import Encoder
     from encoders.moee import MoeeEncoder, combine
+    from encoders.registry import resolve_config
     from indexer.evaluation import default_instruction, load_beir, load_sts
     from indexer.evaluation.beir import score_dense
     from indexer.evaluation.cache import VectorCache, default_cache_dir, encode_cached
@@ -50,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
-    encoder = load_encoder(args.encoder)
-    if args.dtype and args.dtype != encoder.config.dtype:
-        encoder = Encoder.from_config(encoder.config.model_copy(update={"dtype": args.dtype}))
+    config = resolve_config(args.encoder)
+    if args.dtype:
+        config = config.model_copy(update={"dtype": args.dtype})
+    encoder = Encoder.from_config(config)  # loaded once, in the dtype the row was encoded in
     if not isinstance(encoder, MoeeEncoder):
         raise SystemExit(f"{args.encoder} is not a MoEE encoder")
     cache = VectorCache(args.cache_dir)

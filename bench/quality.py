@@ -132,7 +132,7 @@ class Runner:
         self.cache = VectorCache(args.cache_dir)
 
     def sets_for(self, row: Row) -> list[str]:
-        if any(s.lower() in row.label.lower() for s in self.args.mini_only_for):
+        if label_matches(row.label, self.args.mini_only_for):
             return [s for s in self.sets if s == "scifact-mini"]
         return self.sets
 
@@ -239,6 +239,12 @@ class Runner:
         return results
 
 
+def label_matches(label: str, texts: Sequence[str]) -> bool:
+    """Whether ``label`` contains any of ``texts`` (case-insensitive): --rows, --skip and
+    --mini-only-for select rows this way."""
+    return any(t.lower() in label.lower() for t in texts)
+
+
 def row_names(rows: Sequence[Row]) -> str:
     return rows[0].group or rows[0].label
 
@@ -255,6 +261,15 @@ def pct(value: Any, digits: int = 1, mark: str = "") -> str:
 def bf16_mark(entry: dict[str, Any]) -> str:
     """A marker for numbers measured with a bfloat16 encoder (fp32 is the default)."""
     return "ᵇ" if entry.get("dtype") == "bfloat16" else ""
+
+
+RETRIEVAL_METRICS = ("ndcg@10", "recall@100", "mrr@10")
+
+
+def cells(entry: dict[str, Any], metrics: Sequence[str]) -> str:
+    """Table cells for ``metrics`` of one result entry, each marked if it was bf16."""
+    mark = bf16_mark(entry)
+    return " | ".join(pct(entry.get(m), 1, mark) for m in metrics)
 
 
 def render(data: dict[str, Any], order: Sequence[str], skipped: Sequence[str]) -> str:
@@ -283,12 +298,9 @@ def render(data: dict[str, Any], order: Sequence[str], skipped: Sequence[str]) -
         mini = r.get("scifact-mini", {})
         sts = r.get("sts", {})
         echo = r.get("echo", {})
-        fb, mb, sb = bf16_mark(full), bf16_mark(mini), bf16_mark(sts)
         lines.append(
-            f"| {label} | {pct(full.get('ndcg@10'), 1, fb)} | {pct(full.get('recall@100'), 1, fb)}"
-            f" | {pct(full.get('mrr@10'), 1, fb)} | {pct(mini.get('ndcg@10'), 1, mb)} | "
-            f"{pct(mini.get('recall@100'), 1, mb)} | {pct(mini.get('mrr@10'), 1, mb)} | "
-            f"{pct(sts.get('spearman'), 1, sb)} | {pct(echo.get('prefix_accuracy'), 0)} |"
+            f"| {label} | {cells(full, RETRIEVAL_METRICS)} | {cells(mini, RETRIEVAL_METRICS)} | "
+            f"{cells(sts, ('spearman',))} | {pct(echo.get('prefix_accuracy'), 0)} |"
         )
     lines += [
         "",
@@ -426,8 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     more, skipped = extra_rows(args.row)
     rows += more
     if args.rows:
-        rows = [r for r in rows if any(s.lower() in r.label.lower() for s in args.rows)]
-    rows = [r for r in rows if not any(s.lower() in r.label.lower() for s in args.skip)]
+        rows = [r for r in rows if label_matches(r.label, args.rows)]
+    rows = [r for r in rows if not label_matches(r.label, args.skip)]
 
     out = Path(args.out)
     runner = Runner(args)

@@ -77,8 +77,7 @@ async def search(
     try:
         # one named vector, or (MoEE ``sum``) the exact fused search over hs + w * rw
         (hits,) = await run_in_threadpool(
-            search_encoded, store, encoder, resolved, vector[None, :], top_k=req.top_k,
-            filter=filter,
+            search_encoded, store, encoder, resolved, vector, top_k=req.top_k, filter=filter,
         )  # fmt: skip
     except CollectionNotFoundError:  # deleted between the check and the search
         raise ApiError(
