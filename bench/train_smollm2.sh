@@ -7,7 +7,14 @@
 #
 # Every stage resumes from its last checkpoint when re-run. On a busy shared CPU one torch
 # thread is much faster than two (OpenMP threads spin against other processes), hence
-# --threads 1 / OMP_NUM_THREADS=1.
+# --threads 1 / OMP_NUM_THREADS=1 for the first chain (session 2).
+#
+# The shipped encoder (preset smollm2-ember, issue 13) is the "ember" chain:
+#   STAGES="ember-mntp ember-sup" THREADS=2 bench/train_smollm2.sh
+# bf16 autocast (--precision auto: bf16 where the CPU has avx512_bf16 / AMX, fp32 elsewhere).
+# Data: MNTP on the SciFact corpus text (unlabelled, in-domain); the supervised stage mixes
+# SNLI triples, SciFact *train* qrels (twice, BM25 hard negatives), (title, abstract) pairs of
+# the SciFact corpus (self-supervised) and STS-B *train* (CoSENT). No test split is read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false
@@ -15,8 +22,10 @@ E=".venv/bin/ember"
 O=bench/out/train
 DATA=../shared/data
 STAGES=${STAGES:-"mntp simcse supervised latent_attention multi_layer llara eval"}
+THREADS=${THREADS:-1}
 mkdir -p $O
-train() { nice -n 10 $E train "$@" --threads 1 --resume --no-progress; }
+train() { nice -n 10 $E train "$@" --threads "$THREADS" --resume --no-progress; }
+SCIFACT=$DATA/beir/scifact
 
 for stage in $STAGES; do
   case $stage in
@@ -36,6 +45,16 @@ for stage in $STAGES; do
     eval)  # scifact-mini + STS-B + Echo rows of bench/RESULTS.md (rows: bench/quality_rows.json)
       nice -n 10 .venv/bin/python bench/quality.py --mini --no-progress --rows "LLM2Vec" \
         --rows "LLaRA" --rows "pooler" ;;
+    ember-mntp) train mntp --from smollm2-bi --out $O/e-mntp --data $SCIFACT/corpus.jsonl \
+                  --max-steps 300 --batch-size 8 --max-length 128 --lr 1e-4 --save-steps 25 \
+                  --precision auto ;;
+    ember-sup) train supervised --from $O/e-mntp --out $O/e-sup \
+                 --data $DATA/train/snli_nli_triples_from_senteval_dev_test.jsonl \
+                 --data $SCIFACT --data $SCIFACT --corpus-pairs $SCIFACT \
+                 --scored-pairs $DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv \
+                 --max-steps 296 --batch-size 64 --chunk-size 32 --max-length 160 \
+                 --query-max-length 64 --hard-negatives 1 --lr 2e-4 --save-steps 8 \
+                 --precision auto ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done

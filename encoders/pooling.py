@@ -22,10 +22,10 @@ def pool(
     """
     positions = torch.arange(hidden.shape[1], device=hidden.device)
     if mode == "mean":
-        weights = pool_mask.to(hidden.dtype)
+        weights = pool_mask.float()
     elif mode == "weighted_mean":
         # Position-weighted mean (SGPT): the k-th text token gets weight k.
-        weights = (torch.cumsum(pool_mask, dim=1) * pool_mask).to(hidden.dtype)
+        weights = (torch.cumsum(pool_mask, dim=1) * pool_mask).float()
     elif mode == "last_token":
         idx = (attention_mask * positions).argmax(dim=1)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
@@ -35,4 +35,7 @@ def pool(
     else:
         raise ValueError(f"unknown pooling mode {mode!r}; choose from {POOLING_MODES}")
     total = weights.sum(dim=1, keepdim=True).clamp(min=1e-9)
-    return torch.einsum("blh,bl->bh", hidden, weights / total)
+    # Summed in fp32 whatever the model's dtype (bf16 weights or autocast): a mean over hundreds
+    # of bf16 states would lose the small differences between texts. Elementwise ops, so
+    # autocast leaves them in fp32.
+    return (hidden.float() * (weights / total).unsqueeze(-1)).sum(dim=1)

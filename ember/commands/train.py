@@ -100,6 +100,15 @@ def common_options(model: type[BaseModel]) -> Decorator:
             _opt(model, "name", "--name", help="Name of the output encoder."),
             _opt(model, "threads", "--threads", type=int, help="torch CPU threads."),
             _opt(model, "device", "--device", help="cpu, cuda, cuda:N or auto."),
+            _opt(
+                model,
+                "precision",
+                "--precision",
+                type=click.Choice(["fp32", "bf16", "auto"]),
+                help="bf16 autocast for the forward and backward passes (LoRA weights and "
+                "optimizer state stay fp32); auto = bf16 where the CPU has avx512_bf16 / AMX "
+                "or the GPU supports it, else fp32.",
+            ),
             click.option(
                 "--progress/--no-progress", default=True, show_default=True, help="Progress bar."
             ),
@@ -128,7 +137,7 @@ def _run(stage: str, options: dict[str, Any], extra: dict[str, Any] | None = Non
             continue
         if key == "target_modules":
             value = [v.strip() for v in value.split(",") if v.strip()]
-        elif key == "data":
+        elif key in ("data", "corpus_pairs", "scored_pairs"):
             value = list(value)
         params["from" if key == "from_encoder" else key] = value
     params["progress"] = bool(options.get("progress", True))
@@ -198,6 +207,21 @@ def _supervised_command() -> click.Command:
         help="GradCache chunk: texts per forward with a graph (0 = no caching).",
     )
     @_opt(P, "query_max_length", "--query-max-length", type=int)
+    @click.option(
+        "--corpus-pairs",
+        "corpus_pairs",
+        multiple=True,
+        help="Unlabelled corpus (BEIR folder or JSONL with title/text) whose (title, text) "
+        "pairs form one more source; (sentence, rest) where a record has no title (repeatable).",
+    )
+    @click.option(
+        "--scored-pairs",
+        "scored_pairs",
+        multiple=True,
+        help="Graded sentence pairs (STS-B train CSV or JSONL text1/text2/score), one more "
+        "source trained with CoSENT (repeatable).",
+    )
+    @_opt(P, "cosent_scale", "--cosent-scale", type=float, help="CoSENT scale.")
     @_opt(P, "mining", "--mining", type=click.Choice(["bm25", "random"]))
     @_opt(P, "mining_depth", "--mining-depth", type=int)
     @_opt(P, "pooler", "--pooler", type=click.Choice(["latent_attention", "multi_layer"]))

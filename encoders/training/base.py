@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from encoders.config import CONFIG_FILE, Attention, EncoderConfig
 from encoders.encoder import Encoder
+from encoders.hardware import has_fast_bf16
 from encoders.registry import resolve_config
 from encoders.training.model import (
     ADAPTER_DIR,
@@ -75,6 +76,14 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError(f"--device {name}: CUDA is not available")
     return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a run: None (fp32), or bf16 when asked or, for ``auto``, when the
+    device has fast bf16 (an AVX2-only CPU would run bf16 several times slower than fp32)."""
+    if precision == "bf16" or (precision == "auto" and has_fast_bf16(device)):
+        return torch.bfloat16
+    return None
 
 
 def warmup_linear(total: int, warmup: int) -> Callable[[int], float]:
@@ -294,6 +303,8 @@ class Trainer(ABC):
             else:
                 log.info("--resume: no checkpoint in %s, starting from step 0", self.out)
         self._trim_log(start)
+        device = next(self.stage.peft_model.parameters()).device
+        amp = autocast_dtype(p.precision, device)
         began = time.monotonic()
         metrics: dict[str, float] = {}
         with (
@@ -312,7 +323,8 @@ class Trainer(ABC):
                 self.train_mode(True)
                 optimizer.zero_grad(set_to_none=True)
                 tick = time.monotonic()
-                metrics = self.train_step(step)
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=bool(amp)):
+                    metrics = self.train_step(step)
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, p.max_grad_norm)
                 optimizer.step()
                 scheduler.step()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from encoders.instructions import TASKS
+from encoders.instructions import DEFAULT_TASK, TASKS
 
 NLI_INSTRUCTION = "Given a premise, retrieve a hypothesis that is entailed by the premise:"
 
@@ -327,6 +327,89 @@ def _mine(
         [int(i) for i in row if doc_ids[int(i)] not in pos][:depth]
         for row, pos in zip(hits, positives, strict=True)
     ]
+
+
+def _corpus_file(path: Path) -> Path:
+    """A corpus JSONL, or a BEIR folder's ``corpus.jsonl``."""
+    path = _check(path)
+    if path.is_dir():
+        path = _check(path / "corpus.jsonl")
+    return path
+
+
+def read_corpus_pairs(path: Path, instruction: str | None, seed: int) -> Source:
+    """Self-supervised pairs from an unlabelled corpus (JSONL with ``text`` and optional
+    ``title``, or a BEIR folder): the title is the query and the text without it the positive,
+    so no labels are needed and it works for any user's corpus. A record without a title
+    gives an inverse-cloze pair instead (one seeded sentence against the rest of the text);
+    a text of one sentence gives none. The instruction is the corpus's task (BEIR folder name,
+    e.g. ``scifact``) or the web-search one."""
+    file = _corpus_file(path)
+    rng = random.Random(seed)
+    examples: list[Example] = []
+    for n, rec in iter_jsonl(file):
+        where = f"{file}:{n}"
+        key = str(rec.get("_id", rec.get("id", n)))
+        text = text_field(rec, "text", where)
+        title = text_field(rec, "title", where, required=False).strip()
+        if title:
+            query, positive = title, text
+        else:
+            sentences = split_sentences(text)
+            if len(sentences) < 2:
+                continue
+            pick = rng.randrange(len(sentences))
+            query = sentences[pick]
+            positive = " ".join(sentences[:pick] + sentences[pick + 1 :])
+        examples.append(Example(query, positive, [], key, [], frozenset({key})))
+    if not examples:
+        raise DataError(f"{file}: no (title, text) or (sentence, rest) pair in the corpus")
+    name = path.name if path.is_dir() else path.parent.name
+    task = name.removesuffix("-mini")
+    return Source(f"{name}:pairs", instruction or TASKS.get(task, TASKS[DEFAULT_TASK]), examples)
+
+
+@dataclass
+class ScoredSource:
+    """Sentence pairs with a graded similarity (STS-B train): trained with CoSENT, the
+    instruction on both sides (as STS is evaluated)."""
+
+    name: str
+    instruction: str
+    pairs: list[tuple[str, str, float]]
+
+
+def read_scored_pairs(path: Path, instruction: str | None) -> ScoredSource:
+    """STS Benchmark CSV (tab-separated: genre, file, year, id, score, sentence 1, sentence 2)
+    or JSONL ``{"text1", "text2", "score"}``. Never a test split: refused by name."""
+    path = _check(path)
+    if "test" in path.name.lower():
+        raise DataError(f"{path}: refusing to train on a test split")
+    pairs: list[tuple[str, str, float]] = []
+    if path.suffix == ".jsonl":
+        for n, rec in iter_jsonl(path):
+            where = f"{path}:{n}"
+            score = rec.get("score")
+            if not isinstance(score, int | float) or isinstance(score, bool):
+                raise DataError(f"{where}: field 'score' must be a number")
+            pairs.append((text_field(rec, "text1", where), text_field(rec, "text2", where), score))
+    else:
+        with path.open(encoding="utf-8") as stream:
+            for lineno, line in enumerate(stream, start=1):
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 7:
+                    raise DataError(f"{path}:{lineno}: expected 7 tab-separated STS-B columns")
+                try:
+                    score = float(parts[4])
+                except ValueError:
+                    raise DataError(
+                        f"{path}:{lineno}: score {parts[4]!r} is not a number"
+                    ) from None
+                if parts[5].strip() and parts[6].strip():
+                    pairs.append((parts[5], parts[6], score))
+    if len(pairs) < 2:
+        raise DataError(f"{path}: fewer than two scored pairs")
+    return ScoredSource(path.stem, instruction or TASKS["sts"], pairs)
 
 
 def read_supervised(

@@ -81,7 +81,7 @@ def mntp_loss_from_hidden(
     targets = shift_for_mntp(labels)
     keep = targets != IGNORE
     logits = lm_head(hidden[:, :-1][keep])
-    return F.cross_entropy(logits, targets[keep])
+    return F.cross_entropy(logits.float(), targets[keep])
 
 
 # ---- contrastive -----------------------------------------------------------------------------
@@ -93,14 +93,31 @@ def contrastive_loss(
 ) -> torch.Tensor:
     """InfoNCE over cosine similarities: query i's positive is document i; every other document
     (other queries' positives, all hard negatives) is a negative. ``exclude`` [Q, D] removes
-    false negatives (another relevant document of the same query)."""
-    q = F.normalize(queries, dim=-1)
-    d = F.normalize(docs, dim=-1)
-    scores = q @ d.T / temperature
-    if exclude is not None:
-        scores = scores.masked_fill(exclude, torch.finfo(scores.dtype).min)
-    labels = torch.arange(q.shape[0], device=q.device)
-    return F.cross_entropy(scores, labels)
+    false negatives (another relevant document of the same query). Computed in fp32 under
+    any autocast: bf16 cosines divided by a small temperature would be too coarse."""
+    with torch.autocast(queries.device.type, enabled=False):
+        q = F.normalize(queries.float(), dim=-1)
+        d = F.normalize(docs.float(), dim=-1)
+        scores = q @ d.T / temperature
+        if exclude is not None:
+            scores = scores.masked_fill(exclude, torch.finfo(scores.dtype).min)
+        labels = torch.arange(q.shape[0], device=q.device)
+        return F.cross_entropy(scores, labels)
+
+
+def cosent_loss(
+    first: torch.Tensor, second: torch.Tensor, scores: torch.Tensor, scale: float = 20.0
+) -> torch.Tensor:
+    """CoSENT (Su, 2022): for every two pairs where pair i has the higher gold score, penalise
+    cos_j > cos_i: log(1 + sum exp(scale * (cos_j - cos_i))). Uses only the order of the gold
+    scores, in fp32 under any autocast."""
+    with torch.autocast(first.device.type, enabled=False):
+        cos = F.cosine_similarity(first.float(), second.float(), dim=-1) * scale
+        gold = scores.to(cos.device)
+        diff = cos[None, :] - cos[:, None]  # [i, j] = cos_j - cos_i
+        ordered = gold[:, None] > gold[None, :]
+        terms = torch.cat([diff.new_zeros(1), diff[ordered]])
+        return torch.logsumexp(terms, dim=0)
 
 
 # ---- LLaRA bag of words ----------------------------------------------------------------------

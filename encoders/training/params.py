@@ -71,11 +71,17 @@ class TrainParams(BaseModel):
     device: str = Field(
         default="cpu", description="torch device: cpu, cuda, cuda:N, or auto (cuda if available)"
     )
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        default="fp32",
+        description="bf16 autocast for forward and backward (LoRA weights and optimizer stay "
+        "fp32); auto = bf16 where the device has fast bf16 (avx512_bf16 / AMX / CUDA)",
+    )
 
 
 # Fields that may change between a run and its resumption.
 RESUMABLE_CHANGES = {
     "device",
+    "precision",
     "resume",
     "overwrite",
     "progress",
@@ -123,6 +129,17 @@ class SupervisedParams(TrainParams):
     )
     query_max_length: int = Field(default=64, ge=8)
     max_length: int = Field(default=256, ge=8)
+    corpus_pairs: list[str] = Field(
+        default_factory=list,
+        description="unlabelled corpora (BEIR folder or JSONL with title/text): their (title, "
+        "text) pairs, or (sentence, rest) where a record has no title, form one more source",
+    )
+    scored_pairs: list[str] = Field(
+        default_factory=list,
+        description="graded sentence pairs (STS-B train CSV, or JSONL text1/text2/score), "
+        "one more source trained with CoSENT",
+    )
+    cosent_scale: float = Field(default=20.0, gt=0)
     mining: Literal["bm25", "random"] = Field(
         default="bm25", description="hard negatives for BEIR folders (JSONL/SNLI bring their own)"
     )

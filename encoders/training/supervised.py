@@ -14,6 +14,7 @@ With ``pooler`` a new trainable pooler (``encoders.poolers``) is trained with th
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,9 +22,16 @@ from torch import nn
 
 from encoders.encoder import Tokenized
 from encoders.training.base import Trainer
-from encoders.training.data import Source, SourceBatcher, read_supervised
+from encoders.training.data import (
+    ScoredSource,
+    Source,
+    SourceBatcher,
+    read_corpus_pairs,
+    read_scored_pairs,
+    read_supervised,
+)
 from encoders.training.gradcache import cached_backward
-from encoders.training.losses import contrastive_loss
+from encoders.training.losses import contrastive_loss, cosent_loss
 from encoders.training.model import POOLER_DIR, LoraSettings, set_dropout
 from encoders.training.params import SupervisedParams, default_data_dir
 
@@ -52,11 +60,18 @@ class SupervisedTrainer(Trainer):
 
     def read_data(self) -> None:
         p = self.params
-        self.sources: list[Source] = read_supervised(
-            p.data or default_supervised_data(), None, p.mining, p.mining_depth, p.seed
-        )
+        self.sources: list[Source | ScoredSource] = [
+            *read_supervised(
+                p.data or default_supervised_data(), None, p.mining, p.mining_depth, p.seed
+            ),
+            *(read_corpus_pairs(Path(c), None, p.seed) for c in p.corpus_pairs),
+            *(read_scored_pairs(Path(f), None) for f in p.scored_pairs),
+        ]
         for source in self.sources:
-            source.examples = source.examples[: p.max_examples]
+            if isinstance(source, ScoredSource):
+                source.pairs = source.pairs[: p.max_examples]
+            else:
+                source.examples = source.examples[: p.max_examples]
 
     def prepare(self) -> None:
         p = self.params
@@ -70,7 +85,22 @@ class SupervisedTrainer(Trainer):
             set_dropout(self.stage.peft_model, p.dropout)
         self.query_items: list[list[Tokenized]] = []
         self.doc_cache: list[dict[str, Tokenized]] = []
+        sizes = []
         for source in self.sources:
+            if isinstance(source, ScoredSource):
+                # Both sides instructed (STS is symmetric and is evaluated that way).
+                instruction = source.instruction or None
+                self.query_items.append(
+                    self.encoder.tokenize(
+                        [a for a, _, _ in source.pairs], instruction, p.max_length
+                    )
+                )
+                seconds = self.encoder.tokenize(
+                    [b for _, b, _ in source.pairs], instruction, p.max_length
+                )
+                self.doc_cache.append({str(i): item for i, item in enumerate(seconds)})
+                sizes.append(len(source.pairs))
+                continue
             queries = [ex.query for ex in source.examples]
             self.query_items.append(
                 self.encoder.tokenize(queries, source.instruction or None, p.query_max_length)
@@ -78,7 +108,8 @@ class SupervisedTrainer(Trainer):
             texts = sorted({t for ex in source.examples for t in [ex.positive, *ex.negatives]})
             items = self.encoder.tokenize(texts, None, p.max_length)
             self.doc_cache.append(dict(zip(texts, items, strict=True)))
-        self.batcher = SourceBatcher([len(s.examples) for s in self.sources], p.batch_size, p.seed)
+            sizes.append(len(source.examples))
+        self.batcher = SourceBatcher(sizes, p.batch_size, p.seed)
 
     def extra_modules(self) -> dict[str, nn.Module]:
         pooler = getattr(self, "pooler", None)
@@ -89,11 +120,16 @@ class SupervisedTrainer(Trainer):
 
     def batch_inputs(self, step: int) -> tuple[list[Tokenized], list[Tokenized], torch.Tensor]:
         """Query items, document items (positives, then hard negatives) and the [Q, D] mask of
-        false negatives (another relevant document of the same query) for batch ``step``."""
+        false negatives (another relevant document of the same query) for batch ``step``.
+        For a scored source: first sentences, second sentences and the gold scores [B]."""
         p = self.params
         source_index, rows = self.batcher.batch(step)
         source = self.sources[source_index]
         docs = self.doc_cache[source_index]
+        if isinstance(source, ScoredSource):
+            firsts = [self.query_items[source_index][i] for i in rows]
+            scores = torch.tensor([source.pairs[i][2] for i in rows], dtype=torch.float32)
+            return firsts, [docs[str(i)] for i in rows], scores
         rng = random.Random(p.seed * 1_000_003 + step)
         examples = [source.examples[i] for i in rows]
         doc_texts = [ex.positive for ex in examples]
@@ -113,11 +149,14 @@ class SupervisedTrainer(Trainer):
         return queries, [docs[t] for t in doc_texts], exclude
 
     def train_step(self, step: int) -> dict[str, float]:
-        queries, docs, exclude = self.batch_inputs(step)
+        queries, docs, extra = self.batch_inputs(step)
         temperature = self.params.temperature
+        scored = isinstance(self.sources[self.batcher.batch(step)[0]], ScoredSource)
 
         def loss_fn(reps: list[torch.Tensor]) -> torch.Tensor:
-            return contrastive_loss(reps[0], reps[1], temperature, exclude.to(reps[0].device))
+            if scored:
+                return cosent_loss(reps[0], reps[1], extra, self.params.cosent_scale)
+            return contrastive_loss(reps[0], reps[1], temperature, extra.to(reps[0].device))
 
         loss = cached_backward(
             self.encoder.embed_batch, [queries, docs], loss_fn, self.params.chunk_size
