@@ -54,6 +54,37 @@ class MoeeStats(BaseModel):
         return self
 
 
+class Standardization(BaseModel):
+    """Corpus-fitted standardisation of any encoder's vectors (``ember fit-stats``).
+
+    The pooled vector is L2-normalised, each dimension centred and scaled with ``mean`` / ``std``
+    (fitted ONCE on a corpus sample of documents, never per batch, so a vector never depends on
+    its neighbours), optionally rotated by a whitening matrix (``whitening``: a float32 ``.npy``
+    D x D file beside the config, checked by ``whitening_sha256``), then normalised as usual.
+    A decoder's states are dominated by a few huge dimensions shared by every text; centring and
+    scaling takes them out. Queries and documents get the same transform. Part of the
+    fingerprint: refitting means reindexing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mean: list[float]
+    std: list[float]
+    whitening: str | None = None
+    whitening_sha256: str | None = None
+    samples: int = Field(ge=2, description="texts the statistics were fitted on")
+    source: str = Field(default="", description="what the statistics were fitted on")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> Standardization:
+        if len(self.mean) != len(self.std) or not self.mean:
+            raise ValueError("standardize: mean and std need the same, non-zero length")
+        if min(self.std) <= 0:
+            raise ValueError("standardize: standard deviations must be positive")
+        if (self.whitening is None) != (self.whitening_sha256 is None):
+            raise ValueError("standardize: whitening and whitening_sha256 go together")
+        return self
+
+
 class MoeeConfig(BaseModel):
     """MoEE (Fan et al.): hidden-state (``hs``) and routing-weight (``rw``) embeddings.
 
@@ -105,6 +136,9 @@ class EncoderConfig(BaseModel):
     echo: bool = Field(default=False, description="Echo embeddings: repeat the text, pool copy 2")
     echo_template: str = "Rewrite the sentence: {text}\nRewritten sentence: {text}"
     moee: MoeeConfig | None = Field(default=None, description="MoEE settings (kind 'moee')")
+    standardize: Standardization | None = Field(
+        default=None, description="corpus-fitted per-dimension standardisation (fit-stats)"
+    )
     token_budget: int = Field(default=16384, ge=1, description="max padded tokens per forward")
     max_batch_size: int = Field(default=64, ge=1)
 
@@ -132,11 +166,15 @@ class EncoderConfig(BaseModel):
                 return p
             return str((root / p).resolve())
 
+        standardize = self.standardize
+        if standardize is not None and standardize.whitening:
+            standardize = standardize.model_copy(update={"whitening": fix(standardize.whitening)})
         return self.model_copy(
             update={
                 "base_model": fix(self.base_model),
                 "adapters": [a.model_copy(update={"path": fix(a.path)}) for a in self.adapters],
                 "pooler": fix(self.pooler) if self.pooler else None,
+                "standardize": standardize,
             }
         )
 
@@ -157,6 +195,8 @@ class EncoderConfig(BaseModel):
             )
         if self.moee is not None and self.kind != "moee":
             raise ValueError(f"moee settings given for kind {self.kind!r}; set kind='moee'")
+        if self.standardize is not None and self.kind == "moee":
+            raise ValueError("moee encoders standardise hs and rw themselves (moee.stats)")
         if self.echo and self.echo_template.count("{text}") != 2:
             raise ValueError("echo_template must contain {text} exactly twice")
         if self.echo and not self.echo_template.endswith("{text}"):
@@ -180,6 +220,10 @@ class EncoderConfig(BaseModel):
         if moee is not None and moee.get("similarity") == "sum":
             # sum mode stores hs and rw apart; the weight only scores queries (no reindex)
             moee.pop("rw_weight", None)
+        if doc_fields.get("standardize") is None:
+            doc_fields.pop("standardize", None)  # fingerprints from before the option stay
+        elif doc_fields["standardize"].get("whitening"):
+            doc_fields["standardize"].pop("whitening")  # a path; its sha256 stays
         doc_fields["weights"] = [_weights_signature(p) for p in self.weight_paths()]
         blob = json.dumps(doc_fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

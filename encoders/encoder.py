@@ -25,6 +25,7 @@ from encoders.attention import padding_mask_4d, set_bidirectional
 from encoders.config import EncoderConfig
 from encoders.loading import is_decoder, load_base_model, load_tokenizer, resolve_model_path
 from encoders.pooling import pool
+from encoders.vectors import l2_normalize
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,32 @@ class Encoder:
         show_progress: bool = False,
         normalize: bool | None = None,
     ) -> np.ndarray:
+        out = self.encode_pooled(
+            texts, instruction, max_length=max_length, show_progress=show_progress
+        )
+        return self.finish(out, normalize)
+
+    def finish(self, pooled: np.ndarray, normalize: bool | None = None) -> np.ndarray:
+        """Pooled vectors -> what :meth:`encode` returns: the corpus-fitted standardisation
+        (when configured), then L2 normalisation (unless turned off)."""
+        out = pooled
+        if self.config.standardize is not None:
+            from encoders.standardize import apply
+
+            out = apply(self.config.standardize, out)
+        if self.config.normalize if normalize is None else normalize:
+            out = l2_normalize(out)
+        return out
+
+    def encode_pooled(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        max_length: int | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """The pooled model output, before standardisation and normalisation."""
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of strings, not a single string")
         items = self.tokenize(texts, instruction, max_length or self.config.max_length)
@@ -157,9 +184,6 @@ class Encoder:
                     out = np.zeros((len(items), vecs.shape[1]), dtype=np.float32)
                 out[order] = vecs.float().cpu().numpy()
                 bar.update(len(order))
-        if self.config.normalize if normalize is None else normalize:
-            norms = np.linalg.norm(out, axis=1, keepdims=True)
-            out = out / np.maximum(norms, 1e-12)
         return out
 
     # ---- internals ----------------------------------------------------------------------

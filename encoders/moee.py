@@ -43,8 +43,7 @@ from transformers import PreTrainedTokenizerBase
 from encoders.config import EncoderConfig, MoeeConfig, MoeeStats
 from encoders.encoder import Encoder, Tokenized
 from encoders.pooling import pool
-
-STD_FLOOR = 1e-6  # a (near-)constant dimension is centred, not blown up
+from encoders.vectors import l2_normalize, moments, standardize
 
 
 class MoeeError(RuntimeError):
@@ -113,16 +112,6 @@ def pool_routing_weights(
         probs = torch.softmax(logits.float().reshape(batch, length, -1), dim=-1)
         pooled.append(pool(probs, attention_mask, pool_mask, mode))
     return torch.cat(pooled, dim=-1)
-
-
-def standardize(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    return ((x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)).astype(
-        np.float32
-    )
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def combine(hs: np.ndarray, rw: np.ndarray, rw_weight: float) -> np.ndarray:
@@ -269,13 +258,6 @@ class MoeeEncoder(Encoder):
         if len(texts) < 2:
             raise ValueError("fit_stats needs at least 2 texts to estimate a spread")
         hs, rw = self.encode_raw(texts, max_length=max_length, show_progress=show_progress)
-
-        def moments(x: np.ndarray) -> tuple[list[float], list[float]]:
-            x64 = x.astype(np.float64)
-            mean = x64.mean(axis=0)
-            std = np.maximum(x64.std(axis=0), STD_FLOOR)
-            return mean.astype(np.float32).tolist(), std.astype(np.float32).tolist()
-
         hs_mean, hs_std = moments(hs)
         rw_mean, rw_std = moments(rw)
         stats = MoeeStats(
@@ -303,7 +285,7 @@ class MoeeEncoder(Encoder):
                 )
             hs = standardize(hs, stats.hs_mean, stats.hs_std)
             rw = standardize(rw, stats.rw_mean, stats.rw_std)
-        return {"hs": unit(hs), "rw": unit(rw)}
+        return {"hs": l2_normalize(hs), "rw": l2_normalize(rw)}
 
     # ---- public API -----------------------------------------------------------------------
     def encode_parts(
@@ -383,7 +365,7 @@ class MoeeEncoder(Encoder):
         hs, rw = arr[:, : self.hs_dim], arr[:, self.hs_dim :]
         if rw.shape[1] != self.rw_dim:
             raise ValueError(f"expected combined vectors of {self.dim} dimensions, got {arr.shape}")
-        return {"hs": unit(hs), "rw": unit(rw) if w > 0 else np.zeros_like(rw)}
+        return {"hs": l2_normalize(hs), "rw": l2_normalize(rw) if w > 0 else np.zeros_like(rw)}
 
     def embed_batch(self, items: Sequence[Tokenized]) -> torch.Tensor:
         """The combined vector for one batch (the same as :meth:`encode` per text)."""

@@ -210,7 +210,13 @@ def build_stage_model(
         base_model = BASE_DIR  # the input stack is merged into the saved base copy
     if lora is not None:
         adapters.append(AdapterSpec(path=ADAPTER_DIR, merged=True))
-    update: dict[str, Any] = {"base_model": base_model, "adapters": adapters, **output_overrides}
+    # Statistics fitted on the input model's vectors do not describe the trained one: refit.
+    update: dict[str, Any] = {
+        "base_model": base_model,
+        "adapters": adapters,
+        "standardize": None,
+        **output_overrides,
+    }
     carried_pooler: Path | None = None
     if "pooler" not in output_overrides and input_config.pooler:
         if update.get("pooling", input_config.pooling) == input_config.pooling:

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
+from encoders.vectors import l2_normalize
+
 if TYPE_CHECKING:
     from encoders import Encoder, EncoderConfig
 
@@ -157,7 +159,11 @@ def encode_cached(
     show_progress: bool = False,
     desc: str = "encode",
 ) -> np.ndarray:
-    """``encoder.encode(texts, instruction, max_length=...)`` through the cache."""
+    """``encoder.encode(texts, instruction, max_length=...)`` through the cache.
+
+    A standardised encoder (``config.standardize``, normalised output) shares the cache of its
+    unstandardised self: the statistics are applied to the cached unit vectors, so fitting or
+    refitting them costs no encoding pass."""
     cache = cache or VectorCache(None)
     length = max_length or encoder.config.max_length
     key = texts_key(
@@ -166,22 +172,29 @@ def encode_cached(
         max_length=length,
         dtype=encoder.config.dtype,
     )
+    config = encoder.config
+    shared = config.standardize is not None and config.normalize
+    if shared:
+        config = config.model_copy(update={"standardize": None})
 
     def run(block: Sequence[str]) -> dict[str, np.ndarray]:
+        if shared:  # what the unstandardised encoder returns: unit pooled vectors
+            pooled = encoder.encode_pooled(block, instruction=instruction, max_length=length)
+            return {"main": l2_normalize(pooled)}
         return {"main": encoder.encode(block, instruction=instruction, max_length=length)}
 
     out = _encode_chunked(
-        {"main": encoder.fingerprint},
+        {"main": config.fingerprint()},
         texts,
         key,
         cache,
         run,
-        meta=_meta(encoder.config, instruction, length),
+        meta=_meta(config, instruction, length),
         chunk=chunk,
         show_progress=show_progress,
         desc=desc,
-    )
-    return out["main"]
+    )["main"]
+    return encoder.finish(out) if shared else out
 
 
 def pool_variants(

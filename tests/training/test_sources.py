@@ -168,3 +168,19 @@ def test_bf16_run_trains_and_reloads(bi_encoder: Path, data_dir: Path, tmp_path:
     assert state["params"]["precision"] == "bf16"
     lora = [p for n, p in trainer.trainable() if "lora_" in n]
     assert lora and all(p.dtype == torch.float32 for p in lora)  # master weights stay fp32
+
+
+def test_a_stage_from_a_standardised_encoder_drops_the_stale_statistics(
+    bi_encoder: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    from encoders import Encoder
+    from encoders.standardize import fit_encoder
+
+    std = tmp_path / "std"
+    fit_encoder(Encoder.load(bi_encoder), SENTENCES, std)
+    params = base_params(std, tmp_path / "out", data_dir / "supervised.jsonl", batch_size=4)
+    trainer = make_trainer("supervised", params)
+    trainer._prepare_output()
+    trainer.setup()
+    assert trainer.stage.input_config.standardize is not None
+    assert trainer.stage.output_config.standardize is None  # refit on the trained model
