@@ -403,6 +403,17 @@ class Trainer(ABC):
                 f"--resume: {', '.join(changed)} differ from the checkpointed run "
                 f"({folder}); use the same settings or --overwrite"
             )
+        if int(state["step"]) > self.params.max_steps:
+            raise TrainingError(
+                f"--resume: the checkpoint is at step {state['step']}, past --max-steps "
+                f"{self.params.max_steps}"
+            )
+        if saved.get("max_steps") != now["max_steps"]:
+            log.warning(
+                "resuming with --max-steps %s (was %s): the learning-rate decay re-targets it",
+                now["max_steps"],
+                saved.get("max_steps"),
+            )
         tensors = load_file(str(folder / "trainable.safetensors"))
         names = {n for n, _ in named}
         if set(tensors) != names:

@@ -79,9 +79,12 @@ class TrainParams(BaseModel):
 
 
 # Fields that may change between a run and its resumption.
+# ``max_steps`` may change too: the linear decay then re-targets the new total from the
+# checkpointed step (the data order, a function of seed and step, is unchanged).
 RESUMABLE_CHANGES = {
     "device",
     "precision",
+    "max_steps",
     "resume",
     "overwrite",
     "progress",

@@ -209,3 +209,27 @@ def test_lora_targets_are_found_by_name(bi_encoder: Path, data_dir: Path, tmp_pa
     )
     with pytest.raises(Exception, match=r"linear layers are: .*q_proj"):
         bad.run()
+
+
+def test_resume_may_shorten_the_run_and_retargets_the_decay(
+    bi_encoder: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "short"
+    extra: dict[str, object] = {"save_steps": 2, "batch_size": 4, "warmup_ratio": 0.0}
+    params = base_params(bi_encoder, out, data_dir / "supervised.jsonl", **extra)
+
+    def stop(step: int, metrics: dict[str, float]) -> None:
+        if step == 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        make_trainer("supervised", {**params, "max_steps": 10}, stop).run()
+    assert checkpoint_steps(out) == [2]
+    with pytest.raises(TrainingError, match="past --max-steps"):
+        run("supervised", {**params, "max_steps": 1, "resume": True})
+    run("supervised", {**params, "max_steps": 5, "resume": True})
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
+    # The linear decay now ends at step 5: lr after step s is lr0 * (5 - s) / 5.
+    lr0 = 1e-4
+    np.testing.assert_allclose([r["lr"] for r in log[2:]], [lr0 * 2 / 5, lr0 / 5, 0.0], atol=1e-12)
