@@ -52,7 +52,7 @@ for stage in $STAGES; do
                  --data $DATA/train/snli_nli_triples_from_senteval_dev_test.jsonl \
                  --data $SCIFACT --data $SCIFACT --corpus-pairs $SCIFACT \
                  --scored-pairs $DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv \
-                 --max-steps 150 --batch-size 64 --chunk-size 32 --max-length 160 \
+                 --max-steps 110 --batch-size 64 --chunk-size 32 --max-length 160 \
                  --query-max-length 64 --hard-negatives 1 --lr 2e-4 --save-steps 8 \
                  --precision auto ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from ember.cli import cli
 from encoders import Encoder, EncoderConfig
 from encoders.registry import PRESETS
 from encoders.standardize import StandardizationError, fit_encoder
 from encoders.testing import tiny_model_folder
 from encoders.vectors import l2_normalize
-from ember.cli import cli
 from indexer.evaluation.cache import VectorCache, encode_cached
 
 DOCS = [
