@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from indexer.sparse import SPARSE_VECTOR, Fusion, SparseVector
 from indexer.store import (
     DEFAULT_VECTOR,
     CollectionInfo,
@@ -36,8 +37,10 @@ from indexer.store import (
     Store,
     StoreError,
     as_vector,
+    check_hybrid_args,
     check_name,
     check_payload_indexes,
+    check_sparse,
     check_vectors,
     parse_filter,
 )
@@ -69,6 +72,28 @@ def _match_value(value: Any) -> Any:
     as the integer 0/1 (bool subclasses int), so ``MatchValue(True)`` never matches a boolean
     payload. ``numpy.bool_`` is not an int and is extracted as a bool."""
     return _edge().MatchValue(np.bool_(value) if isinstance(value, bool) else value)
+
+
+def _sparse(vec: SparseVector) -> Any:
+    return _edge().SparseVector(list(vec.indices), list(vec.values))
+
+
+def _fusion_query(fusion: Fusion) -> Any:
+    e = _edge()
+    if fusion.method == "rrf":
+        return e.Fusion.Rrf(k=fusion.k)
+    if fusion.method == "dbsf":
+        return e.Fusion.Dbsf()
+    x = e.Expression
+    sparse = x.Variable("$score[1]")
+    squashed = x.Div(sparse, x.Sum([sparse, x.Constant(fusion.scale)]), 0.0)
+    formula = x.Sum(
+        [
+            x.Mult([x.Constant(fusion.weight), x.Variable("$score[0]")]),
+            x.Mult([x.Constant(1.0 - fusion.weight), squashed]),
+        ]
+    )
+    return e.Formula(formula, defaults={"$score[0]": 0.0, "$score[1]": 0.0})
 
 
 class EdgeStore(Store):
@@ -191,10 +216,15 @@ class EdgeStore(Store):
 
     # ---- interface ------------------------------------------------------------------------
     def create_collection(
-        self, name: str, vectors: dict[str, int], payload_indexes: dict[str, str] | None = None
+        self,
+        name: str,
+        vectors: dict[str, int],
+        payload_indexes: dict[str, str] | None = None,
+        sparse: Sequence[str] = (),
     ) -> None:
         check_name(name)
         vectors = check_vectors(vectors)
+        sparse = check_sparse(sparse, vectors)
         indexes = check_payload_indexes(payload_indexes)
         e = _edge()
         with self._lock:
@@ -207,7 +237,11 @@ class EdgeStore(Store):
                 vectors={
                     v: e.EdgeVectorParams(size=d, distance=e.Distance.Cosine)
                     for v, d in vectors.items()
+                },
+                sparse_vectors={
+                    n: e.EdgeSparseVectorParams(modifier=e.Modifier.Idf) for n in sparse
                 }
+                or None,
             )
             shard = e.EdgeShard.create(str(path), config)
             for field, kind in indexes.items():
@@ -219,7 +253,12 @@ class EdgeStore(Store):
             shard.flush()
             self._shards[name] = shard
             manifest = json.loads(json.dumps(self._manifest))
-            manifest["collections"][name] = {"vectors": vectors, "payload_indexes": indexes}
+            manifest["collections"][name] = {
+                "vectors": vectors,
+                "payload_indexes": indexes,
+                "sparse": list(sparse),
+                "meta": {},
+            }
             self._save_manifest(manifest)
 
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
@@ -229,7 +268,10 @@ class EdgeStore(Store):
         batch = [
             e.Point(
                 id=p.id,
-                vector={name: as_vector(v, name) for name, v in p.vectors.items()},
+                vector={
+                    **{name: as_vector(v, name) for name, v in p.vectors.items()},
+                    **{name: _sparse(v) for name, v in p.sparse.items() if v},
+                },
                 payload=p.payload,
             )
             for p in points
@@ -273,8 +315,7 @@ class EdgeStore(Store):
             raise ValueError(f"vectors must be 2-D, got shape {arr.shape}")
         e = _edge()
         qfilter = self._filter(filter)
-        shard = self._shard(self._target(collection_or_alias))
-        params = e.SearchParams(hnsw_ef=max(self.hnsw_ef, top_k)) if self.hnsw_ef else None
+        params = self._params(top_k)
         requests = [
             e.QueryRequest(
                 limit=top_k,
@@ -285,17 +326,125 @@ class EdgeStore(Store):
             )
             for v in arr
         ]
+        return self._query(collection_or_alias, requests)
+
+    def _query(self, collection_or_alias: str, requests: Sequence[Any]) -> list[list[Hit]]:
+        """Run query requests (None: an empty query, no hits) on the collection's shard."""
+        e = _edge()
+        shard = self._shard(self._target(collection_or_alias))
+        live = [r for r in requests if r is not None]
         try:
-            if len(requests) == 1:
-                results = [shard.query(requests[0])]
+            if not live:
+                results = []
+            elif len(live) == 1:
+                results = [shard.query(live[0])]
             else:
-                results = shard.query_batch(e.QueryBatchRequest(requests))
+                results = shard.query_batch(e.QueryBatchRequest(live))
         except Exception as exc:
             raise ValueError(f"search in {collection_or_alias!r}: {exc}") from None
+        found = iter(results)
         return [
-            [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in res]
-            for res in results
+            []
+            if r is None
+            else [
+                Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
+                for p in next(found)
+            ]
+            for r in requests
         ]
+
+    def _params(self, top_k: int) -> Any:
+        return _edge().SearchParams(hnsw_ef=max(self.hnsw_ef, top_k)) if self.hnsw_ef else None
+
+    def search_sparse_batch(
+        self,
+        collection_or_alias: str,
+        queries: Sequence[SparseVector],
+        *,
+        using: str = SPARSE_VECTOR,
+        top_k: int = 10,
+        filter: dict[str, Any] | None = None,
+    ) -> list[list[Hit]]:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        e = _edge()
+        qfilter = self._filter(filter)
+        requests = [
+            e.QueryRequest(
+                limit=top_k,
+                query=e.Query.Nearest(_sparse(q), using=using),
+                filter=qfilter,
+                with_payload=True,
+            )
+            if q
+            else None
+            for q in queries
+        ]
+        return self._query(collection_or_alias, requests)
+
+    def search_hybrid_batch(
+        self,
+        collection_or_alias: str,
+        vectors: np.ndarray,
+        queries: Sequence[SparseVector],
+        *,
+        using: str = DEFAULT_VECTOR,
+        sparse_using: str = SPARSE_VECTOR,
+        top_k: int = 10,
+        filter: dict[str, Any] | None = None,
+        fusion: Fusion | None = None,
+    ) -> list[list[Hit]]:
+        arr = check_hybrid_args(top_k, vectors, queries)
+        fusion = fusion or Fusion()
+        e = _edge()
+        qfilter = self._filter(filter)
+        limit = max(fusion.prefetch, top_k)
+        params = self._params(limit)
+        requests = []
+        for v, q in zip(arr, queries, strict=True):
+            dense = e.Query.Nearest(as_vector(v, using), using=using)
+            if not q:  # nothing for BM25 to match: the dense list alone
+                requests.append(
+                    e.QueryRequest(
+                        limit=top_k, query=dense, filter=qfilter, with_payload=True, params=params
+                    )
+                )
+                continue
+            requests.append(
+                e.QueryRequest(
+                    limit=top_k,
+                    prefetches=[
+                        e.Prefetch(limit, query=dense, filter=qfilter, params=params),
+                        e.Prefetch(
+                            limit,
+                            query=e.Query.Nearest(_sparse(q), using=sparse_using),
+                            filter=qfilter,
+                        ),
+                    ],
+                    query=_fusion_query(fusion),
+                    with_payload=True,
+                )
+            )
+        return self._query(collection_or_alias, requests)
+
+    def collection_meta(self, collection_or_alias: str) -> dict[str, Any]:
+        with self._lock:
+            self._check_open()
+            name = self._target(collection_or_alias)
+            if name not in self._manifest["collections"]:
+                raise CollectionNotFoundError(collection_or_alias)
+            return dict(self._manifest["collections"][name].get("meta") or {})
+
+    def update_collection_meta(self, collection_or_alias: str, meta: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._check_open()
+            name = self._target(collection_or_alias)
+            if name not in self._manifest["collections"]:
+                raise CollectionNotFoundError(collection_or_alias)
+            manifest = json.loads(json.dumps(self._manifest))
+            entry = manifest["collections"][name]
+            entry["meta"] = {**(entry.get("meta") or {}), **json.loads(json.dumps(dict(meta)))}
+            self._save_manifest(manifest)
 
     def retrieve_vectors(
         self, collection_or_alias: str, ids: Sequence[str], names: Sequence[str]
@@ -347,6 +496,7 @@ class EdgeStore(Store):
                         aliases=aliases,
                         points=self.count(name),
                         vectors={k: int(v) for k, v in meta["vectors"].items()},
+                        sparse=tuple(meta.get("sparse") or ()),
                     )
                 )
             return out

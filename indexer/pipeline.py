@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from indexer.readers import Document, read_corpus
+from indexer.sparse import SPARSE_VECTOR, embed_documents
 from indexer.store import DEFAULT_VECTOR, Point, Store, check_name, check_payload_indexes
 
 if TYPE_CHECKING:
@@ -192,7 +193,9 @@ def begin_build(
     while True:
         collection = f"{name}__{encoder.fingerprint}__v{n}"
         try:
-            store.create_collection(collection, vector_spec(encoder), indexes)
+            store.create_collection(
+                collection, vector_spec(encoder), indexes, sparse=(SPARSE_VECTOR,)
+            )
             return collection
         except ValueError as exc:  # lost a race with a concurrent begin_build: next number
             if "already exists" not in str(exc):
@@ -201,13 +204,20 @@ def begin_build(
 
 
 def index_chunks(store: Store, collection: str, encoder: Encoder, chunks: Sequence[Chunk]) -> int:
-    """Encode ``chunks`` (documents: no instruction) and upsert them; returns how many.
-    Idempotent: the same chunks give the same point ids and vectors."""
+    """Encode ``chunks`` (documents: no instruction) and upsert them with their BM25 sparse
+    vectors; returns how many. Idempotent: the same chunks give the same ids and vectors."""
     if not chunks:
         return 0
-    vectors = encode_chunks(encoder, [embed_text(c) for c in chunks])
+    texts = [embed_text(c) for c in chunks]
+    vectors = encode_chunks(encoder, texts)
+    sparse = embed_documents(texts)
     points = [
-        Point(id=c.point_id, vectors={n: v[i] for n, v in vectors.items()}, payload=c.payload)
+        Point(
+            id=c.point_id,
+            vectors={n: v[i] for n, v in vectors.items()},
+            payload=c.payload,
+            sparse={SPARSE_VECTOR: sparse[i]},
+        )
         for i, c in enumerate(chunks)
     ]
     store.upsert(collection, points)

@@ -7,16 +7,30 @@ so searching it with a different encoder - whose vectors live in another space -
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from indexer.pipeline import parse_version
+from indexer.sparse import (
+    FUSION_META_KEY,
+    SPARSE_VECTOR,
+    Fusion,
+    Mode,
+    SparseUnavailableError,
+    check_mode,
+    embed_queries,
+)
 from indexer.store import DEFAULT_VECTOR, Hit, Store
 
 if TYPE_CHECKING:
     from encoders import Encoder
+
+
+# the mode used when a request names none (bench/RESULTS.md "Hybrid search": the best measured
+# for the default encoder); collections without sparse vectors are searched dense
+DEFAULT_MODE = "hybrid"
 
 
 class EncoderMismatchError(ValueError):
@@ -46,12 +60,85 @@ def search(
     top_k: int = 10,
     filter: dict[str, Any] | None = None,
     using: str = DEFAULT_VECTOR,
+    mode: str | None = "dense",
+    fusion: Fusion | Mapping[str, Any] | None = None,
 ) -> list[Hit]:
     """Top ``top_k`` hits for ``query`` in ``collection`` (an alias or a collection name)."""
     return search_batch(
         store, encoder, collection, [query], instruction=instruction, top_k=top_k,
-        filter=filter, using=using,
+        filter=filter, using=using, mode=mode, fusion=fusion,
     )[0]  # fmt: skip
+
+
+def collection_fusion(store: Store, collection: str) -> Fusion:
+    """The fusion stored with ``collection`` (``ember eval fit-fusion``), else the default."""
+    return Fusion.from_dict(store.collection_meta(collection).get(FUSION_META_KEY))
+
+
+def has_sparse(store: Store, collection: str) -> bool:
+    return SPARSE_VECTOR in store.collection_info(collection).sparse
+
+
+def resolve_mode(store: Store, collection: str, mode: str | None, default: str = "dense") -> Mode:
+    """The mode to search ``collection`` in: ``mode`` when given (``sparse``/``hybrid`` on a
+    collection without BM25 vectors raise :class:`SparseUnavailableError`), else ``default``,
+    which falls back to ``dense`` for a collection built before sparse vectors existed."""
+    if mode is None:
+        chosen = check_mode(default)
+        return chosen if chosen == "dense" or has_sparse(store, collection) else "dense"
+    chosen = check_mode(mode)
+    if chosen != "dense" and not has_sparse(store, collection):
+        raise SparseUnavailableError(collection, chosen)
+    return chosen
+
+
+def resolve_fusion(
+    store: Store, collection: str, fusion: Fusion | Mapping[str, Any] | None
+) -> Fusion:
+    """``fusion`` itself, or the collection's stored fusion with the overrides ``fusion``."""
+    if isinstance(fusion, Fusion):
+        return fusion
+    return collection_fusion(store, collection).override(**(fusion or {}))
+
+
+def _multi_vector(encoder: Encoder) -> bool:
+    weights = getattr(encoder, "vector_weights", None)  # MoEE sum: cos hs + w * cos rw
+    return isinstance(weights, dict) and len(weights) > 1
+
+
+def search_prepared(
+    store: Store,
+    encoder: Encoder,
+    collection: str,
+    queries: Sequence[str],
+    vectors: np.ndarray | None,
+    *,
+    mode: Mode,
+    top_k: int = 10,
+    filter: dict[str, Any] | None = None,
+    fusion: Fusion | Mapping[str, Any] | None = None,
+) -> list[list[Hit]]:
+    """Search a resolved ``collection`` in a resolved ``mode`` with the query ``vectors``
+    already encoded (by the API's micro-batcher; None in ``sparse`` mode): the path ``/search``
+    and :func:`search_batch` share."""
+    if mode == "sparse":
+        return store.search_sparse_batch(
+            collection, embed_queries(list(queries)), top_k=top_k, filter=filter
+        )
+    assert vectors is not None, "dense and hybrid modes need query vectors"
+    if mode == "hybrid":
+        if _multi_vector(encoder):
+            raise ValueError(
+                "mode 'hybrid' is not available for MoEE 'sum' collections (their score is "
+                "re-ranked exactly over two vectors); use mode 'dense' or 'sparse'"
+            )
+        return store.search_hybrid_batch(
+            collection, vectors, embed_queries(list(queries)), top_k=top_k, filter=filter,
+            fusion=resolve_fusion(store, collection, fusion),
+        )  # fmt: skip
+    from indexer.fusion import search_encoded
+
+    return search_encoded(store, encoder, collection, vectors, top_k=top_k, filter=filter)
 
 
 def search_batch(
@@ -64,8 +151,17 @@ def search_batch(
     top_k: int = 10,
     filter: dict[str, Any] | None = None,
     using: str = DEFAULT_VECTOR,
+    mode: str | None = "dense",
+    fusion: Fusion | Mapping[str, Any] | None = None,
 ) -> list[list[Hit]]:
-    """One ranked hit list per query; the queries are encoded together in one call."""
+    """One ranked hit list per query; the queries are encoded together in one call.
+
+    ``mode``: ``dense`` (cosine on the encoder's vectors), ``sparse`` (the engine's BM25 on the
+    collection's sparse vectors; no encoder call) or ``hybrid`` (one Query API call per query:
+    dense and sparse prefetches fused by ``fusion``: a :class:`~indexer.sparse.Fusion`, or a
+    mapping of overrides of the fusion stored with the collection). ``None``: hybrid where the
+    collection has sparse vectors, else dense. ``sparse``/``hybrid`` on a collection built
+    without sparse vectors raise :class:`~indexer.sparse.SparseUnavailableError`."""
     if isinstance(queries, str):
         raise TypeError("search_batch() takes a sequence of queries, not a single string")
     for i, q in enumerate(queries):
@@ -76,12 +172,23 @@ def search_batch(
     if not queries:
         return []
     resolved = check_encoder(store, encoder, collection)
-    weights = getattr(encoder, "vector_weights", None)  # MoEE sum: cos hs + w * cos rw
-    if using == DEFAULT_VECTOR and isinstance(weights, dict) and len(weights) > 1:
+    chosen = resolve_mode(store, resolved, mode, DEFAULT_MODE)
+    if chosen == "dense" and _multi_vector(encoder) and using == DEFAULT_VECTOR:
         from indexer.fusion import fused_search_batch
 
         named = encoder.encode_queries_named(list(queries), instruction)  # type: ignore[attr-defined]
+        weights = encoder.vector_weights  # type: ignore[attr-defined]
         return fused_search_batch(store, resolved, named, weights, top_k=top_k, filter=filter)
-    vectors = np.asarray(encoder.encode_queries(list(queries), instruction), dtype=np.float32)
+    vectors = (
+        None
+        if chosen == "sparse"
+        else np.asarray(encoder.encode_queries(list(queries), instruction), dtype=np.float32)
+    )
+    if chosen == "dense" and using != DEFAULT_VECTOR:
+        assert vectors is not None
+        return store.search_batch(resolved, vectors, using=using, top_k=top_k, filter=filter)
     # search the resolved collection: a concurrent alias switch cannot mix two builds in a batch
-    return store.search_batch(resolved, vectors, using=using, top_k=top_k, filter=filter)
+    return search_prepared(
+        store, encoder, resolved, queries, vectors, mode=chosen, top_k=top_k, filter=filter,
+        fusion=fusion,
+    )  # fmt: skip

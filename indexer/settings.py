@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="`ember serve` bind address")
     api_port: int = Field(default=8000, ge=0, le=65535, description="`ember serve` port")
     api_default_collection: str = Field(default="default", description="searched when none given")
+    search_mode: Literal["dense", "sparse", "hybrid"] = Field(
+        default="hybrid",
+        description="search mode when a request names none (collections without BM25 vectors: "
+        "dense)",
+    )
     api_max_body_bytes: int = Field(default=1_000_000, ge=1, description="bigger bodies: 413")
     api_max_concurrent: int = Field(default=64, ge=1, description="more in flight: 429")
     api_max_inputs: int = Field(default=256, ge=1, description="max texts per /v1/embeddings call")

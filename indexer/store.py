@@ -33,10 +33,13 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from indexer.sparse import SPARSE_VECTOR, Fusion, SparseVector
 
 if TYPE_CHECKING:
     from indexer.settings import Settings
@@ -72,6 +75,9 @@ class Point:
     id: str
     vectors: dict[str, np.ndarray]  # vector name -> 1-D float32
     payload: dict[str, Any]
+    sparse: dict[str, SparseVector] = dataclass_field(
+        default_factory=dict
+    )  # name -> BM25 term weights
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class CollectionInfo:
     aliases: list[str]
     points: int
     vectors: dict[str, int]  # vector name -> dimension
+    sparse: tuple[str, ...] = ()  # sparse vector names (IDF modifier); () for old builds
 
 
 # ---- filters ----------------------------------------------------------------------------------
@@ -158,6 +165,27 @@ def check_vectors(vectors: Mapping[str, int]) -> dict[str, int]:
     return out
 
 
+def check_sparse(names: Sequence[str], vectors: Mapping[str, int]) -> tuple[str, ...]:
+    out = tuple(check_name(n, "sparse vector") for n in names)
+    clash = [n for n in out if n in vectors]
+    if clash or len(set(out)) != len(out):
+        raise ValueError(f"sparse vector {(clash or list(out))[0]!r}: name used twice")
+    return out
+
+
+def check_hybrid_args(
+    top_k: int, vectors: np.ndarray, queries: Sequence[SparseVector]
+) -> np.ndarray:
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"vectors must be 2-D, got shape {arr.shape}")
+    if len(arr) != len(queries):
+        raise ValueError(f"{len(arr)} dense vectors but {len(queries)} sparse queries")
+    return arr
+
+
 def check_payload_indexes(indexes: Mapping[str, str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for field, kind in (indexes or {}).items():
@@ -189,9 +217,14 @@ class Store(ABC):
 
     @abstractmethod
     def create_collection(
-        self, name: str, vectors: dict[str, int], payload_indexes: dict[str, str] | None = None
+        self,
+        name: str,
+        vectors: dict[str, int],
+        payload_indexes: dict[str, str] | None = None,
+        sparse: Sequence[str] = (),
     ) -> None:
-        """Create an empty collection with cosine named vectors; ``ValueError`` if it exists."""
+        """Create an empty collection with cosine named vectors and ``sparse`` sparse vectors
+        (Qdrant's IDF modifier: the engine scores them as BM25); ``ValueError`` if it exists."""
 
     @abstractmethod
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
@@ -225,6 +258,44 @@ class Store(ABC):
             self.search(collection_or_alias, v, using=using, top_k=top_k, filter=filter)
             for v in np.asarray(vectors)
         ]
+
+    @abstractmethod
+    def search_sparse_batch(
+        self,
+        collection_or_alias: str,
+        queries: Sequence[SparseVector],
+        *,
+        using: str = SPARSE_VECTOR,
+        top_k: int = 10,
+        filter: dict[str, Any] | None = None,
+    ) -> list[list[Hit]]:
+        """One result list per sparse query, scored by the engine (BM25 with the IDF modifier);
+        an empty query vector (only stopwords) finds nothing."""
+
+    @abstractmethod
+    def search_hybrid_batch(
+        self,
+        collection_or_alias: str,
+        vectors: np.ndarray,
+        queries: Sequence[SparseVector],
+        *,
+        using: str = DEFAULT_VECTOR,
+        sparse_using: str = SPARSE_VECTOR,
+        top_k: int = 10,
+        filter: dict[str, Any] | None = None,
+        fusion: Fusion | None = None,
+    ) -> list[list[Hit]]:
+        """One Query API call per query: a dense and a sparse prefetch (both filtered), fused
+        by the engine (RRF, DBSF or the weighted formula of :class:`~indexer.sparse.Fusion`).
+        A query whose sparse vector is empty is answered by the dense prefetch alone."""
+
+    @abstractmethod
+    def collection_meta(self, collection_or_alias: str) -> dict[str, Any]:
+        """The metadata stored with a collection (the fitted fusion, ...); {} if none."""
+
+    @abstractmethod
+    def update_collection_meta(self, collection_or_alias: str, meta: Mapping[str, Any]) -> None:
+        """Merge ``meta`` (JSON values) into the collection's metadata."""
 
     def retrieve_vectors(
         self, collection_or_alias: str, ids: Sequence[str], names: Sequence[str]
@@ -370,10 +441,15 @@ class QdrantClientStore(Store):
 
     # -- interface
     def create_collection(
-        self, name: str, vectors: dict[str, int], payload_indexes: dict[str, str] | None = None
+        self,
+        name: str,
+        vectors: dict[str, int],
+        payload_indexes: dict[str, str] | None = None,
+        sparse: Sequence[str] = (),
     ) -> None:
         check_name(name)
         vectors = check_vectors(vectors)
+        sparse = check_sparse(sparse, vectors)
         indexes = check_payload_indexes(payload_indexes)
         m = self._models()
         with self._lock:
@@ -385,6 +461,10 @@ class QdrantClientStore(Store):
                     v: m.VectorParams(size=d, distance=m.Distance.COSINE)
                     for v, d in vectors.items()
                 },
+                sparse_vectors_config={
+                    n: m.SparseVectorParams(modifier=m.Modifier.IDF) for n in sparse
+                }
+                or None,
             )
             if self.backend == "server":
                 for field, kind in indexes.items():
@@ -399,7 +479,14 @@ class QdrantClientStore(Store):
         structs = [
             m.PointStruct(
                 id=p.id,
-                vector={name: as_vector(v, name) for name, v in p.vectors.items()},
+                vector={
+                    **{name: as_vector(v, name) for name, v in p.vectors.items()},
+                    **{
+                        name: m.SparseVector(indices=list(v.indices), values=list(v.values))
+                        for name, v in p.sparse.items()
+                        if v
+                    },
+                },
                 payload=p.payload,
             )
             for p in points
@@ -455,19 +542,127 @@ class QdrantClientStore(Store):
             )
             for v in arr
         ]
+        return self._query(collection_or_alias, requests)
+
+    def _query(self, collection_or_alias: str, requests: Sequence[Any]) -> list[list[Hit]]:
+        """Run query requests (None: an empty query, no hits) in one batch call."""
         with self._lock:
             if not self._exists(collection_or_alias) and (
                 collection_or_alias not in self._aliases()
             ):
                 raise CollectionNotFoundError(collection_or_alias)
-            responses = self.client.query_batch_points(collection_or_alias, requests=requests)
+            live = [r for r in requests if r is not None]
+            responses = iter(
+                self.client.query_batch_points(collection_or_alias, requests=live) if live else []
+            )
         return [
-            [
+            []
+            if r is None
+            else [
                 Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
-                for p in r.points
+                for p in next(responses).points
             ]
-            for r in responses
+            for r in requests
         ]
+
+    def _sparse(self, vec: SparseVector) -> Any:
+        return self._models().SparseVector(indices=list(vec.indices), values=list(vec.values))
+
+    def search_sparse_batch(
+        self,
+        collection_or_alias: str,
+        queries: Sequence[SparseVector],
+        *,
+        using: str = SPARSE_VECTOR,
+        top_k: int = 10,
+        filter: dict[str, Any] | None = None,
+    ) -> list[list[Hit]]:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        m = self._models()
+        qfilter = self._filter(filter)
+        requests = [
+            m.QueryRequest(
+                query=self._sparse(q), using=using, limit=top_k, filter=qfilter, with_payload=True
+            )
+            if q
+            else None
+            for q in queries
+        ]
+        return self._query(collection_or_alias, requests)
+
+    def _fusion_query(self, fusion: Fusion) -> Any:
+        m = self._models()
+        if fusion.method == "rrf":
+            return m.RrfQuery(rrf=m.Rrf(k=fusion.k))
+        if fusion.method == "dbsf":
+            return m.FusionQuery(fusion=m.Fusion.DBSF)
+        w, c = fusion.weight, fusion.scale
+        squashed = m.DivExpression(
+            div=m.DivParams(left="$score[1]", right=m.SumExpression(sum=["$score[1]", c]))
+        )
+        return m.FormulaQuery(
+            formula=m.SumExpression(
+                sum=[
+                    m.MultExpression(mult=[w, "$score[0]"]),
+                    m.MultExpression(mult=[1.0 - w, squashed]),
+                ]
+            ),
+            defaults={"$score[0]": 0.0, "$score[1]": 0.0},
+        )
+
+    def search_hybrid_batch(
+        self,
+        collection_or_alias: str,
+        vectors: np.ndarray,
+        queries: Sequence[SparseVector],
+        *,
+        using: str = DEFAULT_VECTOR,
+        sparse_using: str = SPARSE_VECTOR,
+        top_k: int = 10,
+        filter: dict[str, Any] | None = None,
+        fusion: Fusion | None = None,
+    ) -> list[list[Hit]]:
+        arr = check_hybrid_args(top_k, vectors, queries)
+        fusion = fusion or Fusion()
+        m = self._models()
+        qfilter = self._filter(filter)
+        limit = max(fusion.prefetch, top_k)
+        requests = []
+        for v, q in zip(arr, queries, strict=True):
+            dense = as_vector(v, using)
+            if not q:  # nothing for BM25 to match: the dense list alone
+                requests.append(
+                    m.QueryRequest(
+                        query=dense, using=using, limit=top_k, filter=qfilter, with_payload=True
+                    )
+                )
+                continue
+            requests.append(
+                m.QueryRequest(
+                    prefetch=[
+                        m.Prefetch(query=dense, using=using, limit=limit, filter=qfilter),
+                        m.Prefetch(
+                            query=self._sparse(q), using=sparse_using, limit=limit, filter=qfilter
+                        ),
+                    ],
+                    query=self._fusion_query(fusion),
+                    limit=top_k,
+                    with_payload=True,
+                )
+            )
+        return self._query(collection_or_alias, requests)
+
+    def collection_meta(self, collection_or_alias: str) -> dict[str, Any]:
+        with self._lock:
+            name = self.resolve(collection_or_alias)
+            meta = self.client.get_collection(name).config.metadata
+            return dict(meta or {})
+
+    def update_collection_meta(self, collection_or_alias: str, meta: Mapping[str, Any]) -> None:
+        with self._lock:
+            name = self.resolve(collection_or_alias)
+            self.client.update_collection(name, metadata=dict(meta))
 
     def retrieve_vectors(
         self, collection_or_alias: str, ids: Sequence[str], names: Sequence[str]
@@ -534,12 +729,14 @@ class QdrantClientStore(Store):
                     vectors = {"": int(params.size)}
                 else:
                     vectors = {}
+                sparse = info.config.params.sparse_vectors or {}
                 out.append(
                     CollectionInfo(
                         name=c.name,
                         aliases=sorted(a for a, t in aliases.items() if t == c.name),
                         points=int(self.client.count(c.name, exact=True).count),
                         vectors=vectors,
+                        sparse=tuple(sorted(sparse)),
                     )
                 )
             return out

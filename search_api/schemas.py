@@ -72,6 +72,28 @@ def _field_names_schema(schema: dict[str, Any]) -> None:
             member["additionalProperties"] = value
 
 
+class FusionParams(BaseModel):
+    """Overrides of the collection's fusion for ``mode: hybrid`` (unset: the stored value)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    method: Literal["rrf", "dbsf", "weighted"] | None = Field(
+        None, description="rrf (reciprocal rank), dbsf (score distribution) or weighted"
+    )
+    k: Annotated[int, Field(ge=1, le=10_000), AcceptIntegralFloat] | None = Field(
+        None, description="rrf: the k in 1 / (k + rank)"
+    )
+    weight: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = Field(
+        None, description="weighted: share of the dense cosine (the rest: squashed BM25)"
+    )
+    scale: Annotated[float, Field(gt=0.0, le=1e6, allow_inf_nan=False)] | None = Field(
+        None, description="weighted: c in the BM25 squash s / (s + c)"
+    )
+    prefetch: Annotated[int, Field(ge=1, le=1000), AcceptIntegralFloat] | None = Field(
+        None, description="candidates per prefetch (dense and sparse)"
+    )
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -118,6 +140,14 @@ class SearchRequest(BaseModel):
     collection: Annotated[str, StringConstraints(pattern=COLLECTION_PATTERN)] | None = Field(
         None, description="collection or alias; default: the server's default collection"
     )
+    mode: Literal["dense", "sparse", "hybrid"] | None = Field(
+        None,
+        description=(
+            "dense (cosine), sparse (Qdrant BM25) or hybrid (both, fused by Qdrant); default: "
+            "the server's mode (EMBER_SEARCH_MODE), dense for collections without BM25 vectors"
+        ),
+    )
+    fusion: FusionParams | None = Field(None, description="hybrid: fusion overrides")
 
     @field_validator("task")
     @classmethod
@@ -152,6 +182,7 @@ class SearchResponse(BaseModel):
     collection: str = Field(description="the collection that answered (an alias is resolved)")
     task: str | None
     instruction: str | None = Field(description="the instruction prepended to the query")
+    mode: str = Field("dense", description="the search mode that answered")
     hits: list[SearchHit]
 
 
@@ -170,6 +201,9 @@ class CollectionOut(BaseModel):
     aliases: list[str]
     points: int
     vectors: dict[str, int]
+    sparse: list[str] = Field(
+        default_factory=list, description="sparse (BM25) vectors; empty: dense search only"
+    )
     encoder_fingerprint: str | None = Field(description="encoder that built it (versioned names)")
     searchable: bool = Field(description="built by the encoder this server runs")
 

@@ -84,6 +84,12 @@ def demo_subset(folder: Path, docs: int) -> tuple[list[dict[str, Any]], dict[str
     "this many (0 = all; all 500 take several minutes with smollm2 on 2 CPU cores).",
 )
 @click.option("--top-k", "-k", type=click.IntRange(min=1, max=50), default=5, show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(["dense", "sparse", "hybrid"]),
+    default=None,
+    help="Search mode [default: EMBER_SEARCH_MODE, hybrid: dense + Qdrant BM25, fused by Qdrant].",
+)
 @click.option("--reindex", is_flag=True, help="Rebuild even if the demo collection is current.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @encoder_option
@@ -92,6 +98,7 @@ def demo_command(
     corpus: Path | None,
     docs: int,
     top_k: int,
+    mode: str | None,
     reindex: bool,
     progress: bool,
     encoder_spec: str,
@@ -108,7 +115,7 @@ def demo_command(
     from encoders.instructions import instruction_for
     from indexer.pipeline import chunk_documents, index_corpus, parse_version
     from indexer.readers import read_corpus
-    from indexer.search import search_batch
+    from indexer.search import has_sparse, resolve_mode, search_batch
 
     folder = find_corpus(corpus)
     records, queries, qrels = demo_subset(folder, docs)
@@ -137,6 +144,7 @@ def demo_command(
             parsed is not None
             and parsed[1] == encoder.fingerprint
             and store.count(COLLECTION) == expected
+            and has_sparse(store, COLLECTION)  # built before BM25 vectors: rebuild
         )
         if current and not reindex:
             click.echo(f"index    reusing {served} ({expected} chunks; --reindex to rebuild)")
@@ -148,10 +156,12 @@ def demo_command(
                 f"{report.seconds:.1f}s ({rate:.1f} chunks/s) -> {report.collection}"
             )
         ids = list(queries)
+        chosen = resolve_mode(store, store.resolve(COLLECTION), mode, settings.search_mode)
+        click.echo(f"search   mode {chosen}")
         started = time.perf_counter()
         results = search_batch(
             store, encoder, COLLECTION, [queries[q] for q in ids],
-            instruction=instruction_for("scifact"), top_k=max(top_k, 10),
+            instruction=instruction_for("scifact"), top_k=max(top_k, 10), mode=chosen,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
     finally:

@@ -63,6 +63,49 @@ def _encoder_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _fusion_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--fusion",
+            type=click.Choice(["rrf", "dbsf", "weighted"]),
+            default="rrf",
+            show_default=True,
+            help="Hybrid fusion.",
+        ),
+        click.option("--fusion-k", type=click.IntRange(min=1), default=60, show_default=True),
+        click.option(
+            "--fusion-weight",
+            type=click.FloatRange(0.0, 1.0),
+            default=0.5,
+            show_default=True,
+            help="weighted: share of the dense cosine.",
+        ),
+        click.option(
+            "--fusion-scale",
+            type=click.FloatRange(min=0.0, min_open=True),
+            default=10.0,
+            show_default=True,
+            help="weighted: c in the BM25 squash s / (s + c).",
+        ),
+        click.option(
+            "--fusion-prefetch",
+            type=click.IntRange(min=1),
+            default=100,
+            show_default=True,
+            help="Candidates per prefetch.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _fusion(method: str, k: int, weight: float, scale: float, prefetch: int) -> Any:
+    from indexer.sparse import Fusion
+
+    return Fusion(method, k=k, weight=weight, scale=scale, prefetch=prefetch)  # type: ignore[arg-type]
+
+
 def _load_encoder(spec: str | None) -> Encoder:
     from encoders import load_encoder
 
@@ -123,12 +166,27 @@ def _guess_task(dataset: str) -> str:
     "(scifact, scifact-mini -> scifact), else web_search].",
 )
 @click.option("--bm25", is_flag=True, help="Evaluate the BM25 baseline instead of an encoder.")
+@click.option(
+    "--mode",
+    type=click.Choice(["dense", "sparse", "hybrid"]),
+    default="dense",
+    show_default=True,
+    help="dense: exact cosine; sparse: Qdrant's BM25 (no encoder); hybrid: both, fused by "
+    "Qdrant in one query (documents in a temporary embedded Qdrant collection).",
+)
+@_fusion_options
 @_encoder_options
 def beir_command(
     path: Path,
     split: str,
     task: str | None,
     bm25: bool,
+    mode: str,
+    fusion: str,
+    fusion_k: int,
+    fusion_weight: float,
+    fusion_scale: float,
+    fusion_prefetch: int,
     encoder_spec: str | None,
     instruction: str | None,
     no_instruction: bool,
@@ -149,9 +207,14 @@ def beir_command(
     """
     from indexer.evaluation import EvalDataError, load_beir
     from indexer.evaluation.beir import evaluate_bm25, evaluate_dense
+    from indexer.evaluation.hybrid import evaluate_hybrid, evaluate_sparse
 
-    if bm25 and (encoder_spec or instruction or no_instruction):
-        raise UserError("--bm25 takes no --encoder or instruction options")
+    if (bm25 or mode == "sparse") and (encoder_spec or instruction or no_instruction):
+        which = "--bm25" if bm25 else "--mode sparse"
+        raise UserError(f"{which} takes no --encoder or instruction options")
+    if bm25 and mode != "dense":
+        raise UserError("--bm25 is the bm25s reference; --mode sparse is Qdrant's BM25")
+    fusion_spec = _fusion(fusion, fusion_k, fusion_weight, fusion_scale, fusion_prefetch)
     try:
         dataset = load_beir(path, split)
     except EvalDataError as exc:
@@ -159,6 +222,25 @@ def beir_command(
     if bm25:
         result = evaluate_bm25(dataset)
         used = result.details["bm25"]
+    elif mode == "sparse":
+        result = evaluate_sparse(dataset)
+        used = f"Qdrant sparse: {result.details['bm25']}"
+    elif mode == "hybrid":
+        encoder = _load_encoder(encoder_spec)
+        task_name = task or _guess_task(dataset.name)
+        query_instruction = _instruction(encoder, task_name, instruction, no_instruction)
+        (result,) = evaluate_hybrid(
+            encoder,
+            dataset,
+            instruction=query_instruction,
+            fusions=[fusion_spec],
+            cache=_cache(cache_dir, no_cache),
+            show_progress=progress,
+        )
+        used = (
+            f"{encoder.config.name} [{encoder.fingerprint}] + Qdrant BM25, fusion "
+            f"{fusion_spec.as_dict()}, instruction: {query_instruction!r}"
+        )
     else:
         encoder = _load_encoder(encoder_spec)
         task_name = task or _guess_task(dataset.name)
@@ -182,6 +264,93 @@ def beir_command(
     if dataset.missing_docs:
         lines.append(f"warning: {dataset.missing_docs} judged documents are not in the corpus")
     _emit(result.as_dict(), lines, as_json, output)
+
+
+@eval_group.command("fit-fusion")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--split", default="train", show_default=True, help="qrels/<split>.tsv (never test).")
+@click.option("--task", default=None, help="Instruction task [default: from the folder name].")
+@click.option(
+    "--collection",
+    default=None,
+    help="Store the best fusion with this collection (or alias) of the configured store, "
+    "where /search and `ember search` read it.",
+)
+@click.option("--data-dir", default=None, help="Embedded store folder [default: EMBER_DATA_DIR].")
+@_encoder_options
+def fit_fusion_command(
+    path: Path,
+    split: str,
+    task: str | None,
+    collection: str | None,
+    data_dir: str | None,
+    encoder_spec: str | None,
+    instruction: str | None,
+    no_instruction: bool,
+    cache_dir: Path | None,
+    no_cache: bool,
+    as_json: bool,
+    output: Path | None,
+    progress: bool,
+) -> None:
+    """Fit the hybrid fusion on a training split: RRF (k=60), DBSF and weighted formulas
+    w * cos + (1 - w) * s / (s + c) over a grid of w and c, scored by nDCG@10 through Qdrant.
+
+    \b
+    Example:
+      ember eval fit-fusion ../shared/data/beir/scifact --split train --encoder minilm \\
+        --collection scifact
+    """
+    from indexer.evaluation import EvalDataError, load_beir
+    from indexer.evaluation.hybrid import fit_fusion
+    from indexer.sparse import FUSION_META_KEY
+
+    if split == "test":
+        raise UserError("--split: fit the fusion on a training split, never on test queries")
+    try:
+        dataset = load_beir(path, split)
+    except EvalDataError as exc:
+        raise UserError(str(exc)) from None
+    encoder = _load_encoder(encoder_spec)
+    query_instruction = _instruction(
+        encoder, task or _guess_task(dataset.name), instruction, no_instruction
+    )
+    fit = fit_fusion(
+        encoder,
+        dataset,
+        instruction=query_instruction,
+        cache=_cache(cache_dir, no_cache),
+        show_progress=progress,
+    )
+    by_method: dict[str, dict[str, Any]] = {}
+    for row in fit.table:
+        best = by_method.get(row["method"])
+        if best is None or row["ndcg@10"] > best["ndcg@10"]:
+            by_method[row["method"]] = row
+    lines = [f"{dataset.name} ({split}): {len(dataset.eval_query_ids)} queries"]
+    for method, row in by_method.items():
+        lines.append(f"best {method:<9} nDCG@10 {100 * row['ndcg@10']:.2f}  {row}")
+    lines.append(f"chosen: {fit.best.as_dict()}")
+    result = {
+        "dataset": dataset.name,
+        "split": split,
+        "encoder": encoder.config.name,
+        "fingerprint": encoder.fingerprint,
+        **fit.as_dict(),
+    }
+    if collection is not None:
+        from ember.commands.index import open_store_or_fail, settings_for
+        from indexer.store import CollectionNotFoundError
+
+        store = open_store_or_fail(settings_for(data_dir, None))
+        try:
+            store.update_collection_meta(collection, {FUSION_META_KEY: fit.best.as_dict()})
+        except CollectionNotFoundError:
+            raise UserError(f"--collection: {collection!r} not found") from None
+        finally:
+            store.close()
+        lines.append(f"stored with collection {collection!r}")
+    _emit(result, lines, as_json, output)
 
 
 @eval_group.command("sts")

@@ -283,6 +283,19 @@ def parse_filter_option(raw: str | None) -> dict[str, Any] | None:
     help='Payload filter as JSON: {"field": value}, {"field": [v1, v2]}, '
     '{"field": {"gte": 1, "lt": 5}}; keys are ANDed.',
 )
+@click.option(
+    "--mode",
+    type=click.Choice(["dense", "sparse", "hybrid"]),
+    default=None,
+    help="dense (cosine), sparse (Qdrant BM25) or hybrid (both, fused by Qdrant). "
+    "Default: EMBER_SEARCH_MODE (hybrid), dense for collections built without BM25 vectors.",
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(["rrf", "dbsf", "weighted"]),
+    default=None,
+    help="Hybrid fusion [default: the collection's fitted fusion, else rrf with k=60].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON lines.")
 @click.option("--list-tasks", is_flag=True, is_eager=True, help="List task names and exit.")
 @encoder_option
@@ -294,6 +307,8 @@ def search_command(
     instruction: str | None,
     top_k: int,
     filter_json: str | None,
+    mode: str | None,
+    fusion: str | None,
     as_json: bool,
     list_tasks: bool,
     encoder_spec: str,
@@ -311,7 +326,8 @@ def search_command(
       ember search "rust ownership" -c notes --filter '{"source": "rust.md"}' --json
     """
     from encoders.instructions import DEFAULT_TASK, TASKS, UnknownTaskError, instruction_for
-    from indexer.search import EncoderMismatchError, search
+    from indexer.search import EncoderMismatchError, resolve_mode, search
+    from indexer.sparse import SparseUnavailableError
     from indexer.store import CollectionNotFoundError
 
     if list_tasks:
@@ -338,14 +354,20 @@ def search_command(
             )
             hint = f"; known: {', '.join(known)}" if known else "; index one with `ember index`"
             raise UserError(f"--collection: {collection!r} not found{hint}") from None
+        try:
+            chosen = resolve_mode(store, store.resolve(collection), mode, settings.search_mode)
+        except SparseUnavailableError as exc:
+            raise UserError(f"--mode: {exc}") from None
         encoder = load_encoder_or_fail(encoder_spec)
         try:
             hits = search(
                 store, encoder, collection, query, instruction=instruction, top_k=top_k,
-                filter=filter_,
+                filter=filter_, mode=chosen, fusion={"method": fusion} if fusion else None,
             )  # fmt: skip
         except EncoderMismatchError as exc:
             raise UserError(f"--encoder: {exc}") from None
+        except ValueError as exc:  # e.g. hybrid on a MoEE sum collection
+            raise UserError(f"--mode: {exc}") from None
     finally:
         store.close()
     if as_json:

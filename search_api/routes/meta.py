@@ -74,6 +74,7 @@ async def collections(state: Annotated[ApiState, Depends(ready_state)]) -> Colle
                 aliases=list(info.aliases),
                 points=info.points,
                 vectors=dict(info.vectors),
+                sparse=list(info.sparse),
                 encoder_fingerprint=fingerprint,
                 searchable=fingerprint in (None, state.encoder.fingerprint)
                 and "dense" in info.vectors,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends
@@ -37,13 +37,16 @@ def resolve_instruction(req: SearchRequest) -> tuple[str | None, str | None]:
 async def search(
     req: SearchRequest, state: Annotated[ApiState, Depends(ready_state)]
 ) -> SearchResponse:
-    """Rank the collection's chunks by cosine similarity to the query.
+    """Rank the collection's chunks: dense (cosine similarity to the encoded query), sparse
+    (Qdrant's BM25) or hybrid (both in one Qdrant query, fused by RRF, DBSF or the collection's
+    fitted weighted formula).
 
     The task's instruction (or a custom one) is prepended to the query only; documents were
     encoded without instruction. Concurrent queries are encoded together (micro-batching).
+    A collection built without BM25 vectors answers 409 to ``sparse``/``hybrid``.
     """
-    from indexer.fusion import search_encoded
-    from indexer.search import EncoderMismatchError, check_encoder
+    from indexer.search import EncoderMismatchError, check_encoder, resolve_mode, search_prepared
+    from indexer.sparse import SparseUnavailableError
     from indexer.store import CollectionNotFoundError, parse_filter
 
     assert state.store is not None and state.encoder is not None and state.batcher is not None
@@ -64,7 +67,45 @@ async def search(
         ) from None
     except EncoderMismatchError as exc:
         raise ApiError(409, str(exc), ["body", "collection"]) from None
+    try:
+        mode = await run_in_threadpool(
+            resolve_mode, store, resolved, req.mode, state.settings.search_mode
+        )
+    except SparseUnavailableError as exc:
+        raise ApiError(409, str(exc), ["body", "mode"]) from None
+    except CollectionNotFoundError:  # deleted since the check
+        raise ApiError(
+            404, f"collection or alias {name!r} not found", ["body", "collection"]
+        ) from None
+    fusion = req.fusion.model_dump(exclude_none=True) if req.fusion else None
 
+    vector = None
+    if mode != "sparse":
+        vector = await _encode_query(state, req, instruction)
+    try:
+        batch = None if vector is None else vector[None, :]
+        (hits,) = await run_in_threadpool(
+            search_prepared, store, encoder, resolved, [req.query], batch, mode=mode,
+            top_k=req.top_k, filter=filter, fusion=fusion,
+        )  # fmt: skip
+    except CollectionNotFoundError:  # deleted between the check and the search
+        raise ApiError(
+            404, f"collection or alias {name!r} not found", ["body", "collection"]
+        ) from None
+    except ValueError as exc:  # the store refused the filter (or the collection's vectors)
+        loc = ["body", "filter" if filter else "mode" if mode == "hybrid" else "collection"]
+        raise ApiError(422, f"cannot search {name!r}: {exc}", loc) from None
+    return SearchResponse(
+        collection=resolved,
+        task=task,
+        instruction=instruction,
+        mode=mode,
+        hits=[SearchHit(id=h.id, score=h.score, payload=h.payload) for h in hits],
+    )
+
+
+async def _encode_query(state: ApiState, req: SearchRequest, instruction: str | None) -> Any:
+    assert state.encoder is not None and state.batcher is not None
     vectors = await state.batcher.encode([req.query], "query", instruction)
     vector = np.asarray(vectors[0], dtype=np.float32)
     if not np.isfinite(vector).all() or float(np.linalg.norm(vector)) < 1e-6:
@@ -72,23 +113,6 @@ async def search(
         raise field_error(
             ["body", "instruction" if instruction and req.instruction else "query"],
             "the query has no text left to encode after the instruction and truncation "
-            f"(query_max_length={encoder.config.query_max_length} tokens)",
+            f"(query_max_length={state.encoder.config.query_max_length} tokens)",
         )
-    try:
-        # one named vector, or (MoEE ``sum``) the exact fused search over hs + w * rw
-        (hits,) = await run_in_threadpool(
-            search_encoded, store, encoder, resolved, vector, top_k=req.top_k, filter=filter,
-        )  # fmt: skip
-    except CollectionNotFoundError:  # deleted between the check and the search
-        raise ApiError(
-            404, f"collection or alias {name!r} not found", ["body", "collection"]
-        ) from None
-    except ValueError as exc:  # the store refused the filter (or the collection's vectors)
-        loc = ["body", "filter" if filter else "collection"]
-        raise ApiError(422, f"cannot search {name!r}: {exc}", loc) from None
-    return SearchResponse(
-        collection=resolved,
-        task=task,
-        instruction=instruction,
-        hits=[SearchHit(id=h.id, score=h.score, payload=h.payload) for h in hits],
-    )
+    return vector

@@ -103,3 +103,67 @@ def test_echo_causal_is_at_chance(shared_data: Path, encoders_dir: dict[str, str
     code, out = run("eval", "echo", "--encoder", encoders_dir["bidirectional"])
     assert code == 0, out
     assert "prefix test:" in out and "ties 0" in out
+
+
+def test_beir_sparse_is_qdrant_bm25(tmp_path: Path) -> None:
+    root = write_beir(tmp_path / "toy", GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
+    code, out = run("eval", "beir", str(root), "--mode", "sparse", "--json")
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["system"] == "qdrant-bm25" and result["mode"] == "sparse"
+    assert result["mrr@10"] == 1.0  # q1 -> d1, q2 -> d2 (d9 is judged but not in the corpus)
+
+
+def test_beir_hybrid_and_fit_fusion(tmp_path: Path, encoders_dir: dict[str, str]) -> None:
+    root = write_beir(tmp_path / "toy", GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
+    (root / "qrels" / "train.tsv").write_text(GOOD_QRELS)
+    enc = ["--encoder", encoders_dir["bidirectional"], "--no-progress", "--no-cache"]
+    code, out = run(
+        "eval", "beir", str(root), "--mode", "hybrid", "--fusion", "dbsf", "--json", *enc
+    )
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["mode"] == "hybrid" and result["fusion"]["method"] == "dbsf"
+
+    code, out = run("eval", "fit-fusion", str(root), "--split", "test", *enc)
+    assert code == 1 and "never on test" in out
+    code, out = run("eval", "fit-fusion", str(root), "--json", *enc)
+    assert code == 0, out
+    fit = json.loads(out)
+    assert fit["split"] == "train" and len(fit["table"]) == 2 + 21 * 6
+    assert fit["ndcg@10"] == max(row["ndcg@10"] for row in fit["table"])
+    # BM25 alone finds both judged documents first: some weighted fusion reaches the maximum
+    assert fit["ndcg@10"] == pytest.approx(max(r["ndcg@10"] for r in fit["table"]))
+
+
+def test_fit_fusion_stores_the_fusion_with_a_collection(
+    tmp_path: Path, encoders_dir: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from encoders import load_encoder
+    from indexer.pipeline import index_corpus
+    from indexer.search import collection_fusion
+    from indexer.settings import Settings
+    from indexer.store import open_store
+
+    root = write_beir(tmp_path / "toy", GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
+    (root / "qrels" / "train.tsv").write_text(GOOD_QRELS)
+    settings = Settings(data_dir=tmp_path / "data", embedded_backend="edge")
+    store = open_store(settings)
+    try:
+        index_corpus(root / "corpus.jsonl", "toy", load_encoder(encoders_dir["bidirectional"]),
+                     store, progress=False)  # fmt: skip
+    finally:
+        store.close()
+    monkeypatch.setenv("EMBER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EMBER_EMBEDDED_BACKEND", "edge")
+    enc = ["--encoder", encoders_dir["bidirectional"], "--no-progress", "--no-cache"]
+    code, out = run("eval", "fit-fusion", str(root), "--collection", "toy", "--json", *enc)
+    assert code == 0, out
+    fit = json.loads(out)
+    store = open_store(settings)
+    try:
+        assert collection_fusion(store, "toy").as_dict() == fit["best"]
+    finally:
+        store.close()
+    code, out = run("eval", "fit-fusion", str(root), "--collection", "nope", *enc)
+    assert code == 1 and "'nope' not found" in out

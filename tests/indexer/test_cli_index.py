@@ -123,3 +123,36 @@ def test_demo_on_bundled_corpus(tiny_folder: Path, env: dict[str, str]) -> None:
     assert "test queries on this 20-document sample" in first.stdout
     again = run(args, env)
     assert "reusing scifact-demo__" in again.stdout
+
+
+def test_search_modes_and_old_collections(
+    tiny_folder: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    from encoders import load_encoder
+    from indexer.settings import Settings
+    from indexer.store import open_store
+
+    corpus = write_jsonl(tmp_path / "c.jsonl", corpus_records(12))
+    enc = ["--encoder", str(tiny_folder)]
+    res = run(["index", str(corpus), "-c", "docs", "--no-progress", *enc], env)
+    assert res.exit_code == 0, res.stderr
+    for mode in ("dense", "sparse", "hybrid"):
+        res = run(["search", "vitamin", "-c", "docs", "--mode", mode, "--json", "-k", "3", *enc],
+                  env)  # fmt: skip
+        assert res.exit_code == 0, res.stderr
+        assert len(res.stdout.splitlines()) == 3
+    res = run(["collections", "--json"], env)
+    assert json.loads(res.stdout)[0]["sparse"] == ["bm25"]
+
+    # a collection built before sparse vectors: dense by default, one line for sparse/hybrid
+    fp = load_encoder(str(tiny_folder)).fingerprint
+    store = open_store(Settings(data_dir=Path(env["EMBER_DATA_DIR"]), embedded_backend="edge"))
+    try:
+        store.create_collection(f"old__{fp}__v1", {"dense": 32})
+        store.switch_alias("old", f"old__{fp}__v1")
+    finally:
+        store.close()
+    res = run(["search", "vitamin", "-c", "old", *enc], env)
+    assert res.exit_code == 0, res.stderr
+    res = run(["search", "vitamin", "-c", "old", "--mode", "hybrid", *enc], env)
+    one_line_error(res, "--mode", "without BM25 sparse vectors", "reindex")

@@ -45,7 +45,11 @@ BATCH_WAIT_MS = 200.0
 
 
 def make_settings(tmp: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"data_dir": tmp, "api_keys": [], "api_batch_wait_ms": 5.0}
+    # dense by default: most API tests check cosine scores; the search modes (and the server's
+    # own default, hybrid) are tested explicitly in test_search_modes.py
+    values: dict[str, Any] = {
+        "data_dir": tmp, "api_keys": [], "api_batch_wait_ms": 5.0, "search_mode": "dense",
+    }  # fmt: skip
     values.update(overrides)
     return Settings(**values)
 

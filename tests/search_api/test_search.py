@@ -230,6 +230,7 @@ def test_collections(client: TestClient, encoder: Any) -> None:
     assert by_alias["default"]["points"] == len(DOCS)
     assert by_alias["small"]["points"] == 2
     assert by_alias["default"]["vectors"] == {"dense": encoder.dim}
+    assert by_alias["default"]["sparse"] == ["bm25"]
     assert by_alias["default"]["encoder_fingerprint"] == encoder.fingerprint
     assert by_alias["default"]["searchable"] is True
 

@@ -32,7 +32,7 @@ def test_page_is_served_with_its_controls(client: TestClient) -> None:
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     html = r.text
-    for testid in ("query", "task", "collection", "top-k", "submit", "results", "api-key"):
+    for testid in ("query", "task", "collection", "mode", "top-k", "submit", "results", "api-key"):
         assert f'data-testid="{testid}"' in html
     # the page reads the same routes the API serves, and writes text with textContent only
     for route in ('"/tasks"', '"/collections"', '"/search"', '"/health"'):
@@ -123,8 +123,28 @@ def test_search_in_headless_chromium(
     assert "'nope' not found" in page.text_content("#error")
     assert page.query_selector_all("li.hit") == []
 
-    # back to a good search, then a screenshot for people to look at
+    # the mode selector: each mode answers as the API does for it
     page.select_option("#collection", "default")
+    for mode in ("sparse", "dense", "hybrid"):
+        page.select_option("#mode", mode)
+        page.click("#submit")
+        page.wait_for_function(
+            f"document.getElementById('summary').textContent.includes('({mode},')",
+            timeout=30_000,
+        )
+        shown = [
+            float(s)
+            for s in page.eval_on_selector_all(".score", "els => els.map(e => e.textContent)")
+        ]
+        want = httpx.post(
+            server.url + "/search",
+            json={"query": "vitamin d infection", "task": "scifact", "top_k": 4, "mode": mode},
+            headers={"Authorization": "Bearer browser-key"},
+        ).json()
+        assert want["mode"] == mode
+        assert shown == pytest.approx([h["score"] for h in want["hits"]], abs=1e-4)
+
+    # back to a good search, then a screenshot for people to look at
     page.click("#submit")
     page.wait_for_selector("li.hit", timeout=30_000)
     shots = Path(os.environ.get("EMBER_SCREENSHOT_DIR", tmp_path))
