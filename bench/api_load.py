@@ -73,7 +73,7 @@ def build_index(data_dir: Path, encoder_spec: str, docs: int, chunk_tokens: int)
     from encoders import load_encoder
     from indexer.pipeline import index_corpus
     from indexer.settings import Settings
-    from indexer.store import open_store
+    from indexer.stores import open_store
 
     corpus = data_dir / "corpus.jsonl"
     rows = read_jsonl(SCIFACT_MINI / "corpus.jsonl", docs)

@@ -45,6 +45,21 @@ PRESETS: dict[str, EncoderConfig] = {
         query_max_length=256,
     ),
 }
+PACKAGED = Path(__file__).resolve().parent / "presets"
+
+
+def _packaged_presets() -> dict[str, EncoderConfig]:
+    """Trained encoders shipped inside the package (``encoders/presets/<name>/``: an fp16 LoRA
+    adapter over a bundled base model, written by ``bench/ship_adapter.py``)."""
+    out: dict[str, EncoderConfig] = {}
+    if PACKAGED.is_dir():
+        for folder in sorted(PACKAGED.iterdir()):
+            if (folder / CONFIG_FILE).is_file():
+                out[folder.name] = EncoderConfig.load(folder)
+    return out
+
+
+PRESETS.update(_packaged_presets())
 DEFAULT_ENCODER = "smollm2"
 
 

@@ -27,22 +27,21 @@ from typing import Any
 
 import numpy as np
 
-from indexer.sparse import SPARSE_VECTOR, Fusion, SparseVector
+from indexer.sparse import Fusion, SparseVector
 from indexer.store import (
-    DEFAULT_VECTOR,
+    CollectionExistsError,
     CollectionInfo,
     CollectionNotFoundError,
+    FilterFactory,
     Hit,
     Point,
     Store,
     StoreError,
     as_vector,
-    check_hybrid_args,
     check_name,
     check_payload_indexes,
     check_sparse,
     check_vectors,
-    parse_filter,
 )
 
 _SCHEMA = {
@@ -96,8 +95,26 @@ def _fusion_query(fusion: Fusion) -> Any:
     return e.Formula(formula, defaults={"$score[0]": 0.0, "$score[1]": 0.0})
 
 
+class _EdgeFilters(FilterFactory):
+    def match(self, field: str, value: str | int | bool) -> Any:
+        return _edge().FieldCondition(key=field, match=_match_value(value))
+
+    def match_any(self, field: str, values: list[str | int]) -> Any:
+        return _edge().FieldCondition(key=field, match=_edge().MatchAny(values))
+
+    def range(self, field: str, bounds: dict[str, float]) -> Any:
+        return _edge().FieldCondition(key=field, range=_edge().RangeFloat(**bounds))
+
+    def all_of(self, conditions: list[Any]) -> Any:
+        return _edge().Filter(must=conditions)
+
+    def any_of(self, conditions: list[Any]) -> Any:
+        return _edge().Filter(should=conditions)
+
+
 class EdgeStore(Store):
     backend = "edge"
+    filters = _EdgeFilters()
 
     def __init__(self, root: str | Path, *, hnsw_ef: int | None = DEFAULT_HNSW_EF) -> None:
         """``hnsw_ef``: candidates explored per HNSW search (recall vs latency; None = the
@@ -183,37 +200,6 @@ class EdgeStore(Store):
         with self._lock:
             return str(self._manifest["aliases"].get(collection_or_alias, collection_or_alias))
 
-    def _filter(self, filter: Mapping[str, Any] | None) -> Any:
-        conditions = parse_filter(filter)
-        if not conditions:
-            return None
-        e = _edge()
-        must: list[Any] = []
-        for c in conditions:
-            if c.kind == "range":
-                must.append(e.FieldCondition(key=c.field, range=e.RangeFloat(**c.value)))
-            elif c.kind == "any":
-                if any(isinstance(v, float) for v in c.value):
-                    should = [
-                        e.FieldCondition(key=c.field, range=e.RangeFloat(gte=v, lte=v))
-                        if isinstance(v, float)
-                        else e.FieldCondition(key=c.field, match=_match_value(v))
-                        for v in c.value
-                    ]
-                    must.append(e.Filter(should=should))
-                elif any(isinstance(v, bool) for v in c.value):  # MatchAny: str or int only
-                    should = [e.FieldCondition(key=c.field, match=_match_value(v)) for v in c.value]
-                    must.append(e.Filter(should=should))
-                else:
-                    must.append(e.FieldCondition(key=c.field, match=e.MatchAny(c.value)))
-            elif isinstance(c.value, float):
-                must.append(
-                    e.FieldCondition(key=c.field, range=e.RangeFloat(gte=c.value, lte=c.value))
-                )
-            else:
-                must.append(e.FieldCondition(key=c.field, match=_match_value(c.value)))
-        return e.Filter(must=must)
-
     # ---- interface ------------------------------------------------------------------------
     def create_collection(
         self,
@@ -230,7 +216,7 @@ class EdgeStore(Store):
         with self._lock:
             self._check_open()
             if name in self._manifest["collections"] or name in self._manifest["aliases"]:
-                raise ValueError(f"collection or alias {name!r} already exists")
+                raise CollectionExistsError(name)
             path = self.root / "shards" / name
             shutil.rmtree(path, ignore_errors=True)
             config = e.EdgeConfig(
@@ -285,147 +271,74 @@ class EdgeStore(Store):
     def count(self, collection: str) -> int:
         return int(self._shard(self._target(collection)).count(_edge().CountRequest(exact=True)))
 
-    def search(
-        self,
-        collection_or_alias: str,
-        vector: np.ndarray,
-        *,
-        using: str = DEFAULT_VECTOR,
-        top_k: int = 10,
-        filter: dict[str, Any] | None = None,
-    ) -> list[Hit]:
-        arr = np.asarray(vector)[None, :]
-        return self.search_batch(collection_or_alias, arr, using=using, top_k=top_k, filter=filter)[
-            0
-        ]
+    def _params(self, limit: int) -> Any:
+        return _edge().SearchParams(hnsw_ef=max(self.hnsw_ef, limit)) if self.hnsw_ef else None
 
-    def search_batch(
-        self,
-        collection_or_alias: str,
-        vectors: np.ndarray,
-        *,
-        using: str = DEFAULT_VECTOR,
-        top_k: int = 10,
-        filter: dict[str, Any] | None = None,
-    ) -> list[list[Hit]]:
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        arr = np.asarray(vectors, dtype=np.float32)
-        if arr.ndim != 2:
-            raise ValueError(f"vectors must be 2-D, got shape {arr.shape}")
+    def _dense_request(self, vector: list[float], using: str, limit: int, filter: Any) -> Any:
         e = _edge()
-        qfilter = self._filter(filter)
-        params = self._params(top_k)
-        requests = [
-            e.QueryRequest(
-                limit=top_k,
-                query=e.Query.Nearest(as_vector(v, using), using=using),
-                filter=qfilter,
-                with_payload=True,
-                params=params,
-            )
-            for v in arr
-        ]
-        return self._query(collection_or_alias, requests)
+        return e.QueryRequest(
+            limit=limit,
+            query=e.Query.Nearest(vector, using=using),
+            filter=filter,
+            with_payload=True,
+            params=self._params(limit),
+        )
 
-    def _query(self, collection_or_alias: str, requests: Sequence[Any]) -> list[list[Hit]]:
-        """Run query requests (None: an empty query, no hits) on the collection's shard."""
+    def _sparse_request(self, query: SparseVector, using: str, limit: int, filter: Any) -> Any:
+        e = _edge()
+        return e.QueryRequest(
+            limit=limit,
+            query=e.Query.Nearest(_sparse(query), using=using),
+            filter=filter,
+            with_payload=True,
+        )
+
+    def _hybrid_request(
+        self,
+        dense: list[float],
+        sparse: SparseVector,
+        *,
+        using: str,
+        sparse_using: str,
+        limit: int,
+        filter: Any,
+        fusion: Fusion,
+    ) -> Any:
+        e = _edge()
+        candidates = max(fusion.prefetch, limit)
+        return e.QueryRequest(
+            limit=limit,
+            prefetches=[
+                e.Prefetch(
+                    candidates,
+                    query=e.Query.Nearest(dense, using=using),
+                    filter=filter,
+                    params=self._params(candidates),
+                ),
+                e.Prefetch(
+                    candidates,
+                    query=e.Query.Nearest(_sparse(sparse), using=sparse_using),
+                    filter=filter,
+                ),
+            ],
+            query=_fusion_query(fusion),
+            with_payload=True,
+        )
+
+    def _run(self, collection_or_alias: str, requests: Sequence[Any]) -> list[list[Hit]]:
         e = _edge()
         shard = self._shard(self._target(collection_or_alias))
-        live = [r for r in requests if r is not None]
         try:
-            if not live:
-                results = []
-            elif len(live) == 1:
-                results = [shard.query(live[0])]
+            if len(requests) == 1:
+                results = [shard.query(requests[0])]
             else:
-                results = shard.query_batch(e.QueryBatchRequest(live))
-        except Exception as exc:
+                results = shard.query_batch(e.QueryBatchRequest(list(requests)))
+        except Exception as exc:  # qdrant-edge raises plain Exception for bad input
             raise ValueError(f"search in {collection_or_alias!r}: {exc}") from None
-        found = iter(results)
         return [
-            []
-            if r is None
-            else [
-                Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
-                for p in next(found)
-            ]
-            for r in requests
+            [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in res]
+            for res in results
         ]
-
-    def _params(self, top_k: int) -> Any:
-        return _edge().SearchParams(hnsw_ef=max(self.hnsw_ef, top_k)) if self.hnsw_ef else None
-
-    def search_sparse_batch(
-        self,
-        collection_or_alias: str,
-        queries: Sequence[SparseVector],
-        *,
-        using: str = SPARSE_VECTOR,
-        top_k: int = 10,
-        filter: dict[str, Any] | None = None,
-    ) -> list[list[Hit]]:
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        e = _edge()
-        qfilter = self._filter(filter)
-        requests = [
-            e.QueryRequest(
-                limit=top_k,
-                query=e.Query.Nearest(_sparse(q), using=using),
-                filter=qfilter,
-                with_payload=True,
-            )
-            if q
-            else None
-            for q in queries
-        ]
-        return self._query(collection_or_alias, requests)
-
-    def search_hybrid_batch(
-        self,
-        collection_or_alias: str,
-        vectors: np.ndarray,
-        queries: Sequence[SparseVector],
-        *,
-        using: str = DEFAULT_VECTOR,
-        sparse_using: str = SPARSE_VECTOR,
-        top_k: int = 10,
-        filter: dict[str, Any] | None = None,
-        fusion: Fusion | None = None,
-    ) -> list[list[Hit]]:
-        arr = check_hybrid_args(top_k, vectors, queries)
-        fusion = fusion or Fusion()
-        e = _edge()
-        qfilter = self._filter(filter)
-        limit = max(fusion.prefetch, top_k)
-        params = self._params(limit)
-        requests = []
-        for v, q in zip(arr, queries, strict=True):
-            dense = e.Query.Nearest(as_vector(v, using), using=using)
-            if not q:  # nothing for BM25 to match: the dense list alone
-                requests.append(
-                    e.QueryRequest(
-                        limit=top_k, query=dense, filter=qfilter, with_payload=True, params=params
-                    )
-                )
-                continue
-            requests.append(
-                e.QueryRequest(
-                    limit=top_k,
-                    prefetches=[
-                        e.Prefetch(limit, query=dense, filter=qfilter, params=params),
-                        e.Prefetch(
-                            limit,
-                            query=e.Query.Nearest(_sparse(q), using=sparse_using),
-                            filter=qfilter,
-                        ),
-                    ],
-                    query=_fusion_query(fusion),
-                    with_payload=True,
-                )
-            )
-        return self._query(collection_or_alias, requests)
 
     def collection_meta(self, collection_or_alias: str) -> dict[str, Any]:
         with self._lock:

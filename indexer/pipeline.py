@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from indexer.readers import Document, read_corpus
 from indexer.sparse import SPARSE_VECTOR, embed_documents
-from indexer.store import DEFAULT_VECTOR, Point, Store, check_name, check_payload_indexes
+from indexer.store import (
+    DEFAULT_VECTOR,
+    CollectionExistsError,
+    Point,
+    Store,
+    check_name,
+    check_payload_indexes,
+)
 
 if TYPE_CHECKING:
     from encoders import Encoder
@@ -197,9 +204,7 @@ def begin_build(
                 collection, vector_spec(encoder), indexes, sparse=(SPARSE_VECTOR,)
             )
             return collection
-        except ValueError as exc:  # lost a race with a concurrent begin_build: next number
-            if "already exists" not in str(exc):
-                raise
+        except CollectionExistsError:  # lost a race with a concurrent begin_build: next number
             n += 1
 
 

@@ -42,7 +42,7 @@ import numpy as np
 from indexer.sparse import SPARSE_VECTOR, Fusion, SparseVector
 
 if TYPE_CHECKING:
-    from indexer.settings import Settings
+    pass
 
 DEFAULT_VECTOR = "dense"
 RANGE_OPERATORS = ("gt", "gte", "lt", "lte")
@@ -61,6 +61,12 @@ class CollectionNotFoundError(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class CollectionExistsError(StoreError, ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"collection or alias {name!r} already exists")
+        self.name = name
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,51 @@ def parse_filter(filter: Mapping[str, Any] | None) -> list[Condition]:
     return conditions
 
 
+class FilterFactory(ABC):
+    """Builds one engine's filter objects; :func:`build_filter` decides which to build."""
+
+    @abstractmethod
+    def match(self, field: str, value: str | int | bool) -> Any: ...
+
+    @abstractmethod
+    def match_any(self, field: str, values: list[str | int]) -> Any: ...
+
+    @abstractmethod
+    def range(self, field: str, bounds: dict[str, float]) -> Any: ...
+
+    @abstractmethod
+    def all_of(self, conditions: list[Any]) -> Any: ...
+
+    @abstractmethod
+    def any_of(self, conditions: list[Any]) -> Any: ...
+
+
+def build_filter(conditions: Sequence[Condition], f: FilterFactory) -> Any:
+    """The engine filter of parsed ``conditions`` (None for none). Floats match as the exact
+    range [v, v] (engines match keywords and integers only); a list holding floats or booleans
+    becomes an OR of single conditions (``MatchAny`` takes strings or integers)."""
+    if not conditions:
+        return None
+
+    def one(field: str, value: Any) -> Any:
+        if isinstance(value, float):
+            return f.range(field, {"gte": value, "lte": value})
+        return f.match(field, value)
+
+    must = []
+    for c in conditions:
+        if c.kind == "range":
+            must.append(f.range(c.field, c.value))
+        elif c.kind == "any":
+            if any(isinstance(v, float | bool) for v in c.value):
+                must.append(f.any_of([one(c.field, v) for v in c.value]))
+            else:
+                must.append(f.match_any(c.field, c.value))
+        else:
+            must.append(one(c.field, c.value))
+    return f.all_of(must)
+
+
 def check_name(name: str, what: str = "collection") -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(
@@ -173,16 +224,12 @@ def check_sparse(names: Sequence[str], vectors: Mapping[str, int]) -> tuple[str,
     return out
 
 
-def check_hybrid_args(
-    top_k: int, vectors: np.ndarray, queries: Sequence[SparseVector]
-) -> np.ndarray:
+def check_search_args(top_k: int, vectors: np.ndarray) -> np.ndarray:
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     arr = np.asarray(vectors, dtype=np.float32)
     if arr.ndim != 2:
         raise ValueError(f"vectors must be 2-D, got shape {arr.shape}")
-    if len(arr) != len(queries):
-        raise ValueError(f"{len(arr)} dense vectors but {len(queries)} sparse queries")
     return arr
 
 
@@ -233,7 +280,47 @@ class Store(ABC):
     @abstractmethod
     def count(self, collection: str) -> int: ...
 
+    # ---- search: one implementation over small per-engine factories -----------------------
+    # A backend supplies the filter factory (:class:`FilterFactory`), three query-request
+    # factories and ``_run`` (a batch of requests -> hits); validation, filters, empty sparse
+    # queries and the hybrid fallback live here once.
+    filters: FilterFactory
+
     @abstractmethod
+    def _dense_request(self, vector: list[float], using: str, limit: int, filter: Any) -> Any:
+        """A nearest-neighbour request on the dense vector ``using``."""
+
+    @abstractmethod
+    def _sparse_request(self, query: SparseVector, using: str, limit: int, filter: Any) -> Any:
+        """A nearest-neighbour request on the sparse vector ``using`` (BM25 with IDF)."""
+
+    @abstractmethod
+    def _hybrid_request(
+        self,
+        dense: list[float],
+        sparse: SparseVector,
+        *,
+        using: str,
+        sparse_using: str,
+        limit: int,
+        filter: Any,
+        fusion: Fusion,
+    ) -> Any:
+        """One query: a dense and a sparse prefetch (both filtered), fused by the engine."""
+
+    @abstractmethod
+    def _run(self, collection_or_alias: str, requests: Sequence[Any]) -> list[list[Hit]]:
+        """Run query requests in one batch call, one hit list per request."""
+
+    def _run_some(self, collection_or_alias: str, requests: Sequence[Any]) -> list[list[Hit]]:
+        """:meth:`_run` where a request may be None (an empty query: no hits)."""
+        live = [r for r in requests if r is not None]
+        found = iter(self._run(collection_or_alias, live) if live else [])
+        return [[] if r is None else next(found) for r in requests]
+
+    def _filter(self, filter: Mapping[str, Any] | None) -> Any:
+        return build_filter(parse_filter(filter), self.filters)
+
     def search(
         self,
         collection_or_alias: str,
@@ -242,7 +329,11 @@ class Store(ABC):
         using: str = DEFAULT_VECTOR,
         top_k: int = 10,
         filter: dict[str, Any] | None = None,
-    ) -> list[Hit]: ...
+    ) -> list[Hit]:
+        arr = np.asarray(vector)[None, :]
+        return self.search_batch(collection_or_alias, arr, using=using, top_k=top_k, filter=filter)[
+            0
+        ]
 
     def search_batch(
         self,
@@ -253,13 +344,12 @@ class Store(ABC):
         top_k: int = 10,
         filter: dict[str, Any] | None = None,
     ) -> list[list[Hit]]:
-        """One result list per row of ``vectors`` (backends may plan the batch together)."""
-        return [
-            self.search(collection_or_alias, v, using=using, top_k=top_k, filter=filter)
-            for v in np.asarray(vectors)
-        ]
+        """One result list per row of ``vectors``, in one batch call."""
+        arr = check_search_args(top_k, vectors)
+        qfilter = self._filter(filter)
+        requests = [self._dense_request(as_vector(v, using), using, top_k, qfilter) for v in arr]
+        return self._run(collection_or_alias, requests)
 
-    @abstractmethod
     def search_sparse_batch(
         self,
         collection_or_alias: str,
@@ -271,8 +361,12 @@ class Store(ABC):
     ) -> list[list[Hit]]:
         """One result list per sparse query, scored by the engine (BM25 with the IDF modifier);
         an empty query vector (only stopwords) finds nothing."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        qfilter = self._filter(filter)
+        requests = [self._sparse_request(q, using, top_k, qfilter) if q else None for q in queries]
+        return self._run_some(collection_or_alias, requests)
 
-    @abstractmethod
     def search_hybrid_batch(
         self,
         collection_or_alias: str,
@@ -288,6 +382,29 @@ class Store(ABC):
         """One Query API call per query: a dense and a sparse prefetch (both filtered), fused
         by the engine (RRF, DBSF or the weighted formula of :class:`~indexer.sparse.Fusion`).
         A query whose sparse vector is empty is answered by the dense prefetch alone."""
+        arr = check_search_args(top_k, vectors)
+        if len(arr) != len(queries):
+            raise ValueError(f"{len(arr)} dense vectors but {len(queries)} sparse queries")
+        fusion = fusion or Fusion()
+        qfilter = self._filter(filter)
+        requests = []
+        for v, q in zip(arr, queries, strict=True):
+            dense = as_vector(v, using)
+            if not q:  # nothing for BM25 to match: the dense list alone
+                requests.append(self._dense_request(dense, using, top_k, qfilter))
+                continue
+            requests.append(
+                self._hybrid_request(
+                    dense,
+                    q,
+                    using=using,
+                    sparse_using=sparse_using,
+                    limit=top_k,
+                    filter=qfilter,
+                    fusion=fusion,
+                )
+            )
+        return self._run(collection_or_alias, requests)
 
     @abstractmethod
     def collection_meta(self, collection_or_alias: str) -> dict[str, Any]:
@@ -353,6 +470,28 @@ class Store(ABC):
 
 
 # ---- qdrant-client (local mode and server) ----------------------------------------------------
+class _ClientFilters(FilterFactory):
+    def __init__(self) -> None:
+        from qdrant_client import models
+
+        self.m = models
+
+    def match(self, field: str, value: str | int | bool) -> Any:
+        return self.m.FieldCondition(key=field, match=self.m.MatchValue(value=value))
+
+    def match_any(self, field: str, values: list[str | int]) -> Any:
+        return self.m.FieldCondition(key=field, match=self.m.MatchAny(any=values))  # type: ignore[arg-type]
+
+    def range(self, field: str, bounds: dict[str, float]) -> Any:
+        return self.m.FieldCondition(key=field, range=self.m.Range(**bounds))
+
+    def all_of(self, conditions: list[Any]) -> Any:
+        return self.m.Filter(must=conditions)
+
+    def any_of(self, conditions: list[Any]) -> Any:
+        return self.m.Filter(should=conditions)
+
+
 class QdrantClientStore(Store):
     """``qdrant-client`` in embedded local mode (``path``) or against a server (``url``).
 
@@ -374,6 +513,7 @@ class QdrantClientStore(Store):
         if (path is None) == (url is None):
             raise ValueError("give exactly one of path (embedded) or url (server)")
         self._lock = threading.RLock()
+        self.filters = _ClientFilters()
         if path is not None:
             self.backend = "local"
             self.location = str(path)
@@ -405,33 +545,6 @@ class QdrantClientStore(Store):
 
         return models
 
-    def _filter(self, filter: Mapping[str, Any] | None) -> Any:
-        conditions = parse_filter(filter)
-        if not conditions:
-            return None
-        m = self._models()
-        must = []
-        for c in conditions:
-            if c.kind == "range":
-                must.append(m.FieldCondition(key=c.field, range=m.Range(**c.value)))
-            elif c.kind == "any":
-                if any(isinstance(v, float) for v in c.value):
-                    # MatchAny takes keywords/integers only: OR of exact float ranges
-                    should = [
-                        m.FieldCondition(key=c.field, range=m.Range(gte=v, lte=v))
-                        if isinstance(v, float)
-                        else m.FieldCondition(key=c.field, match=m.MatchValue(value=v))
-                        for v in c.value
-                    ]
-                    must.append(m.Filter(should=should))
-                else:
-                    must.append(m.FieldCondition(key=c.field, match=m.MatchAny(any=c.value)))
-            elif isinstance(c.value, float):
-                must.append(m.FieldCondition(key=c.field, range=m.Range(gte=c.value, lte=c.value)))
-            else:
-                must.append(m.FieldCondition(key=c.field, match=m.MatchValue(value=c.value)))
-        return m.Filter(must=must)
-
     def _exists(self, name: str) -> bool:
         """True for a real collection (``collection_exists`` also answers True for an alias)."""
         return name in {c.name for c in self.client.get_collections().collections}
@@ -454,7 +567,7 @@ class QdrantClientStore(Store):
         m = self._models()
         with self._lock:
             if self._exists(name) or name in self._aliases():
-                raise ValueError(f"collection or alias {name!r} already exists")
+                raise CollectionExistsError(name)
             self.client.create_collection(
                 name,
                 vectors_config={
@@ -502,94 +615,60 @@ class QdrantClientStore(Store):
                 raise CollectionNotFoundError(collection)
             return int(self.client.count(collection, exact=True).count)
 
-    def search(
-        self,
-        collection_or_alias: str,
-        vector: np.ndarray,
-        *,
-        using: str = DEFAULT_VECTOR,
-        top_k: int = 10,
-        filter: dict[str, Any] | None = None,
-    ) -> list[Hit]:
-        return self.search_batch(
-            collection_or_alias, np.asarray(vector)[None, :], using=using, top_k=top_k,
-            filter=filter,
-        )[0]  # fmt: skip
-
-    def search_batch(
-        self,
-        collection_or_alias: str,
-        vectors: np.ndarray,
-        *,
-        using: str = DEFAULT_VECTOR,
-        top_k: int = 10,
-        filter: dict[str, Any] | None = None,
-    ) -> list[list[Hit]]:
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        arr = np.asarray(vectors, dtype=np.float32)
-        if arr.ndim != 2:
-            raise ValueError(f"vectors must be 2-D, got shape {arr.shape}")
-        qfilter = self._filter(filter)
+    def _dense_request(self, vector: list[float], using: str, limit: int, filter: Any) -> Any:
         m = self._models()
-        requests = [
-            m.QueryRequest(
-                query=as_vector(v, using),
-                using=using,
-                limit=top_k,
-                filter=qfilter,
-                with_payload=True,
-            )
-            for v in arr
-        ]
-        return self._query(collection_or_alias, requests)
+        return m.QueryRequest(
+            query=vector, using=using, limit=limit, filter=filter, with_payload=True
+        )
 
-    def _query(self, collection_or_alias: str, requests: Sequence[Any]) -> list[list[Hit]]:
-        """Run query requests (None: an empty query, no hits) in one batch call."""
+    def _sparse_request(self, query: SparseVector, using: str, limit: int, filter: Any) -> Any:
+        m = self._models()
+        return m.QueryRequest(
+            query=self._sparse(query), using=using, limit=limit, filter=filter, with_payload=True
+        )
+
+    def _hybrid_request(
+        self,
+        dense: list[float],
+        sparse: SparseVector,
+        *,
+        using: str,
+        sparse_using: str,
+        limit: int,
+        filter: Any,
+        fusion: Fusion,
+    ) -> Any:
+        m = self._models()
+        candidates = max(fusion.prefetch, limit)
+        return m.QueryRequest(
+            prefetch=[
+                m.Prefetch(query=dense, using=using, limit=candidates, filter=filter),
+                m.Prefetch(
+                    query=self._sparse(sparse), using=sparse_using, limit=candidates, filter=filter
+                ),
+            ],
+            query=self._fusion_query(fusion),
+            limit=limit,
+            with_payload=True,
+        )
+
+    def _run(self, collection_or_alias: str, requests: Sequence[Any]) -> list[list[Hit]]:
         with self._lock:
             if not self._exists(collection_or_alias) and (
                 collection_or_alias not in self._aliases()
             ):
                 raise CollectionNotFoundError(collection_or_alias)
-            live = [r for r in requests if r is not None]
-            responses = iter(
-                self.client.query_batch_points(collection_or_alias, requests=live) if live else []
-            )
+            responses = self.client.query_batch_points(collection_or_alias, requests=requests)
         return [
-            []
-            if r is None
-            else [
+            [
                 Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
-                for p in next(responses).points
+                for p in r.points
             ]
-            for r in requests
+            for r in responses
         ]
 
     def _sparse(self, vec: SparseVector) -> Any:
         return self._models().SparseVector(indices=list(vec.indices), values=list(vec.values))
-
-    def search_sparse_batch(
-        self,
-        collection_or_alias: str,
-        queries: Sequence[SparseVector],
-        *,
-        using: str = SPARSE_VECTOR,
-        top_k: int = 10,
-        filter: dict[str, Any] | None = None,
-    ) -> list[list[Hit]]:
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        m = self._models()
-        qfilter = self._filter(filter)
-        requests = [
-            m.QueryRequest(
-                query=self._sparse(q), using=using, limit=top_k, filter=qfilter, with_payload=True
-            )
-            if q
-            else None
-            for q in queries
-        ]
-        return self._query(collection_or_alias, requests)
 
     def _fusion_query(self, fusion: Fusion) -> Any:
         m = self._models()
@@ -610,48 +689,6 @@ class QdrantClientStore(Store):
             ),
             defaults={"$score[0]": 0.0, "$score[1]": 0.0},
         )
-
-    def search_hybrid_batch(
-        self,
-        collection_or_alias: str,
-        vectors: np.ndarray,
-        queries: Sequence[SparseVector],
-        *,
-        using: str = DEFAULT_VECTOR,
-        sparse_using: str = SPARSE_VECTOR,
-        top_k: int = 10,
-        filter: dict[str, Any] | None = None,
-        fusion: Fusion | None = None,
-    ) -> list[list[Hit]]:
-        arr = check_hybrid_args(top_k, vectors, queries)
-        fusion = fusion or Fusion()
-        m = self._models()
-        qfilter = self._filter(filter)
-        limit = max(fusion.prefetch, top_k)
-        requests = []
-        for v, q in zip(arr, queries, strict=True):
-            dense = as_vector(v, using)
-            if not q:  # nothing for BM25 to match: the dense list alone
-                requests.append(
-                    m.QueryRequest(
-                        query=dense, using=using, limit=top_k, filter=qfilter, with_payload=True
-                    )
-                )
-                continue
-            requests.append(
-                m.QueryRequest(
-                    prefetch=[
-                        m.Prefetch(query=dense, using=using, limit=limit, filter=qfilter),
-                        m.Prefetch(
-                            query=self._sparse(q), using=sparse_using, limit=limit, filter=qfilter
-                        ),
-                    ],
-                    query=self._fusion_query(fusion),
-                    limit=top_k,
-                    with_payload=True,
-                )
-            )
-        return self._query(collection_or_alias, requests)
 
     def collection_meta(self, collection_or_alias: str) -> dict[str, Any]:
         with self._lock:
@@ -753,45 +790,3 @@ class QdrantClientStore(Store):
             if not self.closed:
                 self.closed = True
                 self.client.close()
-
-
-def open_store(settings: Settings | None = None) -> Store:
-    """The configured store: a Qdrant server when ``qdrant_url`` is set, else the embedded
-    backend (``embedded_backend``: ``local`` = qdrant-client local mode under
-    ``data_dir/qdrant``, ``edge`` = qdrant-edge under ``data_dir/edge``)."""
-    if settings is None:
-        from indexer.settings import get_settings
-
-        settings = get_settings()
-    if settings.qdrant_url:
-        return QdrantClientStore(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
-    backend = settings.embedded_backend
-    if backend == "local":
-        return QdrantClientStore(path=Path(settings.data_dir) / "qdrant")
-    if backend == "edge":
-        from indexer.edge_store import EdgeStore
-
-        return EdgeStore(Path(settings.data_dir) / "edge", hnsw_ef=settings.edge_hnsw_ef)
-    raise ValueError(f"EMBER_EMBEDDED_BACKEND: unknown backend {backend!r} (use 'local' or 'edge')")
-
-
-_shared: dict[tuple[str, str], Store] = {}
-_shared_lock = threading.Lock()
-
-
-def shared_store(settings: Settings | None = None) -> Store:
-    """One store per process and location (embedded folders lock to one process: the API and
-    in-process jobs must share one instance). Closing it is the process owner's job."""
-    if settings is None:
-        from indexer.settings import get_settings
-
-        settings = get_settings()
-    if settings.qdrant_url:
-        key = ("server", settings.qdrant_url)
-    else:
-        key = (settings.embedded_backend, str(Path(settings.data_dir).resolve()))
-    with _shared_lock:
-        store = _shared.get(key)
-        if store is None or store.closed:
-            store = _shared[key] = open_store(settings)
-        return store

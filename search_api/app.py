@@ -132,7 +132,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owns_store = state.store is None
         if state.store is None:
-            from indexer.store import open_store
+            from indexer.stores import open_store
 
             state.store = await run_in_threadpool(open_store, settings)
         state.batcher = MicroBatcher(

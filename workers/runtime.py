@@ -100,7 +100,7 @@ def get_store() -> Store:
     with _lock:
         store = _stores.get(key)
         if store is None or getattr(store, "closed", False):
-            from indexer.store import shared_store
+            from indexer.stores import shared_store
 
             store = _stores[key] = shared_store(s)  # the process's one instance per location
             _owned.add(key)

@@ -34,7 +34,8 @@ def settings_for(data_dir: str | None, backend: str | None) -> Settings:
 
 
 def open_store_or_fail(settings: Settings) -> Store:
-    from indexer.store import StoreError, open_store
+    from indexer.store import StoreError
+    from indexer.stores import open_store
 
     try:
         return open_store(settings)

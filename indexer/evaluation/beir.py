@@ -56,6 +56,30 @@ def score_dense(
     return score_run(run_from_indices(dataset, qids, indices), dataset.qrels)
 
 
+def encode_dataset(
+    encoder: Encoder,
+    dataset: BeirDataset,
+    instruction: str | None,
+    cache: VectorCache | None = None,
+    show_progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Document vectors (instruction-free) and vectors of the judged queries (with
+    ``instruction``, at the query max length), through the vector cache."""
+    docs = encode_cached(
+        encoder, dataset.doc_texts, cache=cache, show_progress=show_progress, desc="documents"
+    )
+    queries = encode_cached(
+        encoder,
+        [dataset.queries[q] for q in dataset.eval_query_ids],
+        instruction=instruction,
+        max_length=encoder.config.query_max_length,
+        cache=cache,
+        show_progress=show_progress,
+        desc="queries",
+    )
+    return docs, queries
+
+
 def evaluate_dense(
     encoder: Encoder,
     dataset: BeirDataset,
@@ -66,19 +90,7 @@ def evaluate_dense(
 ) -> BeirResult:
     """Documents instruction-free (``encode_documents``), queries with ``instruction``
     (``encode_queries``, query max length)."""
-    qids = dataset.eval_query_ids
-    docs = encode_cached(
-        encoder, dataset.doc_texts, cache=cache, show_progress=show_progress, desc="documents"
-    )
-    queries = encode_cached(
-        encoder,
-        [dataset.queries[q] for q in qids],
-        instruction=instruction,
-        max_length=encoder.config.query_max_length,
-        cache=cache,
-        show_progress=show_progress,
-        desc="queries",
-    )
+    docs, queries = encode_dataset(encoder, dataset, instruction, cache, show_progress)
     return BeirResult(
         dataset=dataset.name,
         split=dataset.split,

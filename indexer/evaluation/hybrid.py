@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from indexer.evaluation.beir import TOP_K, BeirResult
-from indexer.evaluation.cache import VectorCache, encode_cached
+from indexer.evaluation.beir import TOP_K, BeirResult, encode_dataset
+from indexer.evaluation.cache import VectorCache
 from indexer.evaluation.data import BeirDataset
 from indexer.evaluation.metrics import RetrievalScores, score_run
 from indexer.sparse import SPARSE_VECTOR, Fusion, embed_documents, embed_queries
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from encoders import Encoder
 
 WEIGHTS = tuple(round(0.05 * i, 2) for i in range(21))
-SCALES = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+SCALES = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0)
 COLLECTION = "eval"
 
 
@@ -82,32 +82,6 @@ def _scores(
     return score_run(run, dataset.qrels)
 
 
-def _query_vectors(
-    encoder: Encoder,
-    dataset: BeirDataset,
-    instruction: str | None,
-    cache: VectorCache | None,
-    show_progress: bool,
-) -> np.ndarray:
-    return encode_cached(
-        encoder,
-        [dataset.queries[q] for q in dataset.eval_query_ids],
-        instruction=instruction,
-        max_length=encoder.config.query_max_length,
-        cache=cache,
-        show_progress=show_progress,
-        desc="queries",
-    )
-
-
-def _doc_vectors(
-    encoder: Encoder, dataset: BeirDataset, cache: VectorCache | None, show_progress: bool
-) -> np.ndarray:
-    return encode_cached(
-        encoder, dataset.doc_texts, cache=cache, show_progress=show_progress, desc="documents"
-    )
-
-
 def evaluate_sparse(dataset: BeirDataset) -> BeirResult:
     """BM25 as Qdrant scores it (qdrant-edge ``Bm25`` vectors, IDF modifier)."""
     qids = dataset.eval_query_ids
@@ -136,8 +110,7 @@ def evaluate_hybrid(
 ) -> list[BeirResult]:
     """One result per fusion, all on one Qdrant collection (vectors encoded once)."""
     qids = dataset.eval_query_ids
-    docs = _doc_vectors(encoder, dataset, cache, show_progress)
-    queries = _query_vectors(encoder, dataset, instruction, cache, show_progress)
+    docs, queries = encode_dataset(encoder, dataset, instruction, cache, show_progress)
     sparse = embed_queries([dataset.queries[q] for q in qids])
     out = []
     with qdrant_collection(dataset, docs) as store:

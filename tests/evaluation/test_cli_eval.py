@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from ember.cli import cli
 from encoders.config import EncoderConfig
 from encoders.testing import tiny_model_folder
+from indexer.evaluation.hybrid import SCALES, WEIGHTS
 from tests.evaluation.test_data import GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, write_beir
 
 
@@ -130,7 +131,7 @@ def test_beir_hybrid_and_fit_fusion(tmp_path: Path, encoders_dir: dict[str, str]
     code, out = run("eval", "fit-fusion", str(root), "--json", *enc)
     assert code == 0, out
     fit = json.loads(out)
-    assert fit["split"] == "train" and len(fit["table"]) == 2 + 21 * 6
+    assert fit["split"] == "train" and len(fit["table"]) == 2 + len(WEIGHTS) * len(SCALES)
     assert fit["ndcg@10"] == max(row["ndcg@10"] for row in fit["table"])
     # BM25 alone finds both judged documents first: some weighted fusion reaches the maximum
     assert fit["ndcg@10"] == pytest.approx(max(r["ndcg@10"] for r in fit["table"]))
@@ -143,7 +144,7 @@ def test_fit_fusion_stores_the_fusion_with_a_collection(
     from indexer.pipeline import index_corpus
     from indexer.search import collection_fusion
     from indexer.settings import Settings
-    from indexer.store import open_store
+    from indexer.stores import open_store
 
     root = write_beir(tmp_path / "toy", GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
     (root / "qrels" / "train.tsv").write_text(GOOD_QRELS)

@@ -130,7 +130,7 @@ def test_search_modes_and_old_collections(
 ) -> None:
     from encoders import load_encoder
     from indexer.settings import Settings
-    from indexer.store import open_store
+    from indexer.stores import open_store
 
     corpus = write_jsonl(tmp_path / "c.jsonl", corpus_records(12))
     enc = ["--encoder", str(tiny_folder)]

@@ -11,13 +11,14 @@ import pytest
 
 from indexer.settings import Settings
 from indexer.store import (
+    CollectionExistsError,
     CollectionNotFoundError,
     Point,
     Store,
     StoreError,
-    open_store,
     parse_filter,
 )
+from indexer.stores import open_store
 from tests.indexer.conftest import BOTH
 
 DIM = 8
@@ -148,7 +149,7 @@ def test_delete_collection_drops_its_aliases(store: Store) -> None:
 def test_create_rejects_duplicates_and_bad_input(store: Store) -> None:
     fill(store, "v1", n=2)
     store.switch_alias("docs", "v1")
-    with pytest.raises(ValueError, match="already exists"):
+    with pytest.raises(CollectionExistsError, match="already exists"):
         store.create_collection("v1", {"dense": DIM})
     with pytest.raises(ValueError, match="already exists"):
         store.create_collection("docs", {"dense": DIM})

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from indexer.settings import Settings
-from indexer.store import QdrantClientStore, open_store, shared_store
+from indexer.store import QdrantClientStore
+from indexer.stores import open_store, shared_store
 
 
 def test_shared_store_is_one_instance_per_location(tmp_path: Path) -> None:

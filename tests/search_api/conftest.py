@@ -21,7 +21,8 @@ from fastapi.testclient import TestClient
 from encoders.testing import tiny_encoder
 from indexer.pipeline import index_corpus
 from indexer.settings import Settings
-from indexer.store import Store, open_store
+from indexer.store import Store
+from indexer.stores import open_store
 from search_api.app import create_app
 
 DOCS: list[dict[str, Any]] = [

@@ -18,7 +18,7 @@ from encoders.moee import MoeeEncoder, sum_similarity
 from encoders.testing import tiny_model_folder
 from indexer.pipeline import index_corpus
 from indexer.search import search_batch
-from indexer.store import open_store
+from indexer.stores import open_store
 from search_api.app import create_app
 from tests.search_api.conftest import make_settings, wait_ready
 

@@ -9,7 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from encoders.instructions import DEFAULT_TASK, TASKS
-from indexer.store import Store, open_store
+from indexer.store import Store
+from indexer.stores import open_store
 from tests.search_api.conftest import DOCS, ClientFactory, make_settings
 
 BY_ID = {d["id"]: d for d in DOCS}

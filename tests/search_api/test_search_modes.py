@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 
 from indexer.pipeline import index_corpus
 from indexer.sparse import FUSION_META_KEY, Fusion, embed_queries
-from indexer.store import Point, Store, open_store
+from indexer.store import Point, Store
+from indexer.stores import open_store
 from tests.search_api.conftest import ClientFactory, make_settings
 
 

@@ -21,14 +21,14 @@ from encoders import load_encoder
 from encoders.testing import tiny_model_folder
 from indexer.pipeline import index_corpus
 from indexer.settings import Settings
-from indexer.store import open_store
+from indexer.stores import open_store
 
 EMBER = [sys.executable, "-m", "ember"]
 # another process that opens the default embedded store in a folder and holds it until stdin ends
 LOCK_HOLDER = """
 import sys
 from indexer.settings import Settings
-from indexer.store import open_store
+from indexer.stores import open_store
 store = open_store(Settings(data_dir=sys.argv[1]))
 print("locked", flush=True)
 sys.stdin.read()

@@ -50,7 +50,7 @@ def client_settings(tmp: Path, broker_url: str | None, **overrides: Any) -> Sett
 def store_contents(data_dir: Path, alias: str) -> tuple[str | None, int, set[str], list[str]]:
     """(collection behind ``alias``, its point count, its point ids, every collection name) of
     the embedded store in ``data_dir``; open it only once its owner process has exited."""
-    from indexer.store import open_store
+    from indexer.stores import open_store
 
     store = open_store(Settings(data_dir=data_dir, qdrant_url=None))
     try:
