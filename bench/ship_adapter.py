@@ -168,6 +168,26 @@ def main() -> int:
             min_cos_queries=float(cos_q.min()),
             mean_cos_queries=float(cos_q.mean()),
         )
+    # a regression anchor for tests/encoders/test_packaged_presets.py: three texts and the
+    # vectors the shipped folder gives them (fp32, this script's torch)
+    ship = Encoder.load(args.out)
+    anchor_docs = ["Aspirin lowers the risk of a first heart attack.", "Cats sleep a lot."]
+    anchor_query = "Does vitamin D prevent infections?"
+    from indexer.evaluation import default_instruction as instruction_for_task
+
+    anchor_instruction = instruction_for_task(ship, "scifact")
+    anchor = {
+        "fingerprint": ship.fingerprint,
+        "documents": anchor_docs,
+        "query": anchor_query,
+        "instruction": anchor_instruction,
+        "document_vectors": ship.encode(anchor_docs).round(6).tolist(),
+        "query_vector": ship.encode_queries([anchor_query], anchor_instruction)[0]
+        .round(6)
+        .tolist(),
+    }
+    (args.out / "reference_vectors.json").write_text(json.dumps(anchor) + "\n")
+    report["fingerprint"] = ship.fingerprint
     (args.out / "ship_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
