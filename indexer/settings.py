@@ -65,7 +65,14 @@ class Settings(BaseSettings):
         default_factory=list, description="modules whose TRAINERS dict adds training jobs"
     )
     job_input_dir: Path | None = Field(
-        default=None, description="POST /jobs/index reads corpus paths only inside this folder"
+        default=None,
+        description="jobs read paths (corpora, training data, input encoders) only inside this "
+        "folder; unset = input paths are refused",
+    )
+    job_output_dir: Path | None = Field(
+        default=None,
+        description="training jobs write their output folders only inside this folder; unset = "
+        "<data_dir>/jobs-out",
     )
     worker_device: str = Field(
         default="auto", description="torch device of worker encoders: auto, cpu, cuda, cuda:N"

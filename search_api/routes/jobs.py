@@ -8,13 +8,14 @@ With a broker the job runs on the workers and the API returns at once (202). Emb
 the job runs in this process on one background thread, on the API's own encoder and store: an
 embedded store is locked to one process, so the API process is where its jobs must run.
 
-Corpus paths are read by whoever runs the job (a worker, or this process), so the API accepts only
-paths inside ``EMBER_JOB_INPUT_DIR`` (unset: path jobs are refused; inline documents always work).
+Job paths are opened by whoever runs the job (a worker, or this process), so the API accepts
+only paths inside the job roots (:mod:`workers.paths`): corpus paths and training inputs inside
+``EMBER_JOB_INPUT_DIR`` (unset: refused; inline documents always work), training outputs inside
+``EMBER_JOB_OUTPUT_DIR``. The workers check them again.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from search_api.errors import ApiError, field_error
 from search_api.routes import AUTH, LIMITS, error_responses
 from search_api.state import ApiState, get_state
+from workers.paths import JobPathError, confine_input, confine_train_params
 
 router = APIRouter(tags=["jobs"])
 
@@ -145,19 +147,15 @@ def _embedded_resources(state: ApiState) -> dict[str, Any]:
     return {"store": state.store, "encoder": state.encoder}
 
 
+def _path_error(exc: JobPathError) -> ApiError:
+    return field_error(["body", *exc.loc], exc.reason)
+
+
 def _input_path(state: ApiState, raw: str) -> str:
-    root = state.settings.job_input_dir
-    if root is None:
-        raise field_error(
-            ["body", "path"], "corpus paths are disabled on this server (EMBER_JOB_INPUT_DIR)"
-        )
-    base = Path(root).resolve()
-    target = (base / raw).resolve()
-    if target != base and base not in target.parents:
-        raise field_error(["body", "path"], "path must be inside EMBER_JOB_INPUT_DIR")
-    if not target.exists():
-        raise field_error(["body", "path"], f"no such file or folder: {raw}")
-    return str(target)
+    try:
+        return confine_input(state.settings, raw, ("path",))
+    except JobPathError as exc:
+        raise _path_error(exc) from None
 
 
 def _only_query(*allowed: str) -> Any:
@@ -227,7 +225,11 @@ def create_train_job(
     list of available trainers."""
     from workers.client import submit_train
 
-    job = submit_train(state.settings, body.trainer, body.params)
+    try:
+        params = confine_train_params(state.settings, body.params)
+    except JobPathError as exc:
+        raise _path_error(exc) from None
+    job = submit_train(state.settings, body.trainer, params)
     return _accepted(job, response)
 
 
