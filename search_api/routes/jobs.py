@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from search_api.errors import ApiError, field_error
 from search_api.routes import AUTH, LIMITS, error_responses
+from search_api.schemas import Text, ValidUnicode
 from search_api.state import ApiState, get_state
 from workers.paths import JobPathError, confine_input, confine_train_params
 
@@ -48,7 +49,7 @@ class IndexJobRequest(BaseModel):
     )
     # Not nullable in the schema: the default None only means "absent" (exactly one of documents
     # or path is required). A `| None` union would locate errors at "documents.list[...]".
-    documents: list[dict[str, Any]] = Field(
+    documents: Annotated[list[dict[str, Any]], ValidUnicode] = Field(
         default=None,  # type: ignore[arg-type]
         description="inline corpus records: id, text, optional title, source, metadata",
         min_length=1,
@@ -84,8 +85,12 @@ class IndexJobRequest(BaseModel):
 class TrainJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    trainer: str = Field(min_length=1, max_length=200, description="a registered trainer name")
-    params: dict[str, Any] = Field(default_factory=dict, description="passed to the trainer")
+    trainer: Text = Field(min_length=1, max_length=200, description="a registered trainer name")
+    params: Annotated[dict[str, Any], ValidUnicode] = Field(
+        default_factory=dict,
+        description="passed to the trainer; paths (data, corpus_pairs, scored_pairs, from when "
+        "not a preset) inside EMBER_JOB_INPUT_DIR, out inside EMBER_JOB_OUTPUT_DIR",
+    )
 
 
 class JobProgress(BaseModel):

@@ -106,7 +106,10 @@ def test_job_requests_are_validated(tmp_path: Path, encoder: Any, store: QdrantC
         wait_ready(client)
 
         def error(body: dict[str, Any]) -> tuple[int, list[str]]:
-            r = client.post("/jobs/index", json=body)
+            raw = json.dumps(body)  # ASCII: lone surrogates travel as JSON escapes
+            r = client.post(
+                "/jobs/index", content=raw, headers={"content-type": "application/json"}
+            )
             detail = r.json()["detail"]
             locs = (
                 [".".join(map(str, d["loc"])) for d in detail] if isinstance(detail, list) else []
@@ -119,6 +122,13 @@ def test_job_requests_are_validated(tmp_path: Path, encoder: Any, store: QdrantC
         assert error({"collection": "docs", "documents": []}) == (422, ["body.documents"])
         assert error({"collection": "docs", "path": "../secret.jsonl"}) == (422, ["body.path"])
         assert error({"collection": "docs", "path": "missing.jsonl"}) == (422, ["body.path"])
+        # NUL (once a 500): refused before the file system sees it
+        assert error({"collection": "docs", "path": "tiny.jsonl\u0000.txt"}) == (
+            422, ["body.path"],
+        )  # fmt: skip
+        assert error({"collection": "docs", "path": "tiny\ud800.jsonl"}) == (422, ["body.path"])
+        docs = [{"id": "a", "text": "\ud800"}]
+        assert error({"collection": "docs", "documents": docs}) == (422, ["body.documents"])
         assert error({"collection": "docs", "documents": [{}], "batch_docs": 0}) == (
             422, ["body.batch_docs"],
         )  # fmt: skip
