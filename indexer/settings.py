@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     )
     api_max_body_bytes: int = Field(default=1_000_000, ge=1, description="bigger bodies: 413")
     api_max_concurrent: int = Field(default=64, ge=1, description="more in flight: 429")
+    api_body_timeout_s: float = Field(
+        default=10.0, gt=0, description="s to receive a whole request body; slower: 408"
+    )
     api_max_inputs: int = Field(default=256, ge=1, description="max texts per /v1/embeddings call")
     api_micro_batching: bool = Field(default=True, description="batch concurrent encodes together")
     api_batch_wait_ms: float = Field(default=5.0, ge=0, description="micro-batch fill wait")
