@@ -77,9 +77,27 @@ class Settings(BaseSettings):
         description="training jobs write their output folders only inside this folder; unset = "
         "<data_dir>/jobs-out",
     )
+    max_doc_chars: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="corpus documents longer than this (title + text, in characters) are bad "
+        "records (fail or skip, as any other)",
+    )
     worker_device: str = Field(
         default="auto", description="torch device of worker encoders: auto, cpu, cuda, cuda:N"
     )
+
+
+def broker_without_qdrant(settings: Settings) -> str | None:
+    """The warning for a broker with an embedded store: each worker would write its own
+    folder, which the API never reads (deploy/README.md); None when the setup is consistent."""
+    if settings.broker_url and not settings.qdrant_url:
+        return (
+            "EMBER_BROKER_URL is set without EMBER_QDRANT_URL: workers in other processes write "
+            "to their own embedded stores, which this process never sees; set EMBER_QDRANT_URL "
+            "to a Qdrant server shared by the API and the workers"
+        )
+    return None
 
 
 @lru_cache(maxsize=1)

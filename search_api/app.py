@@ -24,6 +24,7 @@ import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from indexer.settings import broker_without_qdrant
 from search_api.batcher import EncodeFn, MicroBatcher, Mode
 from search_api.errors import install_error_handlers
 from search_api.limits import LimitsMiddleware
@@ -136,6 +137,9 @@ def create_app(
         from indexer.settings import get_settings
 
         settings = get_settings()
+    warning = broker_without_qdrant(settings)
+    if warning is not None:
+        log.warning(warning)
     metrics = Metrics()
     state = ApiState(settings=settings, metrics=metrics, encoder=encoder, store=store)
 

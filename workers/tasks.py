@@ -96,12 +96,14 @@ def document_record(doc: Document) -> dict[str, Any]:
 def to_document(record: Any, number: int) -> Document:
     """Validate one record with the corpus reader's rules; ``number`` is its 1-based position
     in the job's input."""
-    from indexer.readers import BadRecordError
+    from indexer.readers import BadRecordError, check_size
     from indexer.readers import _make_document as make_document
 
     if not isinstance(record, dict):
         raise BatchRejectedError(f"record {number}: expected a JSON object")
     doc = make_document(record, Path("input"), number, "")
+    if not isinstance(doc, BadRecordError):
+        doc = check_size(doc, "input", number, runtime.settings().max_doc_chars)
     if isinstance(doc, BadRecordError):
         raise BatchRejectedError(f"record {number}: {doc.message}")
     return doc
