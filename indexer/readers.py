@@ -3,7 +3,9 @@
 Every record becomes a :class:`Document`. A bad record (invalid JSON, missing id or text, a
 duplicate id, a file that is not UTF-8...) is a :class:`BadRecordError` naming ``file:line``. With
 ``on_error="fail"`` the first one is raised; with ``on_error="skip"`` each is reported on stderr,
-kept in ``reader.errors`` and skipped - never silently dropped.
+kept in ``reader.errors`` and skipped - never silently dropped. A document longer than
+``EMBER_MAX_DOC_CHARS`` (title + text) is a bad record too: one huge document would otherwise
+become thousands of chunks.
 
 Formats (``fmt="auto"`` picks by path):
 
@@ -24,7 +26,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 FORMATS = ("auto", "jsonl", "beir", "csv", "dir")
 ON_ERROR = ("fail", "skip")
@@ -60,6 +62,7 @@ class CorpusReader(Iterator[Document]):
         fmt: str = "auto",
         on_error: str = "fail",
         report: Callable[[str], None] | None = None,
+        max_doc_chars: int | Literal["settings"] | None = "settings",
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
@@ -68,6 +71,7 @@ class CorpusReader(Iterator[Document]):
         if self.fmt not in FORMATS:
             raise ValueError(f"unknown corpus format {fmt!r} (use one of {', '.join(FORMATS)})")
         self.on_error = on_error
+        self.max_doc_chars = doc_chars_limit() if max_doc_chars == "settings" else max_doc_chars
         self.errors: list[BadRecordError] = []
         self._report = report or (lambda msg: print(msg, file=sys.stderr))
         self._seen: set[str] = set()
@@ -81,6 +85,8 @@ class CorpusReader(Iterator[Document]):
         for file, line, item in readers[self.fmt](self.path):
             if isinstance(item, Document) and item.id in self._seen:
                 item = BadRecordError(file, line, f"duplicate document id {item.id!r}")
+            elif isinstance(item, Document):
+                item = check_size(item, file, line, self.max_doc_chars)
             if isinstance(item, BadRecordError):
                 if self.on_error == "fail":
                     raise item
@@ -89,6 +95,25 @@ class CorpusReader(Iterator[Document]):
                 continue
             self._seen.add(item.id)
             yield item
+
+
+def doc_chars_limit() -> int | None:
+    """``EMBER_MAX_DOC_CHARS`` (read now, not cached: the CLI and tests set it per run)."""
+    from indexer.settings import Settings
+
+    return Settings().max_doc_chars
+
+
+def check_size(
+    doc: Document, file: str | Path, line: int, max_chars: int | None
+) -> Document | BadRecordError:
+    size = len(doc.title) + len(doc.text)
+    if max_chars is not None and size > max_chars:
+        return BadRecordError(
+            file, line, f"document {doc.id!r}: {size} characters, more than the limit of "
+            f"{max_chars} (EMBER_MAX_DOC_CHARS)",
+        )  # fmt: skip
+    return doc
 
 
 def read_corpus(path: str | Path, fmt: str = "auto", on_error: str = "fail") -> CorpusReader:

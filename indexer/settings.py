@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     )
     api_max_body_bytes: int = Field(default=1_000_000, ge=1, description="bigger bodies: 413")
     api_max_concurrent: int = Field(default=64, ge=1, description="more in flight: 429")
+    api_body_timeout_s: float = Field(
+        default=10.0, gt=0, description="s to receive a whole request body; slower: 408"
+    )
     api_max_inputs: int = Field(default=256, ge=1, description="max texts per /v1/embeddings call")
     api_micro_batching: bool = Field(default=True, description="batch concurrent encodes together")
     api_batch_wait_ms: float = Field(default=5.0, ge=0, description="micro-batch fill wait")
@@ -65,11 +68,36 @@ class Settings(BaseSettings):
         default_factory=list, description="modules whose TRAINERS dict adds training jobs"
     )
     job_input_dir: Path | None = Field(
-        default=None, description="POST /jobs/index reads corpus paths only inside this folder"
+        default=None,
+        description="jobs read paths (corpora, training data, input encoders) only inside this "
+        "folder; unset = input paths are refused",
+    )
+    job_output_dir: Path | None = Field(
+        default=None,
+        description="training jobs write their output folders only inside this folder; unset = "
+        "<data_dir>/jobs-out",
+    )
+    max_doc_chars: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="corpus documents longer than this (title + text, in characters) are bad "
+        "records (fail or skip, as any other)",
     )
     worker_device: str = Field(
         default="auto", description="torch device of worker encoders: auto, cpu, cuda, cuda:N"
     )
+
+
+def broker_without_qdrant(settings: Settings) -> str | None:
+    """The warning for a broker with an embedded store: each worker would write its own
+    folder, which the API never reads (deploy/README.md); None when the setup is consistent."""
+    if settings.broker_url and not settings.qdrant_url:
+        return (
+            "EMBER_BROKER_URL is set without EMBER_QDRANT_URL: workers in other processes write "
+            "to their own embedded stores, which this process never sees; set EMBER_QDRANT_URL "
+            "to a Qdrant server shared by the API and the workers"
+        )
+    return None
 
 
 @lru_cache(maxsize=1)

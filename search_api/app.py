@@ -24,6 +24,7 @@ import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from indexer.settings import broker_without_qdrant
 from search_api.batcher import EncodeFn, MicroBatcher, Mode
 from search_api.errors import install_error_handlers
 from search_api.limits import LimitsMiddleware
@@ -113,6 +114,17 @@ def _install_openapi(app: FastAPI, state: ApiState) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _behind_keys(route: Any) -> bool:
+    """Whether ``route`` (of a router) depends on :func:`require_api_key`."""
+    stack = list(getattr(getattr(route, "dependant", None), "dependencies", []))
+    while stack:
+        dependency = stack.pop()
+        if dependency.call is require_api_key:
+            return True
+        stack.extend(dependency.dependencies)
+    return False
+
+
 def create_app(
     settings: Settings | None = None,
     encoder: Encoder | None = None,
@@ -125,6 +137,9 @@ def create_app(
         from indexer.settings import get_settings
 
         settings = get_settings()
+    warning = broker_without_qdrant(settings)
+    if warning is not None:
+        log.warning(warning)
     metrics = Metrics()
     state = ApiState(settings=settings, metrics=metrics, encoder=encoder, store=store)
 
@@ -172,10 +187,13 @@ def create_app(
     routers = [module.router for module in (meta, search, embeddings, web)]
     for router in routers:
         app.include_router(router)
+    # the routes behind the keys, for the limits middleware's key check (no prefixes here)
+    keyed = [route for router in routers for route in router.routes if _behind_keys(route)]
     if importlib.util.find_spec(JOBS_MODULE) is not None:
         jobs = importlib.import_module(JOBS_MODULE)
         app.include_router(jobs.router, dependencies=[Depends(require_api_key)])
         routers.append(jobs.router)
+        keyed += jobs.router.routes  # every one, through the include's dependency
 
     # raw paths that may label metrics for requests refused before routing (413/429)
     static_paths = frozenset(
@@ -189,6 +207,9 @@ def create_app(
         max_body_bytes=settings.api_max_body_bytes,
         max_concurrent=settings.api_max_concurrent,
         metrics=metrics,
+        body_timeout_s=settings.api_body_timeout_s,
+        api_keys=settings.api_keys,
+        protected=keyed,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics, static_paths=static_paths)
     return app

@@ -7,6 +7,7 @@ clients show the reason.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +32,17 @@ class ApiError(Exception):
         self.message = message
         self.loc = list(loc) if loc is not None else None
         self.headers = headers
+
+
+class ErrorJSONResponse(JSONResponse):
+    """An error body always renders: a message echoing a client's lone surrogate (an unknown
+    key, say) is written with JSON escapes instead of failing as UTF-8 (a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
 
 
 def field_error(loc: Sequence[str | int], message: str, status: int = 422) -> ApiError:
@@ -59,7 +71,7 @@ def _body(request: Request, status: int, detail: Any, message: str, param: str |
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> ErrorJSONResponse:
         items = []
         for err in exc.errors():
             loc = [p if isinstance(p, int) else str(p) for p in err.get("loc", ())]
@@ -69,34 +81,38 @@ def install_error_handlers(app: FastAPI) -> None:
             items.append({"loc": loc, "msg": msg, "type": str(err.get("type", "value_error"))})
         message = "; ".join(f"{_field_name(i['loc'])}: {i['msg']}" for i in items)
         param = _field_name(items[0]["loc"]) if items else None
-        return JSONResponse(status_code=422, content=_body(request, 422, items, message, param))
+        return ErrorJSONResponse(
+            status_code=422, content=_body(request, 422, items, message, param)
+        )
 
     @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    async def _api_error(request: Request, exc: ApiError) -> ErrorJSONResponse:
         if exc.loc is not None:
             detail: Any = [{"loc": exc.loc, "msg": exc.message, "type": "value_error"}]
             message = f"{_field_name(exc.loc)}: {exc.message}"
             param: str | None = _field_name(exc.loc)
         else:
             detail, message, param = exc.message, exc.message, None
-        return JSONResponse(
+        return ErrorJSONResponse(
             status_code=exc.status,
             content=_body(request, exc.status, detail, message, param),
             headers=exc.headers,
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> ErrorJSONResponse:
         message = str(exc.detail)
-        return JSONResponse(
+        return ErrorJSONResponse(
             status_code=exc.status_code,
             content=_body(request, exc.status_code, exc.detail, message, None),
             headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> ErrorJSONResponse:
         # logged with its traceback on the server; the client gets no internals
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         message = "internal server error"
-        return JSONResponse(status_code=500, content=_body(request, 500, message, message, None))
+        return ErrorJSONResponse(
+            status_code=500, content=_body(request, 500, message, message, None)
+        )

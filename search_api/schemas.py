@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,11 +28,69 @@ def _integral(value: Any) -> Any:
     return value
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # Qdrant payload integers
+
+
+def lone_surrogate(value: Any, where: str = "") -> str | None:
+    """Where in ``value`` (a JSON value) a string holds a lone surrogate (JSON allows
+    ``"\ud800"``, but it is no unicode text: tokenizers, Qdrant and UTF-8 refuse it), or None.
+    Returns ``where`` extended by the keys/indices leading to it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        inner = f"{where}.{key}" if where else str(key)
+        if isinstance(key, str) and lone_surrogate(key) is not None:
+            return inner
+        found = lone_surrogate(item, inner)
+        if found is not None:
+            return found
+    return None
+
+
+def _valid_unicode(value: Any) -> Any:
+    """Refuse strings (anywhere in a JSON value) with a lone surrogate: 422, not a 500."""
+    found = lone_surrogate(value)
+    if found is not None:
+        # the path may hold the surrogate itself (a key): written escaped
+        at = f" (at {found.encode('utf-8', 'backslashreplace').decode()})" if found else ""
+        raise ValueError(f"text is not valid unicode: a lone surrogate{at}")
+    return value
+
+
+def _filter_condition(value: Any) -> Any:
+    """A filter value Qdrant can hold (integers in 64 bits, valid unicode), checked before the
+    union of condition kinds: else an integer beyond int64 would pass as a float."""
+    for n, item in enumerate(value if isinstance(value, list) else [value]):
+        at = f" (at {n})" if isinstance(value, list) else ""
+        whole = isinstance(item, int) and not isinstance(item, bool)
+        if whole and not INT64_MIN <= item <= INT64_MAX:
+            raise ValueError(
+                f"integer out of range{at}: filter integers must fit in 64 bits ({INT64_MIN} .. "
+                f"{INT64_MAX})"
+            )
+        if isinstance(item, str) and lone_surrogate(item) is not None:
+            raise ValueError(f"text is not valid unicode{at}: a lone surrogate")
+    return value
+
+
 # Request models are strict: no "10" for 10, no false for 0 (the spec says what is accepted).
 # Constraints go before the validator, so the schema keeps minimum/maximum.
 AcceptIntegralFloat = BeforeValidator(_integral)
+ValidUnicode = AfterValidator(_valid_unicode)
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-Scalar = str | int | FiniteFloat | bool  # bool before int would not matter: pydantic smart mode
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+Text = Annotated[str, ValidUnicode]
+Scalar = str | Int64 | FiniteFloat | bool  # bool before int would not matter: pydantic smart mode
 NonBlank = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
 # payload field paths Qdrant accepts: dot-separated names (``meta.lang`` for nested fields)
 FieldName = Annotated[
@@ -56,7 +115,10 @@ class Range(BaseModel):
         return self
 
 
-FilterCondition = Scalar | Annotated[list[Scalar], Field(min_length=1)] | Range
+FilterCondition = Annotated[
+    Scalar | Annotated[list[Scalar], Field(min_length=1)] | Range,
+    BeforeValidator(_filter_condition),
+]
 
 
 def _field_names_schema(schema: dict[str, Any]) -> None:
@@ -122,7 +184,7 @@ class SearchRequest(BaseModel):
         description="task name from GET /tasks; its instruction is prepended to the query",
         json_schema_extra={"enum": [*sorted(TASKS), None]},
     )
-    instruction: str | None = Field(
+    instruction: Text | None = Field(
         None,
         description="a custom instruction instead of a task; '' searches without instruction",
     )

@@ -19,6 +19,9 @@ An index job, for a corpus path the worker can read or a list of inline document
 Without a broker (embedded) the planner is called with ``Task.apply`` and runs the same batch
 and finish tasks in-process, one after another.
 
+A job that came through the broker has its paths checked again here (:mod:`workers.paths`: the
+same roots as the API), so a message put on the broker directly cannot read or write elsewhere.
+
 ``EMBER_TEST_BATCH_DELAY_S`` (tests only) sleeps that long in each batch after its upsert and
 before it reports done, so tests can kill a worker while a batch is in flight.
 """
@@ -38,6 +41,7 @@ from celery.utils.log import get_task_logger
 from workers import runtime
 from workers.app import INDEX_QUEUE, TRAIN_QUEUE, app
 from workers.jobs import JobNotFoundError, JobStore, job_store_url, open_job_store
+from workers.paths import confine_input, confine_train_params
 
 if TYPE_CHECKING:
     from indexer.readers import Document
@@ -92,12 +96,14 @@ def document_record(doc: Document) -> dict[str, Any]:
 def to_document(record: Any, number: int) -> Document:
     """Validate one record with the corpus reader's rules; ``number`` is its 1-based position
     in the job's input."""
-    from indexer.readers import BadRecordError
+    from indexer.readers import BadRecordError, check_size
     from indexer.readers import _make_document as make_document
 
     if not isinstance(record, dict):
         raise BatchRejectedError(f"record {number}: expected a JSON object")
     doc = make_document(record, Path("input"), number, "")
+    if not isinstance(doc, BadRecordError):
+        doc = check_size(doc, "input", number, runtime.settings().max_doc_chars)
     if isinstance(doc, BadRecordError):
         raise BatchRejectedError(f"record {number}: {doc.message}")
     return doc
@@ -138,8 +144,11 @@ def index(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         collection = check_name(str(spec.get("collection") or ""))
         skipped: list[str] = []
         if spec.get("path"):
+            path = spec["path"]
+            if not self.request.is_eager:  # from the broker: the API's path rules again
+                path = confine_input(runtime.settings(), path, ("path",), must_exist=False)
             reader = read_corpus(
-                spec["path"], fmt=spec.get("format", "auto"), on_error=spec.get("on_error", "fail")
+                path, fmt=spec.get("format", "auto"), on_error=spec.get("on_error", "fail")
             )
             records = [document_record(doc) for doc in reader]
             skipped = [str(err) for err in reader.errors]
@@ -337,6 +346,8 @@ def train(
     rerun = job.state == "running"  # a previous delivery started it and was interrupted
     store_jobs.update(job_id, state="running", started_at=job.started_at or time.time())
     try:
+        if not self.request.is_eager:  # from the broker: the API's path rules again
+            params = confine_train_params(runtime.settings(), params)
         load_all_trainers(runtime.settings().trainer_modules)
         if rerun and trainer in BUILTIN_STAGES and not params.get("overwrite"):
             params.setdefault("resume", True)  # continue from the last checkpoint

@@ -308,8 +308,13 @@ def worker_command(
       CUDA_VISIBLE_DEVICES=0 ember worker -n gpu0@%h
       CUDA_VISIBLE_DEVICES=1 ember worker -n gpu1@%h
     """
+    from indexer.settings import broker_without_qdrant
+
     settings = _settings()
     _require_broker(settings, "ember worker")
+    warning = broker_without_qdrant(settings)
+    if warning is not None:
+        click.echo(f"warning: {warning}", err=True)
     from workers.app import app
 
     queue_list = queues or ",".join(settings.worker_queues)

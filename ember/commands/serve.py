@@ -4,10 +4,14 @@ By default everything is embedded: the local Qdrant store under ``EMBER_DATA_DIR
 bundled encoder. The store is opened before the server starts, so a store locked by another
 process is a one-line error; the encoder loads in the background (``GET /health`` says when it
 is ready).
+
+Without an API key everything is open (search, embeddings and the job routes), so the server
+binds beyond loopback only with a key (``EMBER_API_KEYS``) or when told ``--insecure``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import click
@@ -45,6 +49,12 @@ from ember.commands.index import open_store_or_fail, settings_for, store_options
     default="info",
     show_default=True,
 )
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Bind beyond loopback without an API key (anyone who reaches the port can search and "
+    "run jobs).",
+)
 @store_options
 def serve_command(
     host: str | None,
@@ -53,6 +63,7 @@ def serve_command(
     micro_batching: bool | None,
     torch_threads: int | None,
     log_level: str,
+    insecure: bool,
     data_dir: str | None,
     backend: str | None,
 ) -> None:
@@ -63,6 +74,7 @@ def serve_command(
       ember serve                          # http://127.0.0.1:8000/
       ember serve --port 9000 --encoder minilm
       EMBER_API_KEYS='["secret"]' ember serve --host 0.0.0.0
+      ember serve --host 0.0.0.0 --insecure  # no key: open to anyone who reaches it
     """
     import uvicorn
 
@@ -83,6 +95,11 @@ def serve_command(
         overrides["api_micro_batching"] = micro_batching
     if overrides:
         settings = Settings(**{**settings.model_dump(), **overrides})
+    if not settings.api_keys and not is_loopback(settings.api_host) and not insecure:
+        raise UserError(
+            f"--host {settings.api_host}: refusing to serve beyond loopback without an API key "
+            "(set EMBER_API_KEYS, bind to 127.0.0.1, or pass --insecure)"
+        )
     try:
         resolve_config(settings.encoder)  # a typo fails now, not after the server is up
     except (ModelNotFoundError, FileNotFoundError, ValueError) as exc:
@@ -109,6 +126,16 @@ def serve_command(
         )
     finally:
         store.close()
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1); ``0.0.0.0`` and names are not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 COMMANDS = [serve_command]

@@ -15,6 +15,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "missing API key",
         403: "invalid API key",
         404: "not found",
+        408: "request body not received in time (EMBER_API_BODY_TIMEOUT_S)",
         409: "conflict",
         413: "request body too large",
         422: "validation error; `detail[].loc` names the field",
@@ -25,5 +26,5 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 # every API route: limits and auth apply everywhere
-LIMITS = (413, 429)
+LIMITS = (408, 413, 429)
 AUTH = (401, 403)

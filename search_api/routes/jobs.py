@@ -8,13 +8,14 @@ With a broker the job runs on the workers and the API returns at once (202). Emb
 the job runs in this process on one background thread, on the API's own encoder and store: an
 embedded store is locked to one process, so the API process is where its jobs must run.
 
-Corpus paths are read by whoever runs the job (a worker, or this process), so the API accepts only
-paths inside ``EMBER_JOB_INPUT_DIR`` (unset: path jobs are refused; inline documents always work).
+Job paths are opened by whoever runs the job (a worker, or this process), so the API accepts
+only paths inside the job roots (:mod:`workers.paths`): corpus paths and training inputs inside
+``EMBER_JOB_INPUT_DIR`` (unset: refused; inline documents always work), training outputs inside
+``EMBER_JOB_OUTPUT_DIR``. The workers check them again.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -23,7 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from search_api.errors import ApiError, field_error
 from search_api.routes import AUTH, LIMITS, error_responses
+from search_api.schemas import Text, ValidUnicode
 from search_api.state import ApiState, get_state
+from workers.paths import JobPathError, confine_input, confine_train_params
 
 router = APIRouter(tags=["jobs"])
 
@@ -46,7 +49,7 @@ class IndexJobRequest(BaseModel):
     )
     # Not nullable in the schema: the default None only means "absent" (exactly one of documents
     # or path is required). A `| None` union would locate errors at "documents.list[...]".
-    documents: list[dict[str, Any]] = Field(
+    documents: Annotated[list[dict[str, Any]], ValidUnicode] = Field(
         default=None,  # type: ignore[arg-type]
         description="inline corpus records: id, text, optional title, source, metadata",
         min_length=1,
@@ -82,8 +85,12 @@ class IndexJobRequest(BaseModel):
 class TrainJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    trainer: str = Field(min_length=1, max_length=200, description="a registered trainer name")
-    params: dict[str, Any] = Field(default_factory=dict, description="passed to the trainer")
+    trainer: Text = Field(min_length=1, max_length=200, description="a registered trainer name")
+    params: Annotated[dict[str, Any], ValidUnicode] = Field(
+        default_factory=dict,
+        description="passed to the trainer; paths (data, corpus_pairs, scored_pairs, from when "
+        "not a preset) inside EMBER_JOB_INPUT_DIR, out inside EMBER_JOB_OUTPUT_DIR",
+    )
 
 
 class JobProgress(BaseModel):
@@ -145,19 +152,15 @@ def _embedded_resources(state: ApiState) -> dict[str, Any]:
     return {"store": state.store, "encoder": state.encoder}
 
 
+def _path_error(exc: JobPathError) -> ApiError:
+    return field_error(["body", *exc.loc], exc.reason)
+
+
 def _input_path(state: ApiState, raw: str) -> str:
-    root = state.settings.job_input_dir
-    if root is None:
-        raise field_error(
-            ["body", "path"], "corpus paths are disabled on this server (EMBER_JOB_INPUT_DIR)"
-        )
-    base = Path(root).resolve()
-    target = (base / raw).resolve()
-    if target != base and base not in target.parents:
-        raise field_error(["body", "path"], "path must be inside EMBER_JOB_INPUT_DIR")
-    if not target.exists():
-        raise field_error(["body", "path"], f"no such file or folder: {raw}")
-    return str(target)
+    try:
+        return confine_input(state.settings, raw, ("path",))
+    except JobPathError as exc:
+        raise _path_error(exc) from None
 
 
 def _only_query(*allowed: str) -> Any:
@@ -227,7 +230,11 @@ def create_train_job(
     list of available trainers."""
     from workers.client import submit_train
 
-    job = submit_train(state.settings, body.trainer, body.params)
+    try:
+        params = confine_train_params(state.settings, body.params)
+    except JobPathError as exc:
+        raise _path_error(exc) from None
+    job = submit_train(state.settings, body.trainer, params)
     return _accepted(job, response)
 
 

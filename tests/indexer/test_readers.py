@@ -157,3 +157,28 @@ def test_unknown_format_and_missing_path(tmp_path: Path) -> None:
         read_corpus(tmp_path / "missing.jsonl")
     with pytest.raises(ValueError, match="on_error"):
         read_corpus(odd, fmt="jsonl", on_error="ignore")
+
+
+def test_documents_over_the_size_limit_are_bad_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": "ok", "text": "x" * 10}, {"id": "huge", "title": "T", "text": "x" * 10}],
+    )
+    monkeypatch.setenv("EMBER_MAX_DOC_CHARS", "10")  # title + text: "huge" has 11
+    with pytest.raises(BadRecordError) as info:
+        list(read_corpus(path))
+    (line,) = str(info.value).splitlines()
+    assert line == (
+        f"{path}:2: document 'huge': 11 characters, more than the limit of 10 (EMBER_MAX_DOC_CHARS)"
+    )
+    reader = read_corpus(path, on_error="skip")
+    assert [d.id for d in reader] == ["ok"] and len(reader.errors) == 1
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "big.md").write_text("y" * 11)  # + its title, the file name "big"
+    with pytest.raises(BadRecordError, match=r"document 'big\.md': 14 characters"):
+        list(read_corpus(folder))
+    monkeypatch.delenv("EMBER_MAX_DOC_CHARS")
+    assert len(list(read_corpus(path))) == 2  # the default limit is far above

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 from encoders.instructions import DEFAULT_TASK, TASKS
 from indexer.store import Store
 from indexer.stores import open_store
+from search_api.errors import ErrorJSONResponse
 from tests.search_api.conftest import DOCS, ClientFactory, make_settings
 
 BY_ID = {d["id"]: d for d in DOCS}
@@ -131,6 +133,45 @@ def test_bad_filters_are_422_naming_the_filter(client: TestClient, filter: Any) 
     assert r.status_code == 422, r.text
     assert all(f.startswith("filter") for f in error_fields(r.json()))
     assert "filter" in r.json()["message"]
+
+
+# Inputs that once answered 500 (and dropped the connection): integers beyond Qdrant's int64 and
+# lone surrogates (valid JSON escapes, no unicode text) in a filter value or the instruction.
+@pytest.mark.parametrize(
+    ("body", "field", "reason"),
+    [
+        ({"filter": {"a": -9223372036854775809}}, "filter.a", "integer out of range"),
+        ({"filter": {"doc_id": 100000000000000000000}}, "filter.doc_id", "integer out of range"),
+        ({"filter": {"a": [1, 2**63]}}, "filter.a", "integer out of range (at 1)"),
+        ({"filter": {"a": "\ud800"}}, "filter.a", "not valid unicode"),
+        ({"filter": {"a": ["x", "\udfff"]}}, "filter.a", "not valid unicode (at 1)"),
+        ({"instruction": "\ud800 Find:"}, "instruction", "not valid unicode"),
+    ],
+)
+def test_unrepresentable_inputs_are_422_naming_the_field(
+    client: TestClient, body: dict[str, Any], field: str, reason: str
+) -> None:
+    raw = json.dumps({"query": "x", **body})  # ASCII: the surrogates travel as JSON escapes
+    r = client.post("/search", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert error_fields(r.json()) == [field]
+    assert r.json()["message"].startswith(f"{field}: ") and reason in r.json()["message"]
+
+
+def test_the_int64_bounds_are_accepted(client: TestClient) -> None:
+    for value in (-(2**63), 2**63 - 1):
+        assert search(client, query="x", filter={"year": value})["hits"] == []
+
+
+def test_a_lone_surrogate_in_a_key_is_422(client: TestClient) -> None:
+    raw = r'{"query": "x", "\ud800": 1}'
+    r = client.post("/search", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "unicode" in r.json()["message"]
+
+
+def test_an_error_body_echoing_a_lone_surrogate_still_renders() -> None:
+    body = {"detail": [{"loc": ["body", "\ud800"], "msg": "x"}], "message": "\ud800: x"}
+    assert json.loads(ErrorJSONResponse(status_code=422, content=body).body) == body
 
 
 # ---- validation and errors ---------------------------------------------------------------------

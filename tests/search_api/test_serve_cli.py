@@ -111,3 +111,44 @@ def test_serve_refuses_a_store_locked_by_another_process(
         holder.communicate(input="", timeout=60)  # EOF on stdin: the holder closes and exits
     assert r.exit_code == 1
     assert "locked by another process" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize(
+    ("args", "environ", "serves"),
+    [
+        (["--host", "0.0.0.0"], {}, False),
+        (["--host", "::"], {}, False),
+        (["--host", "192.0.2.7"], {}, False),
+        (["--host", "example.org"], {}, False),
+        ([], {"EMBER_API_HOST": "0.0.0.0"}, False),
+        (["--host", "0.0.0.0", "--insecure"], {}, True),
+        (["--host", "0.0.0.0"], {"EMBER_API_KEYS": '["k"]'}, True),
+        (["--host", "127.0.0.1"], {}, True),
+        (["--host", "127.0.0.2"], {}, True),
+        (["--host", "localhost"], {}, True),
+        (["--host", "::1"], {}, True),
+        ([], {}, True),
+    ],
+)
+def test_serve_binds_beyond_loopback_only_with_a_key_or_insecure(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    environ: dict[str, str],
+    serves: bool,
+) -> None:
+    import uvicorn
+
+    started: list[str] = []  # never a real server on a public interface: record the bind
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, **_: started.append(host))
+    cli_args = ["serve", "--data-dir", str(tmp_path), "--encoder", "minilm", *args]
+    base = {"EMBER_DEBUG": "", "EMBER_API_KEYS": "[]", "EMBER_API_HOST": "127.0.0.1"}
+    r = CliRunner().invoke(cli, cli_args, env={**base, **environ})
+    if serves:
+        assert r.exit_code == 0, r.output
+        assert len(started) == 1
+    else:
+        assert r.exit_code == 1 and started == []
+        (line,) = r.output.strip().splitlines()
+        assert "refusing to serve beyond loopback without an API key" in line
+        assert "EMBER_API_KEYS" in line and "--insecure" in line

@@ -189,6 +189,9 @@ def worker_env(tmp_path: Path, tiny_model: Path) -> dict[str, str]:
     env.update(
         EMBER_ENCODER=str(tiny_model),
         EMBER_DATA_DIR=str(tmp_path / "worker-data"),
+        # the job roots (workers.paths): the tests' corpora and training outputs live here
+        EMBER_JOB_INPUT_DIR=str(tmp_path),
+        EMBER_JOB_OUTPUT_DIR=str(tmp_path),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_VERBOSITY="error",
         TOKENIZERS_PARALLELISM="false",

@@ -184,3 +184,14 @@ def test_cli_jobs_index_list_show(
         assert worker.exit_code == 1 and "needs a Redis broker" in worker.output
     finally:
         get_settings.cache_clear()
+
+
+def test_inline_documents_over_the_size_limit_fail_their_batch(settings: Settings) -> None:
+    small = settings.model_copy(update={"max_doc_chars": 20})
+    docs = [{"id": "ok", "text": "short"}, {"id": "huge", "text": "x" * 21}]
+    job = submit_index(small, "docs", documents=docs, wait=True)
+    assert job.state == "failed"
+    errors = [b.error for b in job.batches.values() if b.error]
+    assert errors == [
+        "record 2: document 'huge': 21 characters, more than the limit of 20 (EMBER_MAX_DOC_CHARS)"
+    ]

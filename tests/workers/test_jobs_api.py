@@ -22,7 +22,7 @@ from indexer.store import QdrantClientStore
 from search_api.app import create_app
 from tests.search_api.conftest import LiveServer, make_settings, wait_ready
 from tests.workers.conftest import RedisServer
-from tests.workers.helpers import documents
+from tests.workers.helpers import documents, simcse_params
 from workers import runtime, tasks
 
 KEY = "jobs-key"
@@ -106,7 +106,10 @@ def test_job_requests_are_validated(tmp_path: Path, encoder: Any, store: QdrantC
         wait_ready(client)
 
         def error(body: dict[str, Any]) -> tuple[int, list[str]]:
-            r = client.post("/jobs/index", json=body)
+            raw = json.dumps(body)  # ASCII: lone surrogates travel as JSON escapes
+            r = client.post(
+                "/jobs/index", content=raw, headers={"content-type": "application/json"}
+            )
             detail = r.json()["detail"]
             locs = (
                 [".".join(map(str, d["loc"])) for d in detail] if isinstance(detail, list) else []
@@ -119,6 +122,13 @@ def test_job_requests_are_validated(tmp_path: Path, encoder: Any, store: QdrantC
         assert error({"collection": "docs", "documents": []}) == (422, ["body.documents"])
         assert error({"collection": "docs", "path": "../secret.jsonl"}) == (422, ["body.path"])
         assert error({"collection": "docs", "path": "missing.jsonl"}) == (422, ["body.path"])
+        # NUL (once a 500): refused before the file system sees it
+        assert error({"collection": "docs", "path": "tiny.jsonl\u0000.txt"}) == (
+            422, ["body.path"],
+        )  # fmt: skip
+        assert error({"collection": "docs", "path": "tiny\ud800.jsonl"}) == (422, ["body.path"])
+        docs = [{"id": "a", "text": "\ud800"}]
+        assert error({"collection": "docs", "documents": docs}) == (422, ["body.documents"])
         assert error({"collection": "docs", "documents": [{}], "batch_docs": 0}) == (
             422, ["body.batch_docs"],
         )  # fmt: skip
@@ -129,6 +139,65 @@ def test_job_requests_are_validated(tmp_path: Path, encoder: Any, store: QdrantC
         assert client.get("/jobs/0123abcd").status_code == 404
         assert client.get("/jobs/bad.id").status_code == 422
         assert client.post("/jobs/train", json={"trainer": ""}).status_code == 422
+
+
+def test_job_paths_are_confined_to_the_job_roots(
+    tmp_path: Path, encoder: Any, store: QdrantClientStore, tiny_model: Path
+) -> None:
+    inputs, outside = tmp_path / "inputs", tmp_path / "outside"
+    inputs.mkdir()
+    outside.mkdir()
+    (inputs / "texts.jsonl").write_text(
+        "".join(json.dumps({"text": d["text"]}) + "\n" for d in documents(16, "t"))
+    )
+    (inputs / "c.jsonl").write_text("".join(json.dumps(d) + "\n" for d in documents(2, "c")))
+    (outside / "c.jsonl").write_text("".join(json.dumps(d) + "\n" for d in documents(2, "x")))
+    (inputs / "link.jsonl").symlink_to(outside / "c.jsonl")
+    settings_ = make_settings(tmp_path / "data", job_input_dir=inputs, encoder=str(tiny_model))
+    outputs = tmp_path / "data" / "jobs-out"
+    with TestClient(create_app(settings_, encoder=encoder, store=store)) as client:
+        wait_ready(client)
+
+        def refused(body: dict[str, Any], route: str = "/jobs/train") -> list[str]:
+            r = client.post(route, json=body)
+            assert r.status_code == 422, r.text
+            return [".".join(map(str, d["loc"])) for d in r.json()["detail"]]
+
+        # the repro: /etc/passwd as training data, an arbitrary output folder
+        repro = {"from": "minilm", "out": str(outside / "any"), "data": ["/etc/passwd"],
+                 "data_format": "lines", "max_steps": 1, "batch_size": 2, "max_examples": 8,
+                 "target_modules": ["query", "value"], "progress": False, "threads": 1}  # fmt: skip
+        assert refused({"trainer": "simcse", "params": repro}) == ["body.params.data.0"]
+        repro["data"] = ["texts.jsonl"]
+        assert refused({"trainer": "simcse", "params": repro}) == ["body.params.out"]
+        assert not (outside / "any").exists()
+        params = {**repro, "out": "trained"}
+        for bad in ({"data": ["link.jsonl"]}, {"data": ["texts.jsonl\u0000.txt"]}):
+            assert refused({"trainer": "simcse", "params": {**params, **bad}}) == [
+                "body.params.data.0"
+            ]
+        assert refused({"trainer": "simcse", "params": {**params, "from": str(outside)}}) == [
+            "body.params.from"
+        ]
+        index = "/jobs/index"
+        assert refused({"collection": "d", "path": "link.jsonl"}, index) == ["body.path"]
+        assert refused({"collection": "d", "path": "c.jsonl\u0000.txt"}, index) == ["body.path"]
+        assert refused({"collection": "d", "path": str(outside / "c.jsonl")}, index) == [
+            "body.path"
+        ]
+
+        # paths inside the roots work: a real (tiny) SimCSE run writes under the output root
+        params = {**simcse_params(tmp_path, str(tiny_model)), "data": ["texts.jsonl"],
+                  "out": "trained"}  # fmt: skip
+        r = client.post("/jobs/train", json={"trainer": "simcse", "params": params})
+        assert r.status_code == 202, r.text
+        assert r.json()["params"]["params"]["out"] == str(outputs.resolve() / "trained")
+        done = follow(client, r.json()["id"])
+        assert done["state"] == "succeeded", done
+        assert (outputs / "trained" / "encoder_config.json").is_file()
+        r = client.post(index, json={"collection": "files", "path": "c.jsonl"})
+        assert r.status_code == 202, r.text
+        assert follow(client, r.json()["id"])["progress"]["points"] == 2
 
 
 def test_path_jobs_are_refused_without_an_input_dir(
@@ -170,8 +239,12 @@ def test_with_a_broker_jobs_are_queued_by_task_name(
 # ---- the spec, fuzzed ---------------------------------------------------------------------------
 MAX_EXAMPLES = 25
 # schema-valid requests the API may still refuse: a path that does not exist under
-# EMBER_JOB_INPUT_DIR, an overlap not below chunk_tokens (rules a JSON schema cannot state)
-RUNTIME_422 = ("no such file or folder", "path must be inside", "overlap must be smaller")
+# EMBER_JOB_INPUT_DIR or lies outside the job roots (corpus and training paths), an overlap not
+# below chunk_tokens (rules a JSON schema cannot state)
+RUNTIME_422 = (
+    "no such file or folder", "path must be inside", "overlap must be smaller", "expected a path",
+    "must not contain NUL", "unusable path", "job paths are disabled",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

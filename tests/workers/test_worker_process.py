@@ -111,6 +111,12 @@ def test_index_and_train_jobs_complete_on_a_worker(
     assert trained.result["output"] == params["out"]
     assert (Path(params["out"]) / "encoder_config.json").is_file()
     assert (Path(params["out"]) / "adapter").is_dir()
+    # a path outside the worker's roots, sent to the broker without the API: refused there
+    elsewhere = str(tmp_path.parent / f"{tmp_path.name}-elsewhere")
+    escaped = follow(settings, submit_train(settings, "simcse", {**params, "out": elsewhere}).id)
+    assert escaped.state == "failed"
+    assert escaped.error == "params.out: path must be inside EMBER_JOB_OUTPUT_DIR"
+    assert not Path(elsewhere).exists()
     unknown = follow(settings, submit_train(settings, "no-such-trainer").id)
     assert unknown.state == "failed"
     assert unknown.error == (
