@@ -9,8 +9,12 @@
 # thread is much faster than two (OpenMP threads spin against other processes), hence
 # --threads 1 / OMP_NUM_THREADS=1 for the first chain (session 2).
 #
-# The shipped encoder (preset smollm2-ember, issue 13) is the "ember" chain:
-#   STAGES="ember-mntp ember-sup" THREADS=2 bench/train_smollm2.sh
+# The shipped encoder (preset smollm2-ember, issue 13) is the "ember" chain, then one adapter:
+#   STAGES="ember-mntp" THREADS=2 bench/train_smollm2.sh   # 300 steps, 21.6 min (Xeon, AMX)
+#   STAGES="ember-sup" THREADS=1 bench/train_smollm2.sh    # 48 steps, 62 min (1 thread: the
+#                                                          # machine was shared; see RESULTS.md)
+#   python bench/ship_adapter.py bench/out/train/e-sup --out encoders/presets/smollm2-ember \
+#     --rank 16 --name smollm2-ember
 # bf16 autocast (--precision auto: bf16 where the CPU has avx512_bf16 / AMX, fp32 elsewhere).
 # Data: MNTP on the SciFact corpus text (unlabelled, in-domain); the supervised stage mixes
 # SNLI triples, SciFact *train* qrels (twice, BM25 hard negatives), (title, abstract) pairs of
@@ -52,7 +56,7 @@ for stage in $STAGES; do
                  --data $DATA/train/snli_nli_triples_from_senteval_dev_test.jsonl \
                  --data $SCIFACT --data $SCIFACT --corpus-pairs $SCIFACT \
                  --scored-pairs $DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv \
-                 --max-steps 110 --batch-size 64 --chunk-size 32 --max-length 160 \
+                 --max-steps 48 --batch-size 64 --chunk-size 32 --max-length 160 \
                  --query-max-length 64 --hard-negatives 1 --lr 2e-4 --save-steps 8 \
                  --precision auto ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;

@@ -60,7 +60,7 @@ def _packaged_presets() -> dict[str, EncoderConfig]:
 
 
 PRESETS.update(_packaged_presets())
-DEFAULT_ENCODER = "smollm2"
+DEFAULT_ENCODER = "smollm2-ember"  # trained here; bench/RESULTS.md, issue 13
 
 
 def resolve_config(spec: str) -> EncoderConfig:

@@ -14,7 +14,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EMBER_", env_file=".env", extra="ignore")
 
     encoder: str = Field(
-        default="smollm2", description="encoder preset, encoder folder or HF folder"
+        default="smollm2-ember", description="encoder preset, encoder folder or HF folder"
     )
     data_dir: Path = Field(
         default=Path(".ember"), description="embedded store and job state live here"

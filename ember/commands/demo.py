@@ -81,7 +81,7 @@ def demo_subset(folder: Path, docs: int) -> tuple[list[dict[str, Any]], dict[str
     default=150,
     show_default=True,
     help="Documents to index: those judged relevant for the test queries, then others up to "
-    "this many (0 = all; all 500 take several minutes with smollm2 on 2 CPU cores).",
+    "this many (0 = all; all 500 take several minutes with smollm2-ember on 2 CPU cores).",
 )
 @click.option("--top-k", "-k", type=click.IntRange(min=1, max=50), default=5, show_default=True)
 @click.option(
@@ -105,7 +105,10 @@ def demo_command(
     data_dir: str | None,
     backend: str | None,
 ) -> None:
-    """Index a SciFact sample with the default SmolLM2 encoder and print ranked results.
+    """Index a SciFact sample with the default encoder and print ranked results.
+
+    The default encoder is smollm2-ember: SmolLM2-135M trained here (bench/train_smollm2.sh),
+    shipped as an fp16 LoRA adapter inside the package.
 
     Everything runs in this process on the embedded store (EMBER_DATA_DIR, default .ember):
     read and chunk the corpus, encode the chunks, write a versioned collection, switch the
@@ -200,7 +203,7 @@ def demo_command(
         )
     click.echo(
         f'\nTry: ember search "your claim" --collection {COLLECTION} --task scifact'
-        + (f" --encoder {encoder_spec}" if encoder_spec != "smollm2" else "")
+        + (f" --encoder {encoder_spec}" if encoder_spec != "smollm2-ember" else "")
     )
 
 

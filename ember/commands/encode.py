@@ -70,7 +70,7 @@ def read_texts(stream: IO[str], fmt: str, field: str) -> tuple[list[str], list[o
     "--encoder",
     "encoder_spec",
     envvar="EMBER_ENCODER",
-    default="smollm2",
+    default="smollm2-ember",
     show_default=True,
     help="Encoder preset, encoder folder or local HF model folder.",
 )

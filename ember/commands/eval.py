@@ -28,7 +28,7 @@ def _encoder_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "encoder_spec",
             envvar="EMBER_ENCODER",
             default=None,
-            help="Encoder preset, encoder folder or HF model folder [default: smollm2].",
+            help="Encoder preset, encoder folder or HF model folder [default: smollm2-ember].",
         ),
         click.option(
             "--instruction",
@@ -109,7 +109,7 @@ def _fusion(method: str, k: int, weight: float, scale: float, prefetch: int) -> 
 def _load_encoder(spec: str | None) -> Encoder:
     from encoders import load_encoder
 
-    return load_encoder(spec or "smollm2")
+    return load_encoder(spec or "smollm2-ember")
 
 
 def _instruction(encoder: Encoder, task: str, text: str | None, off: bool) -> str | None:
@@ -404,7 +404,7 @@ def sts_command(
     "encoder_spec",
     envvar="EMBER_ENCODER",
     default=None,
-    help="Encoder preset, encoder folder or HF model folder [default: smollm2].",
+    help="Encoder preset, encoder folder or HF model folder [default: smollm2-ember].",
 )
 @click.option("--instruction", default=None, help="Instruction applied to every sentence.")
 @click.option(

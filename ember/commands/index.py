@@ -74,9 +74,10 @@ def encoder_option(f: Any) -> Any:
         "--encoder",
         "encoder_spec",
         envvar="EMBER_ENCODER",
-        default="smollm2",
+        default="smollm2-ember",
         show_default=True,
-        help="Encoder preset (smollm2, smollm2-bi, minilm), encoder folder or HF model folder.",
+        help="Encoder preset (smollm2-ember, smollm2, smollm2-bi, minilm), encoder folder or HF "
+        "model folder.",
     )(f)
 
 

@@ -1,0 +1,47 @@
+"""The trained encoders shipped inside the package (``encoders/presets/<name>``): small fp16
+LoRA adapters over a bundled base model that load offline with no training, and give the
+vectors ``bench/ship_adapter.py`` recorded when it wrote them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from encoders import DEFAULT_ENCODER, PRESETS, load_encoder
+from encoders.registry import PACKAGED
+
+SHIPPED = sorted(p.name for p in PACKAGED.iterdir() if (p / "encoder_config.json").is_file())
+
+
+def test_the_default_encoder_is_a_shipped_trained_preset() -> None:
+    assert DEFAULT_ENCODER in SHIPPED
+    assert set(SHIPPED) <= set(PRESETS)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_adapter_is_small_fp16_and_offline(name: str) -> None:
+    config = PRESETS[name]
+    assert config.base_model.startswith("builtin:")  # weights from a package, no hub
+    assert len(config.adapters) == 1
+    weights = PACKAGED / name / "adapter" / "adapter_model.safetensors"
+    assert weights.resolve() == (PACKAGED / name / "adapter").resolve() / weights.name
+    assert weights.stat().st_size < 25_000_000
+    with safe_open(str(weights), "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118
+    assert dtypes == {"F16"}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_preset_reproduces_its_recorded_vectors(name: str) -> None:
+    anchor = json.loads((PACKAGED / name / "reference_vectors.json").read_text())
+    encoder = load_encoder(name)
+    assert encoder.fingerprint == anchor["fingerprint"]
+    docs = encoder.encode(anchor["documents"])
+    query = encoder.encode_queries([anchor["query"]], anchor["instruction"])[0]
+    want_docs = np.asarray(anchor["document_vectors"], dtype=np.float32)
+    want_query = np.asarray(anchor["query_vector"], dtype=np.float32)
+    assert (docs * want_docs).sum(1).min() > 0.9999
+    assert float(query @ want_query) > 0.9999
