@@ -224,6 +224,11 @@ class EncoderConfig(BaseModel):
             doc_fields.pop("standardize", None)  # fingerprints from before the option stay
         elif doc_fields["standardize"].get("whitening"):
             doc_fields["standardize"].pop("whitening")  # a path; its sha256 stays
+        # where adapter and pooler folders live is not part of the vectors (a packaged preset,
+        # a copied encoder folder): their order and merge mode are, their contents are below
+        doc_fields["adapters"] = [{"merged": a.merged} for a in self.adapters]
+        if doc_fields.get("pooler") is not None:
+            doc_fields["pooler"] = "pooler"
         doc_fields["weights"] = [_weights_signature(p) for p in self.weight_paths()]
         blob = json.dumps(doc_fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

@@ -45,3 +45,14 @@ def test_shipped_preset_reproduces_its_recorded_vectors(name: str) -> None:
     want_query = np.asarray(anchor["query_vector"], dtype=np.float32)
     assert (docs * want_docs).sum(1).min() > 0.9999
     assert float(query @ want_query) > 0.9999
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_fingerprint_does_not_depend_on_where_the_folder_lives(name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from encoders.config import EncoderConfig
+
+    copy = tmp_path / "elsewhere" / name
+    shutil.copytree(PACKAGED / name, copy)
+    assert EncoderConfig.load(copy).fingerprint() == PRESETS[name].fingerprint()
