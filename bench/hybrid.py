@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         "--set-defaults",
         action="store_true",
         help="the first --encoder is the shipped default: write its dense row and its hybrid row "
-        "chosen on train as the top-level 'default_dense' / 'default_hybrid' keys",
+        "with the default fusion (what a collection gets without fit-fusion) as the top-level "
+        "'default_dense' / 'default_hybrid' keys",
     )
     args = p.parse_args(argv)
 
@@ -232,10 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     labels = [item.partition("=")[0] for item in args.encoder]
     extra: dict[str, Any] = {}
     if args.set_defaults and labels:
+        # what a collection gets without `ember eval fit-fusion`: the default Fusion()
+        default = Fusion().as_dict()
         chosen = [
             k
             for k, v in rows.items()
-            if k.startswith(f"{labels[0]} + BM25 hybrid") and v["scifact"].get("chosen_on_train")
+            if k.startswith(f"{labels[0]} + BM25 hybrid")
+            and v["scifact"]["fusion"]["method"] == default["method"]
         ]
         extra = {"default_dense": labels[0], "default_hybrid": chosen[0]}
     _merge(QUALITY, rows, extra, [f"{label} + BM25 hybrid" for label in labels])

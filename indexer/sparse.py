@@ -54,7 +54,7 @@ class SparseVector:
 class Fusion:
     """How a hybrid query combines its dense and sparse prefetches."""
 
-    method: FusionMethod = "rrf"
+    method: FusionMethod = "dbsf"  # beat RRF on SciFact train for every encoder measured
     k: int = 60  # rrf
     weight: float = 0.5  # weighted: share of the dense cosine
     scale: float = 10.0  # weighted: BM25 saturation constant c in s / (s + c)

@@ -68,9 +68,9 @@ def _fusion_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--fusion",
             type=click.Choice(["rrf", "dbsf", "weighted"]),
-            default="rrf",
+            default="dbsf",
             show_default=True,
-            help="Hybrid fusion.",
+            help="Hybrid fusion (dbsf: the default of collections without a fitted fusion).",
         ),
         click.option("--fusion-k", type=click.IntRange(min=1), default=60, show_default=True),
         click.option(

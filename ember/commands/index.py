@@ -296,7 +296,7 @@ def parse_filter_option(raw: str | None) -> dict[str, Any] | None:
     "--fusion",
     type=click.Choice(["rrf", "dbsf", "weighted"]),
     default=None,
-    help="Hybrid fusion [default: the collection's fitted fusion, else rrf with k=60].",
+    help="Hybrid fusion [default: the collection's fitted fusion, else dbsf].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON lines.")
 @click.option("--list-tasks", is_flag=True, is_eager=True, help="List task names and exit.")

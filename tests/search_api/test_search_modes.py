@@ -43,7 +43,7 @@ def test_hybrid_is_the_stores_fused_query(client: TestClient, store: Store, enco
     assert body["mode"] == "hybrid"
     vector = np.asarray(encoder.encode_queries([query], body["instruction"]), dtype=np.float32)
     (want,) = store.search_hybrid_batch(
-        body["collection"], vector, embed_queries([query]), top_k=4, fusion=Fusion("rrf", k=60)
+        body["collection"], vector, embed_queries([query]), top_k=4, fusion=Fusion()
     )
     assert [h["id"] for h in body["hits"]] == [h.id for h in want]
     assert [h["score"] for h in body["hits"]] == [pytest.approx(h.score, rel=1e-4) for h in want]
