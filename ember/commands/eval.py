@@ -157,6 +157,12 @@ def _guess_task(dataset: str) -> str:
 
 
 @eval_group.command("beir")
+@click.option(
+    "--run-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the scored run as a TREC run file (qid Q0 docid rank score tag).",
+)
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True, help="qrels/<split>.tsv to score.")
 @click.option(
@@ -195,6 +201,7 @@ def beir_command(
     as_json: bool,
     output: Path | None,
     progress: bool,
+    run_file: Path | None,
 ) -> None:
     """nDCG@10, recall@100 and MRR@10 on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/).
 
@@ -264,6 +271,8 @@ def beir_command(
     if dataset.missing_docs:
         lines.append(f"warning: {dataset.missing_docs} judged documents are not in the corpus")
     _emit(result.as_dict(), lines, as_json, output)
+    if run_file is not None:
+        _write_run_file(run_file, result.run, result.system)
 
 
 @eval_group.command("fit-fusion")
@@ -474,6 +483,73 @@ def echo_command(
             f"[{mode}] whole-sentence accuracy: {full}",
         ]
     _emit(payload, lines, as_json, output)
+
+
+def _write_run_file(path: Path, run: dict[str, list[tuple[str, float]]], system: str) -> None:
+    from indexer.evaluation.trec import write_run
+
+    tag = "".join("_" if c.isspace() else c for c in system) or "ember"
+    write_run(path, run, tag)
+    click.echo(f"run file    {path} (tag {tag})", err=True)
+
+
+@eval_group.command("score")
+@click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
+@click.argument("qrels_path", metavar="QRELS", type=click.Path(path_type=Path))
+@click.option(
+    "--k",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Cut-off of nDCG and MRR.",
+)
+@click.option(
+    "--depth",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Documents kept per query before scoring (BEIR's top_k).",
+)
+@click.option(
+    "--exclude-self",
+    is_flag=True,
+    help="Drop a document retrieved for its own query id (ArguAna, Quora).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def score_command(
+    run_path: Path, qrels_path: Path, k: int, depth: int, exclude_self: bool, as_json: bool
+) -> None:
+    """nDCG@k, recall@100 and MRR@k of any TREC run file, by trec_eval's definitions.
+
+    RUN holds `qid Q0 docid rank score tag` lines; QRELS is TREC (`qid 0 docid rel`) or a BEIR
+    qrels TSV. Queries without a relevant judgement are skipped; a judged query the run does not
+    answer scores 0.
+
+    \b
+    Example:
+      ember eval beir ../shared/data/beir/scifact --bm25 --run-file bm25.trec
+      ember eval score bm25.trec ../shared/data/beir/scifact/qrels/test.tsv
+    """
+    from indexer.evaluation import EvalDataError
+    from indexer.evaluation.metrics import judged_query_ids, mean_scores
+    from indexer.evaluation.trec import read_qrels, read_run
+
+    try:
+        run = read_run(run_path)
+        qrels = read_qrels(qrels_path)
+        scores = mean_scores(run, qrels, k=k, exclude_self=exclude_self, depth=depth)
+    except (EvalDataError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    judged = judged_query_ids(qrels)
+    answered = sum(1 for q in judged if run.get(q))
+    result = {"run": str(run_path), "qrels": str(qrels_path), "answered": answered, **scores}
+    lines = [
+        f"{run_path}: {answered} of {len(judged)} judged queries answered ({qrels_path})",
+        f"nDCG@{k:<7d}{100 * scores[f'ndcg@{k}']:.2f}",
+        f"recall@100  {100 * scores['recall@100']:.2f}",
+        f"MRR@{k:<8d}{100 * scores[f'mrr@{k}']:.2f}",
+    ]
+    _emit(result, lines, as_json, None)
 
 
 COMMANDS = [eval_group]

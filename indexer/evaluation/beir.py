@@ -1,5 +1,12 @@
 """BEIR-style retrieval evaluation: dense (exact cosine) or BM25, scored with nDCG@10, recall@100
-and MRR@10 over the queries judged in ``qrels/<split>.tsv``."""
+and MRR@10 over the queries judged in ``qrels/<split>.tsv``.
+
+Scoring follows BEIR (see :mod:`indexer.evaluation.metrics`): trec_eval on the retrieved scores,
+the top ``TOP_K`` per query. On datasets whose queries are also corpus documents (ArguAna,
+Quora: :data:`SELF_RETRIEVAL_DATASETS`) a document retrieved for its own id is excluded, and one
+extra document is retrieved so that ``TOP_K`` remain. The scored run is kept on the result
+(``BeirResult.run``) for ``ember eval beir --run-file``.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +17,28 @@ import numpy as np
 
 from indexer.evaluation.cache import VectorCache, encode_cached
 from indexer.evaluation.data import BeirDataset
-from indexer.evaluation.metrics import RetrievalScores, score_run
+from indexer.evaluation.metrics import (
+    RetrievalScores,
+    judged_query_ids,
+    prepare_run,
+    score_scored_run,
+)
 from indexer.evaluation.retrieval import BM25Index, BM25Params, exact_top_k
 
 if TYPE_CHECKING:
     from encoders import Encoder
 
 TOP_K = 100  # deepest cut-off any reported metric needs (recall@100)
+# BEIR datasets whose queries are corpus documents: the self-hit is excluded (ignore_identical_ids)
+SELF_RETRIEVAL_DATASETS = frozenset({"arguana", "quora"})
+
+ScoredRunDict = dict[str, list[tuple[str, float]]]
+
+
+def excludes_self(dataset: BeirDataset) -> bool:
+    """ArguAna / Quora (and their ``-mini`` cuts): a query's own document is not a hit."""
+    name = dataset.name.lower().removesuffix("-mini").removesuffix("_mini")
+    return name in SELF_RETRIEVAL_DATASETS
 
 
 @dataclass(frozen=True)
@@ -27,6 +49,8 @@ class BeirResult:
     scores: RetrievalScores
     n_docs: int
     details: dict[str, object] = field(default_factory=dict)
+    # the scored run (trec_eval order, self-hits removed, cut to TOP_K); not in as_dict()
+    run: ScoredRunDict = field(default_factory=dict, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -39,21 +63,43 @@ class BeirResult:
         }
 
 
-def run_from_indices(
-    dataset: BeirDataset, query_ids: list[str], indices: np.ndarray
-) -> dict[str, list[str]]:
-    return {q: [dataset.doc_ids[j] for j in row] for q, row in zip(query_ids, indices, strict=True)}
+def scored_run_from_indices(
+    dataset: BeirDataset, query_ids: list[str], indices: np.ndarray, scores: np.ndarray
+) -> ScoredRunDict:
+    return {
+        q: [(dataset.doc_ids[j], float(s)) for j, s in zip(row, srow, strict=True)]
+        for q, row, srow in zip(query_ids, indices, scores, strict=True)
+    }
+
+
+def _retrieval_depth(dataset: BeirDataset) -> int:
+    return TOP_K + 1 if excludes_self(dataset) else TOP_K
+
+
+def _score(dataset: BeirDataset, run: ScoredRunDict) -> tuple[RetrievalScores, ScoredRunDict]:
+    """BEIR scoring of a retrieved run; also returns the run as scored (for a run file)."""
+    exclude = excludes_self(dataset)
+    scores = score_scored_run(run, dataset.qrels, exclude_self=exclude, depth=TOP_K)
+    kept = prepare_run(run, judged_query_ids(dataset.qrels), exclude_self=exclude, depth=TOP_K)
+    return scores, kept
+
+
+def dense_run(
+    dataset: BeirDataset, query_vectors: np.ndarray, doc_vectors: np.ndarray
+) -> ScoredRunDict:
+    """Exact top-k run of precomputed vectors (rows follow ``dataset.eval_query_ids``)."""
+    qids = dataset.eval_query_ids
+    if query_vectors.shape[0] != len(qids) or doc_vectors.shape[0] != len(dataset.doc_ids):
+        raise ValueError("vector rows do not match the dataset's queries / documents")
+    indices, scores = exact_top_k(query_vectors, doc_vectors, _retrieval_depth(dataset))
+    return scored_run_from_indices(dataset, qids, indices, scores)
 
 
 def score_dense(
     dataset: BeirDataset, query_vectors: np.ndarray, doc_vectors: np.ndarray
 ) -> RetrievalScores:
     """Score precomputed vectors: ``query_vectors`` rows follow ``dataset.eval_query_ids``."""
-    qids = dataset.eval_query_ids
-    if query_vectors.shape[0] != len(qids) or doc_vectors.shape[0] != len(dataset.doc_ids):
-        raise ValueError("vector rows do not match the dataset's queries / documents")
-    indices, _ = exact_top_k(query_vectors, doc_vectors, TOP_K)
-    return score_run(run_from_indices(dataset, qids, indices), dataset.qrels)
+    return _score(dataset, dense_run(dataset, query_vectors, doc_vectors))[0]
 
 
 def encode_dataset(
@@ -91,21 +137,25 @@ def evaluate_dense(
     """Documents instruction-free (``encode_documents``), queries with ``instruction``
     (``encode_queries``, query max length)."""
     docs, queries = encode_dataset(encoder, dataset, instruction, cache, show_progress)
+    scores, run = _score(dataset, dense_run(dataset, queries, docs))
     return BeirResult(
         dataset=dataset.name,
         split=dataset.split,
         system=encoder.config.name,
-        scores=score_dense(dataset, queries, docs),
+        scores=scores,
         n_docs=len(dataset.doc_ids),
         details={"fingerprint": encoder.fingerprint, "instruction": instruction},
+        run=run,
     )
 
 
 def evaluate_bm25(dataset: BeirDataset, params: BM25Params | None = None) -> BeirResult:
     index = BM25Index(dataset.doc_texts, params)
     qids = dataset.eval_query_ids
-    indices, _ = index.search([dataset.queries[q] for q in qids], TOP_K)
-    scores = score_run(run_from_indices(dataset, qids, indices), dataset.qrels)
+    indices, doc_scores = index.search(
+        [dataset.queries[q] for q in qids], _retrieval_depth(dataset)
+    )
+    scores, run = _score(dataset, scored_run_from_indices(dataset, qids, indices, doc_scores))
     return BeirResult(
         dataset=dataset.name,
         split=dataset.split,
@@ -113,4 +163,5 @@ def evaluate_bm25(dataset: BeirDataset, params: BM25Params | None = None) -> Bei
         scores=scores,
         n_docs=len(dataset.doc_ids),
         details={"bm25": index.params.describe()},
+        run=run,
     )

@@ -25,7 +25,7 @@ import numpy as np
 from indexer.evaluation.beir import TOP_K, BeirResult, encode_dataset
 from indexer.evaluation.cache import VectorCache
 from indexer.evaluation.data import BeirDataset
-from indexer.evaluation.metrics import RetrievalScores, score_run
+from indexer.evaluation.metrics import RetrievalScores, score_scored_run
 from indexer.sparse import SPARSE_VECTOR, Fusion, embed_documents, embed_queries
 from indexer.store import DEFAULT_VECTOR, Point, Store
 
@@ -79,8 +79,13 @@ def qdrant_collection(
 def _scores(
     dataset: BeirDataset, qids: Sequence[str], hits: Sequence[Sequence[Any]]
 ) -> RetrievalScores:
-    run = {q: [h.payload["doc_id"] for h in row] for q, row in zip(qids, hits, strict=True)}
-    return score_run(run, dataset.qrels)
+    """trec_eval scores of the engine's hits, with their scores (ties as trec_eval orders them,
+    like the dense rows)."""
+    run = {
+        q: [(h.payload["doc_id"], float(h.score)) for h in row]
+        for q, row in zip(qids, hits, strict=True)
+    }
+    return score_scored_run(run, dataset.qrels)
 
 
 def evaluate_sparse(dataset: BeirDataset) -> BeirResult:

@@ -1,15 +1,49 @@
-"""Retrieval metrics (trec_eval / pytrec_eval definitions) and Spearman correlation.
+"""Retrieval metrics through trec_eval's own C code (``pytrec_eval``); STS correlations through
+``scipy.stats``.
 
-For one query with judgements ``qrels`` (doc id -> graded relevance) and a ranked list of doc ids:
+Why these libraries: every IR paper and the BEIR toolkit score runs with trec_eval (BEIR through
+``pytrec_eval``), and the embedding literature reports ``scipy.stats.spearmanr``; a number that
+disagrees with them in the third decimal cannot be compared with the published tables. Measured
+with ``bench/metrics_choice.py`` on a full-SciFact-sized synthetic run (300 queries x 100
+documents, 2 CPU cores shared with a training job):
 
-- ``nDCG@k`` = DCG@k / IDCG@k with DCG@k = sum_{i=1..k} gain(d_i) / log2(i + 1), gain = the
-  judged relevance (linear gain, as trec_eval's ``ndcg_cut``; unjudged and non-positive = 0), and
-  IDCG@k the DCG of the judged relevances sorted in decreasing order.
-- ``recall@k`` = |relevant in top k| / |relevant|, relevant meaning relevance > 0.
-- ``MRR@k`` = 1 / rank of the first relevant document within the top k, 0 if none.
+- ``pytrec-eval-terrier`` 0.5.11: ~12 ms warm, ~16 ms first call; trec_eval itself.
+- ``ir-measures`` 0.4.3: ~18 ms warm (pytrec_eval underneath), but its ``RR@10`` cuts the run
+  with its own tie rule: with tied scores 32 of 300 queries differ from trec_eval's MRR@10.
+- ``ranx`` 0.3.21: ~34 ms warm, 3.6 s first call (numba JIT; 27 s on a cold numba cache) and a
+  heavy install (numba, pandas, matplotlib, seaborn, ir-datasets); with tied scores 29 of 300
+  queries differ (it orders ties differently).
 
-Dataset scores are means over the queries that have at least one relevant document; a query the
-run does not answer scores 0 (it is not dropped).
+Without ties all three agree exactly. ``pytrec-eval-terrier`` is trec_eval, is the fastest and
+adds one small dependency, so it is the one used here.
+
+Definitions (trec_eval's, for one query with judgements ``qrels``: doc id -> graded relevance):
+
+- ``nDCG@k`` = trec_eval ``ndcg_cut.k``: DCG@k / IDCG@k, DCG@k = sum_{i<=k} gain(d_i) / log2(i+1)
+  with linear gain = the judged relevance (unjudged, zero and negative relevance give 0); the
+  ideal DCG is over every judged relevant document, retrieved or not.
+- ``recall@k`` = trec_eval ``recall.k``: |relevant in top k| / |relevant|.
+- ``MRR@k`` = trec_eval ``recip_rank`` on the run cut to its top k: 1 / rank of the first
+  relevant document, 0 if none in the top k.
+
+Conventions (BEIR's, with where Ember differs said):
+
+- Relevance levels: a document is relevant when its judged relevance is > 0 (trec_eval's
+  default ``relevance_level`` 1); graded levels count as gains in nDCG.
+- Ranking order is trec_eval's: by score, descending; equal scores by document id, descending.
+  A run given as bare ranked ids (:func:`score_run`) gets strictly decreasing scores, so its own
+  order is kept.
+- ``exclude_self``: a document whose id equals the query id is removed before anything else
+  (BEIR's ``ignore_identical_ids``, needed on ArguAna and Quora where a query is also in the
+  corpus). BEIR's ``evaluate`` applies it by default to every dataset; Ember applies it only
+  when asked (``beir.py`` asks for ArguAna and Quora), because other datasets' query and
+  document ids are separate numberings that may collide by chance.
+- Top-k cut before scoring: after exclusion each query's run is cut to its first ``depth``
+  documents (default 100, BEIR's ``top_k``), as BEIR retrieves ``top_k`` and then scores.
+- Queries without judgements are skipped: the scored queries are those with at least one
+  relevant (> 0) judgement; run entries for other queries are ignored. A judged query the run
+  does not answer scores 0 (trec_eval ``-c``); BEIR drops such queries instead, which only
+  matters for external runs (Ember's own runs answer every query).
 """
 
 from __future__ import annotations
@@ -19,39 +53,124 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pytrec_eval
+from scipy import stats
+
+ScoredRun = Mapping[str, Sequence[tuple[str, float]]]
+"""Query id -> retrieved (doc id, score) pairs; the order is recomputed from the scores."""
+Qrels = Mapping[str, Mapping[str, int]]
+
+DEPTH = 100  # BEIR's top_k: the run is cut to this many documents per query before scoring
 
 
-def _check_ranking(ranked: Sequence[str]) -> None:
+def trec_order(docs: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+    """``docs`` in trec_eval's order: score descending, equal scores by doc id descending."""
+    return sorted(docs, key=lambda d: (d[1], d[0]), reverse=True)
+
+
+def _ranked_to_scored(ranked: Sequence[str]) -> list[tuple[str, float]]:
     if len(set(ranked)) != len(ranked):
         raise ValueError("a ranking lists the same document twice")
+    n = len(ranked)
+    return [(d, float(n - i)) for i, d in enumerate(ranked)]
 
 
-def dcg(gains: Sequence[float]) -> float:
-    return sum(g / math.log2(i + 2) for i, g in enumerate(gains))
+def prepare_run(
+    run: ScoredRun,
+    qids: Sequence[str],
+    *,
+    exclude_self: bool = False,
+    depth: int | None = DEPTH,
+) -> dict[str, list[tuple[str, float]]]:
+    """The run as scored: only ``qids``, self-hits removed if asked, trec_eval order, cut to
+    ``depth`` (``None``: no cut). Rejects a document listed twice for one query."""
+    out: dict[str, list[tuple[str, float]]] = {}
+    for q in qids:
+        docs = run.get(q)
+        if docs is None:
+            continue
+        if len({d for d, _ in docs}) != len(docs):
+            raise ValueError(f"query {q!r}: the run lists the same document twice")
+        kept = [(d, float(s)) for d, s in docs if not (exclude_self and d == q)]
+        ordered = trec_order(kept)
+        out[q] = ordered if depth is None else ordered[:depth]
+    return out
+
+
+def judged_query_ids(qrels: Qrels) -> list[str]:
+    """Queries with at least one relevant (> 0) judgement, in qrels order."""
+    return [q for q, rels in qrels.items() if any(r > 0 for r in rels.values())]
+
+
+def per_query(
+    run: ScoredRun,
+    qrels: Qrels,
+    *,
+    k: int = 10,
+    recall_k: int = 100,
+    exclude_self: bool = False,
+    depth: int | None = DEPTH,
+) -> dict[str, dict[str, float]]:
+    """``{qid: {"ndcg@k", "recall@recall_k", "mrr@k"}}`` for every judged query (0 when the run
+    does not answer it), by trec_eval."""
+    if k < 1 or recall_k < 1:
+        raise ValueError("cut-offs must be >= 1")
+    qids = judged_query_ids(qrels)
+    prepared = prepare_run(run, qids, exclude_self=exclude_self, depth=depth)
+    judged = {q: {d: int(r) for d, r in qrels[q].items()} for q in qids}
+    # trec_eval drops a query with an empty ranking; it scores 0 below like an unanswered one
+    as_dicts = {q: dict(docs) for q, docs in prepared.items() if docs}
+    top_k = {q: dict(docs[:k]) for q, docs in prepared.items() if docs}
+    ndcg_name, recall_name = f"ndcg_cut_{k}", f"recall_{recall_k}"
+    main = pytrec_eval.RelevanceEvaluator(judged, {f"ndcg_cut.{k}", f"recall.{recall_k}"})
+    rr = pytrec_eval.RelevanceEvaluator(judged, {"recip_rank"})
+    main_scores = main.evaluate(as_dicts)
+    rr_scores = rr.evaluate(top_k)
+    out: dict[str, dict[str, float]] = {}
+    for q in qids:
+        m = main_scores.get(q, {})
+        out[q] = {
+            f"ndcg@{k}": float(m.get(ndcg_name, 0.0)),
+            f"recall@{recall_k}": float(m.get(recall_name, 0.0)),
+            f"mrr@{k}": float(rr_scores.get(q, {}).get("recip_rank", 0.0)),
+        }
+    return out
+
+
+def mean_scores(
+    run: ScoredRun,
+    qrels: Qrels,
+    *,
+    k: int = 10,
+    recall_k: int = 100,
+    exclude_self: bool = False,
+    depth: int | None = DEPTH,
+) -> dict[str, float]:
+    """Means of :func:`per_query` over the judged queries, plus ``"queries"`` (their count)."""
+    values = per_query(run, qrels, k=k, recall_k=recall_k, exclude_self=exclude_self, depth=depth)
+    if not values:
+        raise ValueError("no query has a relevant document")
+    names = (f"ndcg@{k}", f"recall@{recall_k}", f"mrr@{k}")
+    means = {n: float(np.mean([v[n] for v in values.values()])) for n in names}
+    return {**means, "queries": len(values)}
+
+
+def _single(ranked: Sequence[str], qrels: Mapping[str, int], measure: str, k: int) -> float:
+    scores = per_query({"q": _ranked_to_scored(ranked)}, {"q": qrels}, k=k, recall_k=k, depth=None)
+    return scores["q"][f"{measure}@{k}"] if scores else 0.0
 
 
 def ndcg_at_k(ranked: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
-    _check_ranking(ranked)
-    ideal = dcg(sorted((r for r in qrels.values() if r > 0), reverse=True)[:k])
-    if ideal == 0:
-        return 0.0
-    return dcg([max(qrels.get(d, 0), 0) for d in ranked[:k]]) / ideal
+    """nDCG@k of one ranking (best first); 0 when ``qrels`` has no relevant document."""
+    return _single(ranked, qrels, "ndcg", k)
 
 
 def recall_at_k(ranked: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
-    _check_ranking(ranked)
-    relevant = {d for d, r in qrels.items() if r > 0}
-    if not relevant:
-        return 0.0
-    return len(relevant.intersection(ranked[:k])) / len(relevant)
+    return _single(ranked, qrels, "recall", k)
 
 
 def mrr_at_k(ranked: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
-    _check_ranking(ranked)
-    for i, d in enumerate(ranked[:k]):
-        if qrels.get(d, 0) > 0:
-            return 1.0 / (i + 1)
-    return 0.0
+    return _single(ranked, qrels, "mrr", k)
 
 
 @dataclass(frozen=True)
@@ -72,58 +191,56 @@ class RetrievalScores:
         }
 
 
-def score_run(
-    run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]]
+def score_scored_run(
+    run: ScoredRun, qrels: Qrels, *, exclude_self: bool = False, depth: int | None = DEPTH
 ) -> RetrievalScores:
-    """Score ``run`` (query id -> ranked doc ids, best first) against ``qrels``."""
-    qids = [q for q, rels in qrels.items() if any(r > 0 for r in rels.values())]
-    if not qids:
-        raise ValueError("no query has a relevant document")
-    nd, rc, rr = [], [], []
-    for q in qids:
-        ranked = list(run.get(q, ()))
-        nd.append(ndcg_at_k(ranked, qrels[q], 10))
-        rc.append(recall_at_k(ranked, qrels[q], 100))
-        rr.append(mrr_at_k(ranked, qrels[q], 10))
+    """nDCG@10, recall@100, MRR@10 of ``run`` (query id -> (doc id, score) pairs)."""
+    m = mean_scores(run, qrels, exclude_self=exclude_self, depth=depth)
     return RetrievalScores(
-        ndcg_at_10=float(np.mean(nd)),
-        recall_at_100=float(np.mean(rc)),
-        mrr_at_10=float(np.mean(rr)),
-        n_queries=len(qids),
+        ndcg_at_10=m["ndcg@10"],
+        recall_at_100=m["recall@100"],
+        mrr_at_10=m["mrr@10"],
+        n_queries=int(m["queries"]),
     )
 
 
-def rank_average(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """1-based ranks; tied values share the mean of the ranks they span."""
-    x = np.asarray(values, dtype=np.float64)
-    order = np.argsort(x, kind="stable")
-    sorted_x = x[order]
-    ranks = np.empty(len(x), dtype=np.float64)
-    start = 0
-    while start < len(x):
-        end = start + 1
-        while end < len(x) and sorted_x[end] == sorted_x[start]:
-            end += 1
-        ranks[order[start:end]] = (start + 1 + end) / 2.0  # mean of ranks start+1 .. end
-        start = end
-    return ranks
+def score_run(
+    run: Mapping[str, Sequence[str]],
+    qrels: Qrels,
+    *,
+    exclude_self: bool = False,
+    depth: int | None = DEPTH,
+) -> RetrievalScores:
+    """Score ``run`` (query id -> ranked doc ids, best first; this order is kept)."""
+    scored = {q: _ranked_to_scored(list(ranked)) for q, ranked in run.items()}
+    return score_scored_run(scored, qrels, exclude_self=exclude_self, depth=depth)
 
 
-def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+def _pair(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, name: str
+) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(x, dtype=np.float64)
     b = np.asarray(y, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
-        raise ValueError("pearson needs two 1-D sequences of equal length >= 2")
-    a = a - a.mean()
-    b = b - b.mean()
-    denom = math.sqrt(float(a @ a) * float(b @ b))
-    if denom == 0.0:
+        raise ValueError(f"{name} needs two 1-D sequences of equal length >= 2")
+    if np.all(a == a[0]) or np.all(b == b[0]):
         raise ValueError("correlation is undefined for a constant sequence")
-    return float(a @ b) / denom
+    return a, b
+
+
+def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """Pearson's r (``scipy.stats.pearsonr``)."""
+    a, b = _pair(x, y, "pearson")
+    r = float(stats.pearsonr(a, b).statistic)
+    if math.isnan(r):
+        raise ValueError("pearson is undefined for these sequences")
+    return r
 
 
 def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
-    """Spearman's rho: Pearson correlation of the tie-averaged ranks."""
-    if len(x) != len(y):
-        raise ValueError("spearman needs two sequences of equal length")
-    return pearson(rank_average(x), rank_average(y))
+    """Spearman's rho (``scipy.stats.spearmanr``: Pearson of the tie-averaged ranks)."""
+    a, b = _pair(x, y, "spearman")
+    rho = float(stats.spearmanr(a, b).statistic)
+    if math.isnan(rho):
+        raise ValueError("spearman is undefined for these sequences")
+    return rho

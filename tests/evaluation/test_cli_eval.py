@@ -168,3 +168,52 @@ def test_fit_fusion_stores_the_fusion_with_a_collection(
         store.close()
     code, out = run("eval", "fit-fusion", str(root), "--collection", "nope", *enc)
     assert code == 1 and "'nope' not found" in out
+
+
+def test_run_file_scores_like_the_evaluation(tmp_path: Path, encoders_dir: dict[str, str]) -> None:
+    root = write_beir(tmp_path / "toy", GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
+    qrels = str(root / "qrels" / "test.tsv")
+    for system in (["--bm25"], ["--encoder", encoders_dir["causal"], "--no-cache"]):
+        run_file = tmp_path / "run.trec"
+        code, out = run("eval", "beir", str(root), *system, "--json",
+                        "--run-file", str(run_file))  # fmt: skip
+        assert code == 0, out
+        evaluated = json.loads(out)
+        lines = run_file.read_text().splitlines()
+        assert lines and all(len(line.split()) == 6 and line.split()[1] == "Q0" for line in lines)
+        code, out = run("eval", "score", str(run_file), qrels, "--json")
+        assert code == 0, out
+        scored = json.loads(out)
+        for key in ("ndcg@10", "recall@100", "mrr@10", "queries"):
+            assert scored[key] == evaluated[key], key
+        assert scored["answered"] == 2
+
+
+def test_score_text_output_and_cut_off(tmp_path: Path) -> None:
+    (tmp_path / "run.trec").write_text("q1 Q0 d9 1 2.0 t\nq1 Q0 d1 2 1.0 t\n")
+    (tmp_path / "qrels.txt").write_text("q1 0 d1 1\nq2 0 d2 1\n")
+    code, out = run("eval", "score", str(tmp_path / "run.trec"), str(tmp_path / "qrels.txt"))
+    assert code == 0, out
+    assert "1 of 2 judged queries answered" in out
+    assert "MRR@10      25.00" in out  # q1: 1/2, q2 unanswered: 0
+    code, out = run("eval", "score", str(tmp_path / "run.trec"), str(tmp_path / "qrels.txt"),
+                    "--k", "1")  # fmt: skip
+    assert code == 0 and "MRR@1       0.00" in out and "nDCG@1      0.00" in out
+
+
+@pytest.mark.parametrize(
+    ("run_text", "qrels_text", "message"),
+    [
+        ("q1 Q0 d1 1 0.5 t\nq1 d2 2 0.4 t\n", "q1 0 d1 1\n", "run.trec:2: expected 6 fields"),
+        ("q1 Q0 d1 1 0.5 t\n", "q1 0 d1 one\n", "qrels.txt:1: relevance 'one'"),
+        ("q1 Q0 d1 1 0.5 t\n", "q1 0 d1 0\n", "no query has a relevant document"),
+    ],
+)
+def test_score_bad_files(tmp_path: Path, run_text: str, qrels_text: str, message: str) -> None:
+    (tmp_path / "run.trec").write_text(run_text)
+    (tmp_path / "qrels.txt").write_text(qrels_text)
+    res = CliRunner().invoke(cli, ["eval", "score", str(tmp_path / "run.trec"),
+                                   str(tmp_path / "qrels.txt")])  # fmt: skip
+    assert res.exit_code == 1
+    error_lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(error_lines) == 1 and message in error_lines[0], res.output
