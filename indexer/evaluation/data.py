@@ -130,14 +130,25 @@ def load_qrels(path: Path) -> dict[str, dict[str, int]]:
             qid, did, score = (p.strip() for p in parts)
             if not qid or not did:
                 raise EvalDataError(f"{path}:{lineno}: empty query or corpus id")
-            try:
-                rel = int(score)
-            except ValueError:
-                raise EvalDataError(f"{path}:{lineno}: score {score!r} is not an integer") from None
-            rels = qrels.setdefault(qid, {})
-            if did in rels:
-                raise EvalDataError(f"{path}:{lineno}: duplicate judgement ({qid}, {did})")
-            rels[did] = rel
+            add_judgement(qrels, f"{path}:{lineno}", qid, did, score, "score")
+    return checked_qrels(qrels, path)
+
+
+def add_judgement(
+    qrels: dict[str, dict[str, int]], where: str, qid: str, did: str, grade: str, what: str
+) -> None:
+    """Record one judgement line (BEIR TSV or TREC qrels): an integer grade, no duplicates."""
+    try:
+        rel = int(grade)
+    except ValueError:
+        raise EvalDataError(f"{where}: {what} {grade!r} is not an integer") from None
+    rels = qrels.setdefault(qid, {})
+    if did in rels:
+        raise EvalDataError(f"{where}: duplicate judgement ({qid}, {did})")
+    rels[did] = rel
+
+
+def checked_qrels(qrels: dict[str, dict[str, int]], path: Path) -> dict[str, dict[str, int]]:
     if not qrels:
         raise EvalDataError(f"{path}: no judgements")
     return qrels

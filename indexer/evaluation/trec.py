@@ -20,7 +20,13 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from indexer.evaluation.data import QRELS_HEADER, EvalDataError, load_qrels
+from indexer.evaluation.data import (
+    QRELS_HEADER,
+    EvalDataError,
+    add_judgement,
+    checked_qrels,
+    load_qrels,
+)
 from indexer.evaluation.metrics import trec_order
 
 RunDict = dict[str, list[tuple[str, float]]]
@@ -118,14 +124,5 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
                     f"got {len(parts)}"
                 )
             qid, _, docid, rel_text = parts
-            try:
-                rel = int(rel_text)
-            except ValueError:
-                raise EvalDataError(f"{where}: relevance {rel_text!r} is not an integer") from None
-            rels = qrels.setdefault(qid, {})
-            if docid in rels:
-                raise EvalDataError(f"{where}: duplicate judgement ({qid}, {docid})")
-            rels[docid] = rel
-    if not qrels:
-        raise EvalDataError(f"{file}: no judgements")
-    return qrels
+            add_judgement(qrels, where, qid, docid, rel_text, "relevance")
+    return checked_qrels(qrels, file)
