@@ -340,6 +340,14 @@ class EdgeStore(Store):
             for res in results
         ]
 
+    def sparse_names(self, collection: str) -> tuple[str, ...]:
+        with self._lock:
+            self._check_open()
+            meta = self._manifest["collections"].get(collection)
+            if meta is None:
+                raise CollectionNotFoundError(collection)
+            return tuple(meta.get("sparse") or ())
+
     def collection_meta(self, collection_or_alias: str) -> dict[str, Any]:
         with self._lock:
             self._check_open()

@@ -76,7 +76,7 @@ def collection_fusion(store: Store, collection: str) -> Fusion:
 
 
 def has_sparse(store: Store, collection: str) -> bool:
-    return SPARSE_VECTOR in store.collection_info(collection).sparse
+    return SPARSE_VECTOR in store.sparse_names(store.get_alias(collection) or collection)
 
 
 def resolve_mode(store: Store, collection: str, mode: str | None, default: str = "dense") -> Mode:

@@ -455,6 +455,11 @@ class Store(ABC):
             return collection_or_alias
         raise CollectionNotFoundError(collection_or_alias)
 
+    def sparse_names(self, collection: str) -> tuple[str, ...]:
+        """The sparse vectors a collection (not an alias) declares; cheaper than
+        :meth:`collection_info`, which counts the points of every collection (per search)."""
+        return self.collection_info(collection).sparse
+
     def collection_info(self, collection_or_alias: str) -> CollectionInfo:
         name = self.resolve(collection_or_alias)
         for info in self.list_collections():
@@ -689,6 +694,13 @@ class QdrantClientStore(Store):
             ),
             defaults={"$score[0]": 0.0, "$score[1]": 0.0},
         )
+
+    def sparse_names(self, collection: str) -> tuple[str, ...]:
+        with self._lock:
+            if not self._exists(collection):
+                raise CollectionNotFoundError(collection)
+            sparse = self.client.get_collection(collection).config.params.sparse_vectors
+            return tuple(sorted(sparse or {}))
 
     def collection_meta(self, collection_or_alias: str) -> dict[str, Any]:
         with self._lock:

@@ -16,7 +16,7 @@ import pytest
 
 from indexer.edge_store import EdgeStore
 from indexer.sparse import SPARSE_VECTOR, Fusion, embed_documents, embed_queries
-from indexer.store import Point, QdrantClientStore, Store
+from indexer.store import CollectionNotFoundError, Point, QdrantClientStore, Store
 from tests.indexer.conftest import BOTH
 
 DOCS = [
@@ -64,6 +64,9 @@ def test_sparse_vectors_are_declared_and_listed(store: Store) -> None:
     info = {c.name: c for c in store.list_collections()}
     assert info["docs"].sparse == (SPARSE_VECTOR,)
     assert info["old"].sparse == ()
+    assert store.sparse_names("docs") == (SPARSE_VECTOR,) and store.sparse_names("old") == ()
+    with pytest.raises(CollectionNotFoundError):
+        store.sparse_names("missing")
 
 
 @BOTH
