@@ -56,6 +56,41 @@ def _field_name(loc: Sequence[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def _non_json_body(request: Request, errors: Sequence[Any]) -> str | None:
+    """The request's content type when it sent a body that is not JSON to a JSON route (FastAPI
+    then validates the raw bytes, with a vague message), else None."""
+    kind = request.headers.get("content-type")
+    if not kind or not any(tuple(err.get("loc", ()))[:1] == ("body",) for err in errors):
+        return None
+    media = kind.split(";")[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return None
+    return kind
+
+
+def _item(err: Any, body: bytes) -> dict[str, Any]:
+    """One validation error as ``{"loc", "msg", "type"}``; JSON syntax errors say where (line,
+    column) and what, and an empty body says so, instead of pydantic's generic wording."""
+    loc = [p if isinstance(p, int) else str(p) for p in err.get("loc", ())]
+    msg = str(err.get("msg", "invalid value"))
+    kind = str(err.get("type", "value_error"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if kind == "json_invalid":
+        pos = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+        reason = str((err.get("ctx") or {}).get("error") or "not valid JSON")
+        where = ""
+        if pos is not None:
+            before = body[:pos].decode("utf-8", "replace")
+            line = before.count("\n") + 1
+            column = len(before) - (before.rfind("\n") + 1) + 1
+            where = f" at line {line}, column {column} (char {pos})"
+        loc, msg = ["body"], f"invalid JSON{where}: {reason}"
+    elif loc == ["body"] and kind == "missing":
+        msg = "the request body is empty: send a JSON object"
+    return {"loc": loc, "msg": msg, "type": kind}
+
+
 def error_body(path: str, status: int, detail: Any, message: str, param: str | None = None) -> Any:
     """The JSON body of every error response (also used by the limits middleware)."""
     body: dict[str, Any] = {"detail": detail, "message": message}
@@ -72,13 +107,15 @@ def _body(request: Request, status: int, detail: Any, message: str, param: str |
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> ErrorJSONResponse:
-        items = []
-        for err in exc.errors():
-            loc = [p if isinstance(p, int) else str(p) for p in err.get("loc", ())]
-            msg = str(err.get("msg", "invalid value"))
-            if msg.startswith("Value error, "):
-                msg = msg[len("Value error, ") :]
-            items.append({"loc": loc, "msg": msg, "type": str(err.get("type", "value_error"))})
+        errors = exc.errors()
+        media = _non_json_body(request, errors)
+        if media is not None:
+            message = f"body: send JSON with 'Content-Type: application/json' (got {media!r})"
+            detail = [{"loc": ["body"], "msg": message[6:], "type": "unsupported_media_type"}]
+            return ErrorJSONResponse(
+                status_code=415, content=_body(request, 415, detail, message, "body")
+            )
+        items = [_item(err, await request.body()) for err in errors]
         message = "; ".join(f"{_field_name(i['loc'])}: {i['msg']}" for i in items)
         param = _field_name(items[0]["loc"]) if items else None
         return ErrorJSONResponse(

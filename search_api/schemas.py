@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -67,6 +68,17 @@ def _valid_unicode(value: Any) -> Any:
     return value
 
 
+def _visible(value: str) -> str:
+    """Refuse text with nothing to embed: only whitespace and control or format characters
+    (NUL, zero-width marks). A tokenizer would turn it into special tokens alone, so the
+    vector would say nothing about the text (and /search and /v1/embeddings agree on it)."""
+    if not any(not ch.isspace() and unicodedata.category(ch)[0] != "C" for ch in value):
+        raise ValueError(
+            "text has no visible characters (only whitespace or control characters such as NUL)"
+        )
+    return value
+
+
 def _filter_condition(value: Any) -> Any:
     """A filter value Qdrant can hold (integers in 64 bits, valid unicode), checked before the
     union of condition kinds: else an integer beyond int64 would pass as a float."""
@@ -91,7 +103,9 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 Text = Annotated[str, ValidUnicode]
 Scalar = str | Int64 | FiniteFloat | bool  # bool before int would not matter: pydantic smart mode
-NonBlank = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+# what the schema says of a text to embed; NonBlank also refuses what has no visible character
+TextInput = Annotated[str, Field(min_length=1, json_schema_extra={"pattern": r"\S"})]
+NonBlank = Annotated[TextInput, ValidUnicode, AfterValidator(_visible)]
 # payload field paths Qdrant accepts: dot-separated names (``meta.lang`` for nested fields)
 FieldName = Annotated[
     str, StringConstraints(max_length=200, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
@@ -295,7 +309,7 @@ class EmbeddingsRequest(BaseModel):
         },
     )
 
-    input: NonBlank | Annotated[list[NonBlank], Field(min_length=1)] = Field(
+    input: TextInput | Annotated[list[TextInput], Field(min_length=1)] = Field(
         description="a text or a list of texts (token arrays are not accepted)"
     )
     model: str | None = Field(
@@ -308,6 +322,18 @@ class EmbeddingsRequest(BaseModel):
         None, description="truncate to this many dimensions, then re-normalise"
     )
     user: str | None = Field(None, description="accepted for compatibility, ignored")
+
+    @field_validator("input")
+    @classmethod
+    def _texts(cls, value: str | list[str]) -> str | list[str]:
+        # checked here rather than per union member, so an error names input (or input[i])
+        # instead of pydantic's member labels
+        for i, text in enumerate([value] if isinstance(value, str) else value):
+            try:
+                _visible(_valid_unicode(text))
+            except ValueError as exc:
+                raise ValueError(exc if isinstance(value, str) else f"item {i}: {exc}") from None
+        return value
 
 
 class Embedding(BaseModel):

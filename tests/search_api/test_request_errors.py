@@ -1,0 +1,71 @@
+"""Requests a client gets wrong at the HTTP level get a message that says what to fix: where a
+JSON body stops parsing, that a body must be JSON, that it is empty, and that a text with
+nothing visible in it (NUL, zero-width marks) is refused by /search and /v1/embeddings alike."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.search_api.conftest import ClientFactory
+
+JSON = {"content-type": "application/json"}
+
+
+def test_invalid_json_names_the_body_and_the_place(client: TestClient) -> None:
+    r = client.post("/search", content=b'{"query": "fox",\n  "top_k": }', headers=JSON)
+    assert r.status_code == 422
+    body = r.json()
+    assert body["detail"][0]["loc"] == ["body"]
+    assert body["message"].startswith("body: invalid JSON at line 2, column 12 (char 28): ")
+    assert "Expecting value" in body["message"]
+
+
+def test_a_body_that_is_not_json_is_415_naming_the_content_type(client: TestClient) -> None:
+    for path in ("/search", "/v1/embeddings"):
+        r = client.post(path, content=b'{"query": "fox"}', headers={"content-type": "text/plain"})
+        assert r.status_code == 415, path
+        assert r.json()["message"] == (
+            "body: send JSON with 'Content-Type: application/json' (got 'text/plain')"
+        )
+    # a +json media type is JSON
+    r = client.post(
+        "/search", content=b'{"query": "fox"}', headers={"content-type": "application/vnd.x+json"}
+    )
+    assert r.status_code == 200
+
+
+def test_an_empty_body_says_so(client: TestClient) -> None:
+    r = client.post("/search", content=b"", headers=JSON)
+    assert r.status_code == 422
+    assert r.json()["message"] == "body: the request body is empty: send a JSON object"
+
+
+@pytest.mark.parametrize("text", ["\x00", "\x00\x00 ", "\u200b\u200d", " \t\n"])
+def test_text_without_visible_characters_is_refused_on_both_routes(
+    client: TestClient, text: str
+) -> None:
+    r = client.post("/search", json={"query": text})
+    assert r.status_code == 422
+    assert r.json()["message"].startswith("query: text has no visible characters")
+    r = client.post("/v1/embeddings", json={"input": text})
+    assert r.status_code == 422
+    assert r.json()["message"].startswith("input: text has no visible characters")
+    assert r.json()["error"]["param"] == "input"
+    r = client.post("/v1/embeddings", json={"input": ["fine", text]})
+    assert r.status_code == 422
+    assert r.json()["message"].startswith("input: item 1: text has no visible characters")
+
+
+def test_visible_text_around_control_characters_is_embedded(client: TestClient) -> None:
+    assert client.post("/v1/embeddings", json={"input": "a\x00b"}).status_code == 200
+    assert client.post("/search", json={"query": "fox\u200b"}).status_code == 200
+
+
+def test_body_errors_come_after_the_key_check(make_client: ClientFactory) -> None:
+    keyed = make_client(api_keys=["k1"])
+    r = keyed.post("/search", content=b'{"query": ', headers=JSON)
+    assert r.status_code == 401
+    r = keyed.post("/search", content=b'{"query": ', headers={**JSON, "authorization": "Bearer k1"})
+    assert r.status_code == 422
+    assert r.json()["message"].startswith("body: invalid JSON at line 1, column 11")
