@@ -103,7 +103,7 @@ def encode_command(
     """
     import numpy as np
 
-    from encoders import load_encoder
+    from ember.commands.index import load_encoder_or_fail
 
     if input_path == "-":
         texts, ids = read_texts(sys.stdin, fmt, field)
@@ -114,7 +114,7 @@ def encode_command(
         with path.open(encoding="utf-8") as stream:
             texts, ids = read_texts(stream, fmt, field)
 
-    encoder = load_encoder(encoder_spec)
+    encoder = load_encoder_or_fail(encoder_spec)
     if instruction:
         vectors = encoder.encode_queries(texts, instruction, show_progress=progress)
     else:

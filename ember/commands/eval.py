@@ -107,9 +107,11 @@ def _fusion(method: str, k: int, weight: float, scale: float, prefetch: int) -> 
 
 
 def _load_encoder(spec: str | None) -> Encoder:
-    from encoders import load_encoder
+    from ember.commands.index import load_encoder_or_fail
+    from encoders import DEFAULT_ENCODER
 
-    return load_encoder(spec or "smollm2-ember")
+    encoder: Encoder = load_encoder_or_fail(spec or DEFAULT_ENCODER)
+    return encoder
 
 
 def _instruction(encoder: Encoder, task: str, text: str | None, off: bool) -> str | None:

@@ -46,11 +46,14 @@ def open_store_or_fail(settings: Settings) -> Store:
 
 
 def load_encoder_or_fail(spec: str) -> Any:
+    """The encoder ``spec`` names, or one line naming --encoder (an unknown preset, a folder
+    that is not an encoder, a config that does not validate)."""
     from encoders import load_encoder
+    from encoders.loading import ModelNotFoundError
 
     try:
         return load_encoder(spec)
-    except (FileNotFoundError, ValueError) as exc:
+    except (ModelNotFoundError, FileNotFoundError, ValueError) as exc:
         raise UserError(f"--encoder: {exc}") from None
 
 

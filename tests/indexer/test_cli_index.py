@@ -156,3 +156,21 @@ def test_search_modes_and_old_collections(
     assert res.exit_code == 0, res.stderr
     res = run(["search", "vitamin", "-c", "old", "--mode", "hybrid", *enc], env)
     one_line_error(res, "--mode", "without BM25 sparse vectors", "reindex")
+
+
+@pytest.mark.parametrize("command", ["index", "encode", "eval"])
+def test_an_unknown_encoder_is_one_line_naming_the_option(
+    command: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", corpus_records(2))
+    sts = tmp_path / "sts-test.csv"
+    sts.write_text("g\tf\t2012\t1\t5.0\tA man runs.\tA man is running.\n" * 2)
+    args = {
+        "index": ["index", str(corpus), "-c", "ok"],
+        "encode": ["encode", "-i", str(corpus), "--format", "jsonl"],
+        "eval": ["eval", "sts", str(sts)],
+    }[command]
+    one_line_error(
+        run([*args, "--encoder", "no-such-preset"], env),
+        "--encoder: encoder 'no-such-preset' is not a preset",
+    )
