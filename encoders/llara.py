@@ -33,6 +33,7 @@ from transformers import PreTrainedTokenizerBase
 from encoders.config import EncoderConfig
 from encoders.encoder import Encoder, Tokenized
 from encoders.loading import resolve_model_path
+from encoders.pooling import masked_mean
 
 LLARA_FILE = "llara.json"
 PoolPart = Literal["both", "ebae", "ebar"]
@@ -269,9 +270,3 @@ class LlaraEncoder(Encoder):
         batch = self.collate(items)
         hidden = self.hidden_states(batch).last_hidden_state  # type: ignore[attr-defined]
         return masked_mean(hidden, batch["ebae_mask"]), masked_mean(hidden, batch["ebar_mask"])
-
-
-def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    weights = mask.to(hidden.dtype)
-    total = weights.sum(dim=1, keepdim=True).clamp(min=1e-9)
-    return torch.einsum("blh,bl->bh", hidden, weights / total)

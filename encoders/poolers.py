@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from encoders.pooling import masked_mean
+
 if TYPE_CHECKING:
     from encoders.encoder import Encoder
 
@@ -42,13 +44,6 @@ POOLER_WEIGHTS = "pooler.safetensors"
 
 class PoolerError(ValueError):
     """A pooler folder is missing, malformed or does not fit the model."""
-
-
-def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``states`` [B, T, H] over positions where ``mask`` [B, T] is 1 (zeros if none)."""
-    weights = mask.to(states.dtype)
-    total = weights.sum(dim=1, keepdim=True).clamp(min=1.0)
-    return torch.einsum("bth,bt->bh", states, weights) / total
 
 
 class Pooler(nn.Module):

@@ -39,3 +39,11 @@ def pool(
     # of bf16 states would lose the small differences between texts. Elementwise ops, so
     # autocast leaves them in fp32.
     return (hidden.float() * (weights / total).unsqueeze(-1)).sum(dim=1)
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``states`` [B, T, H] over positions where ``mask`` [B, T] is 1 (zeros if none),
+    in the states' dtype (what the trainable poolers and LLaRA's prompt embeddings train on)."""
+    weights = mask.to(states.dtype)
+    total = weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+    return torch.einsum("bth,bt->bh", states, weights) / total

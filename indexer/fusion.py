@@ -24,17 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from encoders.vectors import l2_normalize
 from indexer.store import DEFAULT_VECTOR, Hit, Store
 
 if TYPE_CHECKING:
     from encoders import Encoder
 
 GROWTH = 4
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float32)
-    return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
 def fused_search_batch(
@@ -111,10 +107,10 @@ def _rescore(
         if not unknown:
             continue
         stored = store.retrieve_vectors(collection, unknown, [name])
-        q = _unit(query[name])
+        q = l2_normalize(query[name])
         for pid in unknown:
             if pid in stored:  # a point deleted meanwhile is dropped below
-                scores[pid][name] = float(_unit(stored[pid][name]) @ q)
+                scores[pid][name] = float(l2_normalize(stored[pid][name]) @ q)
     fused = [
         Hit(id=pid, score=sum(weights[n] * s[n] for n in per_name), payload=payloads[pid])
         for pid, s in scores.items()

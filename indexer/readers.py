@@ -151,7 +151,7 @@ def _doc_id(value: Any) -> str | None:
     return None
 
 
-def _make_document(
+def make_document(
     record: dict[str, Any], file: Path, line: int, default_source: str
 ) -> Document | BadRecordError:
     raw_id = record.get("id", record.get("_id"))
@@ -214,7 +214,7 @@ def _read_jsonl(path: Path, source: str | None = None) -> Iterator[Item]:
             if not isinstance(record, dict):
                 yield path, line_no, BadRecordError(path, line_no, "expected a JSON object")
                 continue
-            yield path, line_no, _make_document(record, path, line_no, default_source)
+            yield path, line_no, make_document(record, path, line_no, default_source)
 
 
 def _read_beir(path: Path) -> Iterator[Item]:
@@ -257,7 +257,7 @@ def _read_csv(path: Path) -> Iterator[Item]:
                         BadRecordError(path, line_no, "fewer fields than the header"),
                     )
                     continue
-                yield path, line_no, _make_document(dict(row), path, line_no, path.name)
+                yield path, line_no, make_document(dict(row), path, line_no, path.name)
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not valid UTF-8 ({exc.reason})") from None
     except csv.Error as exc:

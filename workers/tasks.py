@@ -96,8 +96,7 @@ def document_record(doc: Document) -> dict[str, Any]:
 def to_document(record: Any, number: int) -> Document:
     """Validate one record with the corpus reader's rules; ``number`` is its 1-based position
     in the job's input."""
-    from indexer.readers import BadRecordError, check_size
-    from indexer.readers import _make_document as make_document
+    from indexer.readers import BadRecordError, check_size, make_document
 
     if not isinstance(record, dict):
         raise BatchRejectedError(f"record {number}: expected a JSON object")

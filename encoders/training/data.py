@@ -9,16 +9,16 @@ reads exactly the batches the uninterrupted run would have read (the data positi
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
 from encoders.instructions import DEFAULT_TASK, TASKS
+from encoders.jsonl import iter_jsonl
 
 NLI_INSTRUCTION = "Given a premise, retrieve a hypothesis that is entailed by the premise:"
 
@@ -28,20 +28,6 @@ class DataError(ValueError):
 
 
 # ---- generic readers -------------------------------------------------------------------------
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
-    with path.open(encoding="utf-8") as stream:
-        for lineno, raw in enumerate(stream, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object")
-            yield lineno, record
-
-
 def text_field(record: dict[str, object], key: str, where: str, required: bool = True) -> str:
     value = record.get(key)
     if value is None and not required:
@@ -94,7 +80,9 @@ def read_texts(paths: Sequence[str | Path], fmt: str = "auto") -> list[str]:
         path = _check(Path(raw))
         kind = detect_format(path, fmt)
         if kind == "jsonl":
-            texts.extend(text_field(rec, "text", f"{path}:{n}") for n, rec in iter_jsonl(path))
+            texts.extend(
+                text_field(rec, "text", f"{path}:{n}") for n, rec in iter_jsonl(path, DataError)
+            )
         elif kind == "wikitext":
             texts.extend(wikitext_paragraphs(path))
         else:
@@ -122,7 +110,7 @@ def read_sentence_pairs(
         path = _check(Path(raw))
         kind = detect_format(path, fmt)
         if kind == "jsonl":
-            for n, rec in iter_jsonl(path):
+            for n, rec in iter_jsonl(path, DataError):
                 where = f"{path}:{n}"
                 pairs.append((text_field(rec, "text", where), text_field(rec, "next", where)))
             continue
@@ -170,7 +158,7 @@ def read_supervised_jsonl(path: Path, instruction: str | None) -> Source:
     SenEval SNLI triples: ``{"anchor", "positive", "hard_negative"}``."""
     examples: list[Example] = []
     found_instruction: str | None = None
-    for n, rec in iter_jsonl(path):
+    for n, rec in iter_jsonl(path, DataError):
         where = f"{path}:{n}"
         if "anchor" in rec:
             query = text_field(rec, "anchor", where)
@@ -233,7 +221,7 @@ def read_beir_train(
                 qrels.setdefault(parts[0], []).append(parts[1])
     doc_ids: list[str] = []
     doc_texts: list[str] = []
-    for n, rec in iter_jsonl(folder / "corpus.jsonl"):
+    for n, rec in iter_jsonl(folder / "corpus.jsonl", DataError):
         where = f"{folder / 'corpus.jsonl'}:{n}"
         doc_ids.append(str(rec.get("_id", rec.get("id"))))
         title = text_field(rec, "title", where, required=False)
@@ -241,7 +229,7 @@ def read_beir_train(
     test_ids = _qrels_queries(folder / "qrels" / "test.tsv")
     queries: dict[str, str] = {}
     test_texts: set[str] = set()
-    for n, rec in iter_jsonl(folder / "queries.jsonl"):
+    for n, rec in iter_jsonl(folder / "queries.jsonl", DataError):
         qid = str(rec.get("_id", rec.get("id")))
         if qid in qrels or qid in test_ids:
             text = text_field(rec, "text", f"{folder / 'queries.jsonl'}:{n}")
@@ -347,7 +335,7 @@ def read_corpus_pairs(path: Path, instruction: str | None, seed: int) -> Source:
     file = _corpus_file(path)
     rng = random.Random(seed)
     examples: list[Example] = []
-    for n, rec in iter_jsonl(file):
+    for n, rec in iter_jsonl(file, DataError):
         where = f"{file}:{n}"
         key = str(rec.get("_id", rec.get("id", n)))
         text = text_field(rec, "text", where)
@@ -387,7 +375,7 @@ def read_scored_pairs(path: Path, instruction: str | None) -> ScoredSource:
         raise DataError(f"{path}: refusing to train on a test split")
     pairs: list[tuple[str, str, float]] = []
     if path.suffix == ".jsonl":
-        for n, rec in iter_jsonl(path):
+        for n, rec in iter_jsonl(path, DataError):
             where = f"{path}:{n}"
             score = rec.get("score")
             if not isinstance(score, int | float) or isinstance(score, bool):

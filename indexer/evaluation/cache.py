@@ -226,10 +226,7 @@ def pool_variants(
                     out[mode] = np.zeros((len(items), vecs.shape[1]), dtype=np.float32)
                 out[mode][order] = vecs.float().cpu().numpy()
     if encoder.config.normalize:
-        out = {
-            m: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-            for m, v in out.items()
-        }
+        out = {m: l2_normalize(v) for m, v in out.items()}
     return out
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from encoders.jsonl import iter_jsonl
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 
@@ -25,20 +26,6 @@ def default_data_dir() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
-    with path.open(encoding="utf-8") as stream:
-        for lineno, raw in enumerate(stream, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise EvalDataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise EvalDataError(f"{path}:{lineno}: expected a JSON object")
-            yield lineno, record
 
 
 def _str_field(record: dict[str, object], key: str, where: str, *, required: bool) -> str:
@@ -80,7 +67,7 @@ def load_corpus(path: Path) -> tuple[list[str], list[str]]:
     ids: list[str] = []
     texts: list[str] = []
     seen: dict[str, int] = {}
-    for lineno, record in _jsonl(path):
+    for lineno, record in iter_jsonl(path, EvalDataError):
         where = f"{path}:{lineno}"
         doc_id = _str_field(record, "_id", where, required=True)
         if not doc_id:
@@ -99,7 +86,7 @@ def load_corpus(path: Path) -> tuple[list[str], list[str]]:
 
 def load_queries(path: Path) -> dict[str, str]:
     queries: dict[str, str] = {}
-    for lineno, record in _jsonl(path):
+    for lineno, record in iter_jsonl(path, EvalDataError):
         where = f"{path}:{lineno}"
         qid = _str_field(record, "_id", where, required=True)
         if qid in queries:

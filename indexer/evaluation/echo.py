@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from encoders.vectors import l2_normalize
 from indexer.evaluation.cache import SIMPLE_POOLINGS
 from indexer.evaluation.data import EchoTriple
 
@@ -125,9 +126,7 @@ def prefix_vectors(
                 if mode not in out:
                     out[mode] = np.zeros((len(full), vecs.shape[1]), dtype=np.float32)
                 out[mode][order] = vecs
-    return {
-        m: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12) for m, v in out.items()
-    }
+    return {m: l2_normalize(v) for m, v in out.items()}
 
 
 @dataclass(frozen=True)

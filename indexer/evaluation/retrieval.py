@@ -11,10 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+from encoders.vectors import l2_normalize
 
 
 def exact_top_k(
@@ -29,8 +26,8 @@ def exact_top_k(
         raise ValueError(f"shape mismatch: queries {queries.shape}, documents {docs.shape}")
     if k < 1:
         raise ValueError("k must be >= 1")
-    q = _normalise(queries)
-    d = _normalise(docs)
+    q = l2_normalize(queries)
+    d = l2_normalize(docs)
     k = min(k, d.shape[0])
     all_idx = np.empty((q.shape[0], k), dtype=np.int64)
     all_scores = np.empty((q.shape[0], k), dtype=np.float32)

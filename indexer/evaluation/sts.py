@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from encoders.vectors import l2_normalize
 from indexer.evaluation.cache import VectorCache, encode_cached
 from indexer.evaluation.data import StsPairs
 from indexer.evaluation.metrics import pearson, spearman
@@ -48,8 +49,7 @@ def unique_sentences(pairs: StsPairs) -> tuple[list[str], np.ndarray, np.ndarray
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    a, b = l2_normalize(a), l2_normalize(b)
     return np.einsum("ij,ij->i", a.astype(np.float64), b.astype(np.float64))
 
 

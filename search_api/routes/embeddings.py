@@ -18,6 +18,7 @@ import numpy as np
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 
+from encoders.vectors import l2_normalize
 from search_api.errors import field_error
 from search_api.routes import AUTH, LIMITS, error_responses
 from search_api.schemas import Embedding, EmbeddingsRequest, EmbeddingsResponse, Usage
@@ -29,9 +30,7 @@ router = APIRouter()
 
 def truncate(vectors: np.ndarray, dimensions: int) -> np.ndarray:
     """Keep the first ``dimensions`` components and L2-normalise again (Matryoshka-style)."""
-    cut = np.ascontiguousarray(vectors[:, :dimensions], dtype=np.float32)
-    norms = np.linalg.norm(cut, axis=1, keepdims=True)
-    return (cut / np.maximum(norms, 1e-12)).astype(np.float32)
+    return l2_normalize(np.ascontiguousarray(vectors[:, :dimensions], dtype=np.float32))
 
 
 def to_base64(vector: np.ndarray) -> str:

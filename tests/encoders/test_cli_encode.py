@@ -78,7 +78,7 @@ def test_bad_input_is_one_line_and_nonzero(model: Path, stdin: str, message: str
 def test_missing_encoder_is_one_line(tmp_path: Path) -> None:
     res = ember("encode", "--encoder", str(tmp_path / "nothing"), stdin="x\n")
     assert res.returncode == 1
-    assert res.stderr.startswith("error: encoder") and "Traceback" not in res.stderr
+    assert res.stderr.startswith("Error: --encoder: encoder") and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
 

@@ -1,0 +1,28 @@
+"""One JSONL reader for files that must be wholly valid (training data, evaluation sets).
+
+Corpora are read by :mod:`indexer.readers` instead, which turns a bad line into a bad record
+(skipped or failed by ``--on-error``) rather than stopping at it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def iter_jsonl(
+    path: Path, error: type[Exception] = ValueError
+) -> Iterator[tuple[int, dict[str, object]]]:
+    """``(line number, object)`` for each non-blank line of ``path``; a line that is not a JSON
+    object raises ``error`` with ``path:line:`` and the reason."""
+    with path.open(encoding="utf-8") as stream:
+        for lineno, raw in enumerate(stream, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise error(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise error(f"{path}:{lineno}: expected a JSON object")
+            yield lineno, record
