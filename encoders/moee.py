@@ -334,12 +334,6 @@ class MoeeEncoder(Encoder):
             return {"dense": combine(parts["hs"], parts["rw"], self.settings.rw_weight)}
         return parts
 
-    def encode_documents_named(
-        self, texts: Sequence[str], *, show_progress: bool = False
-    ) -> dict[str, np.ndarray]:
-        """Document vectors per Qdrant vector name (used by the index pipeline)."""
-        return self.encode_named(texts, show_progress=show_progress)
-
     def encode_queries_named(
         self, texts: Sequence[str], instruction: str | None = None, *, show_progress: bool = False
     ) -> dict[str, np.ndarray]:

@@ -16,15 +16,14 @@ training, as a fixed training-free pooling, so training can only move away from 
 
 A pooler is saved as a folder (``pooler_config.json`` + ``pooler.safetensors``) beside the
 adapters and named by :attr:`encoders.config.EncoderConfig.pooler`. The training code builds one
-with :func:`build_pooler`, embeds with :func:`embed_for_training` (frozen model, pooler with
-gradients) and saves it with :func:`save_pooler`; :func:`load_pooler` restores it exactly.
+with :func:`build_pooler` (the frozen model's hidden states, gradients through the pooler only)
+and saves it with :func:`save_pooler`; :func:`load_pooler` restores it exactly.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -214,20 +213,3 @@ def load_pooler(folder: str | Path) -> Pooler:
     )
     module.load_state_dict(load_file(str(path / POOLER_WEIGHTS)), strict=True)
     return module.eval()
-
-
-def embed_for_training(
-    encoder: Encoder,
-    pooler: Pooler,
-    texts: Sequence[str],
-    instruction: str | None = None,
-    *,
-    max_length: int | None = None,
-) -> torch.Tensor:
-    """Pooled vectors [len(texts), H] with gradients through ``pooler`` only (the model runs
-    without gradients), in input order, one padded batch; not normalised."""
-    items = encoder.tokenize(texts, instruction, max_length or encoder.config.max_length)
-    batch = encoder.collate(items)
-    with torch.no_grad():
-        output = encoder.hidden_states(batch, all_layers=pooler.needs_all_layers)
-    return pooler(output, batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +20,6 @@ from encoders.poolers import (
     PoolerError,
     build_pooler,
     build_pooler_for,
-    embed_for_training,
     load_pooler,
     save_pooler,
 )
@@ -33,6 +33,20 @@ TEXTS = [
     "proteins, cells and genes",
     "Large language models turn text into vectors when attention is bidirectional. " * 3,
 ] * 2
+
+
+def embed_for_training(
+    encoder: Encoder,
+    pooler: Pooler,
+    texts: Sequence[str],
+    instruction: str | None = None,
+) -> torch.Tensor:
+    """Pooled vectors [len(texts), H] with gradients through ``pooler`` only (the model runs
+    without gradients), in input order, one padded batch; not normalised."""
+    batch = encoder.collate(encoder.tokenize(texts, instruction, encoder.config.max_length))
+    with torch.no_grad():
+        output = encoder.hidden_states(batch, all_layers=pooler.needs_all_layers)
+    return pooler(output, batch)
 
 
 @pytest.fixture(scope="module")
