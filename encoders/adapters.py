@@ -8,9 +8,10 @@ from peft import PeftModel
 from torch import nn
 
 from encoders.config import AdapterSpec
+from encoders.errors import EmberError
 
 
-class AdapterError(RuntimeError):
+class AdapterError(EmberError, RuntimeError):
     pass
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from encoders.errors import EmberError
 
-class UnsupportedArchitectureError(RuntimeError):
+
+class UnsupportedArchitectureError(EmberError, RuntimeError):
     pass
 
 

@@ -5,6 +5,8 @@ Instructions are prepended to queries only; documents are always encoded instruc
 
 from __future__ import annotations
 
+from encoders.errors import EmberError
+
 TASKS: dict[str, str] = {
     "web_search": "Given a web search query, retrieve relevant passages that answer the query:",
     "scifact": "Given a scientific claim, retrieve documents that support or refute the claim:",
@@ -39,8 +41,8 @@ TASKS: dict[str, str] = {
 DEFAULT_TASK = "web_search"
 
 
-class UnknownTaskError(ValueError):
-    pass
+class UnknownTaskError(EmberError, ValueError):
+    status = 422
 
 
 def instruction_for(task: str) -> str:

@@ -32,6 +32,7 @@ from transformers import PreTrainedTokenizerBase
 
 from encoders.config import EncoderConfig
 from encoders.encoder import Encoder, Tokenized
+from encoders.errors import EmberError
 from encoders.loading import resolve_model_path
 from encoders.pooling import masked_mean
 
@@ -42,7 +43,7 @@ PoolPart = Literal["both", "ebae", "ebar"]
 PAD, PASSAGE, EBAE, EBAR = -1, 0, 1, 2
 
 
-class LlaraError(RuntimeError):
+class LlaraError(EmberError, RuntimeError):
     pass
 
 

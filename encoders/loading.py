@@ -25,6 +25,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from encoders.errors import EmberError
+
 log = logging.getLogger(__name__)
 
 SMOLLM2 = "builtin:smollm2-135m-instruct"
@@ -34,7 +36,7 @@ BUILTINS = (SMOLLM2, MINILM)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelNotFoundError(RuntimeError):
+class ModelNotFoundError(EmberError, RuntimeError):
     """The configured model is neither a builtin nor a readable local folder."""
 
 

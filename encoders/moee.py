@@ -42,11 +42,12 @@ from transformers import PreTrainedTokenizerBase
 
 from encoders.config import EncoderConfig, MoeeConfig, MoeeStats
 from encoders.encoder import Encoder, Tokenized
+from encoders.errors import EmberError
 from encoders.pooling import pool
 from encoders.vectors import l2_normalize, moments, standardize
 
 
-class MoeeError(RuntimeError):
+class MoeeError(EmberError, RuntimeError):
     """The model is not a Mixture-of-Experts model, or the encoder is not ready (no stats)."""
 
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from encoders.errors import EmberError
 from encoders.pooling import masked_mean
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ POOLER_CONFIG = "pooler_config.json"
 POOLER_WEIGHTS = "pooler.safetensors"
 
 
-class PoolerError(ValueError):
+class PoolerError(EmberError, ValueError):
     """A pooler folder is missing, malformed or does not fit the model."""
 
 

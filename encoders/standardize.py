@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from encoders.config import EncoderConfig, Standardization
+from encoders.errors import EmberError
 from encoders.vectors import l2_normalize, moments, standardize
 
 WHITENING_FILE = "whitening.npy"
@@ -30,7 +31,7 @@ _matrices: dict[str, np.ndarray] = {}
 _lock = threading.Lock()
 
 
-class StandardizationError(ValueError):
+class StandardizationError(EmberError, ValueError):
     """Statistics that do not fit the encoder, or a whitening file that is missing or changed."""
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, MixtralConfig
 
+from encoders.errors import EmberError
+
 UNTRAINED_NOTE = (
     "UNTRAINED demo MoE: experts are identical copies of the dense MLP and the router is random. "
     "Its routing weights carry no learned signal; use it to exercise MoEE, not to judge it."
@@ -47,7 +49,7 @@ def hf_config(model: torch.nn.Module) -> Any:
     return model.config
 
 
-class UpcycleError(ValueError):
+class UpcycleError(EmberError, ValueError):
     """The source model cannot be expressed as a Mixtral model."""
 
 

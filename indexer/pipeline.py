@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from encoders.errors import EmberError
 from indexer.readers import Document, read_corpus
 from indexer.sparse import SPARSE_VECTOR, embed_documents
 from indexer.store import (
@@ -60,7 +61,7 @@ DEFAULT_PAYLOAD_INDEXES = {"doc_id": "keyword", "source": "keyword"}
 _VERSION_RE = re.compile(r"^(?P<name>.+?)__(?P<fp>[0-9a-zA-Z]+)__v(?P<n>\d+)$")
 
 
-class BuildError(RuntimeError):
+class BuildError(EmberError, RuntimeError):
     """A build could not be finished (count mismatch, stale version); the alias is untouched."""
 
 

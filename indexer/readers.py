@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from encoders.errors import EmberError
+
 FORMATS = ("auto", "jsonl", "beir", "csv", "dir")
 ON_ERROR = ("fail", "skip")
 RESERVED = ("doc_id", "chunk_index", "text", "title", "source")
@@ -43,8 +45,10 @@ class Document:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-class BadRecordError(ValueError):
+class BadRecordError(EmberError, ValueError):
     """A corpus record that cannot be indexed; ``str()`` is ``file:line: message``."""
+
+    status = 422
 
     def __init__(self, file: str | Path, line: int, message: str) -> None:
         self.file = str(file)

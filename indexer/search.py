@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from encoders.errors import EmberError
 from indexer.pipeline import parse_version
 from indexer.sparse import (
     FUSION_META_KEY,
@@ -33,7 +34,9 @@ if TYPE_CHECKING:
 DEFAULT_MODE = "hybrid"
 
 
-class EncoderMismatchError(ValueError):
+class EncoderMismatchError(EmberError, ValueError):
+    status = 409
+
     pass
 
 

@@ -33,6 +33,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from encoders.errors import EmberError
+
 SPARSE_VECTOR = "bm25"
 MODES = ("dense", "sparse", "hybrid")
 FUSIONS = ("rrf", "dbsf", "weighted")
@@ -93,8 +95,10 @@ class Fusion:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-class SparseUnavailableError(LookupError):
+class SparseUnavailableError(EmberError, LookupError):
     """The collection has no BM25 sparse vectors (built before hybrid search existed)."""
+
+    status = 409
 
     def __init__(self, collection: str, mode: str) -> None:
         super().__init__(

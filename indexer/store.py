@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from encoders.errors import EmberError
 from indexer.sparse import SPARSE_VECTOR, Fusion, SparseVector
 
 if TYPE_CHECKING:
@@ -50,11 +51,13 @@ PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime", "text"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 
 
-class StoreError(RuntimeError):
+class StoreError(EmberError, RuntimeError):
     """A store operation failed for a reason the user can act on (missing collection, lock)."""
 
 
 class CollectionNotFoundError(StoreError, KeyError):
+    status = 404
+
     def __init__(self, name: str) -> None:
         super().__init__(f"collection or alias {name!r} not found")
         self.name = name
@@ -64,6 +67,8 @@ class CollectionNotFoundError(StoreError, KeyError):
 
 
 class CollectionExistsError(StoreError, ValueError):
+    status = 409
+
     def __init__(self, name: str) -> None:
         super().__init__(f"collection or alias {name!r} already exists")
         self.name = name

@@ -17,6 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from encoders.errors import EmberError
+
 log = logging.getLogger(__name__)
 
 
@@ -135,6 +137,13 @@ def install_error_handlers(app: FastAPI) -> None:
             content=_body(request, exc.status, detail, message, param),
             headers=exc.headers,
         )
+
+    @app.exception_handler(EmberError)
+    async def _ember_error(request: Request, exc: EmberError) -> ErrorJSONResponse:
+        # a domain error raised deep (store, reader, search): its own status, or a 500
+        if exc.status is None:
+            return await _unexpected(request, exc)
+        return await _api_error(request, ApiError(exc.status, str(exc)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> ErrorJSONResponse:

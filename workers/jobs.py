@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from encoders.errors import EmberError
+
 if TYPE_CHECKING:
     import redis
 
@@ -61,7 +63,9 @@ _FIELDS = (
 _UPDATABLE = frozenset(_FIELDS) - {"id", "kind", "created_at"}
 
 
-class JobNotFoundError(KeyError):
+class JobNotFoundError(EmberError, KeyError):
+    status = 404
+
     def __init__(self, job_id: str) -> None:
         super().__init__(job_id)
         self.job_id = job_id

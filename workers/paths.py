@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from encoders.errors import EmberError
+
 if TYPE_CHECKING:
     from indexer.settings import Settings
 
@@ -42,8 +44,10 @@ TRAIN_OUTPUT_KEYS = ("out",)
 Loc = tuple[str | int, ...]
 
 
-class JobPathError(ValueError):
+class JobPathError(EmberError, ValueError):
     """A job path outside its root (or unusable); ``loc`` names the field, e.g. ``params.out``."""
+
+    status = 422
 
     def __init__(self, loc: Loc, reason: str) -> None:
         self.loc = loc

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Task, chord, signals
 from celery.utils.log import get_task_logger
 
+from encoders.errors import EmberError
 from workers import runtime
 from workers.app import INDEX_QUEUE, TRAIN_QUEUE, app
 from workers.jobs import JobNotFoundError, JobStore, job_store_url, open_job_store
@@ -58,8 +59,10 @@ BUILTIN_STAGES = frozenset({"mntp", "simcse", "supervised", "llara"})
 _job_stores: dict[str, JobStore] = {}
 
 
-class BatchRejectedError(ValueError):
+class BatchRejectedError(EmberError, ValueError):
     """A document in the batch cannot be indexed (the corpus reader's rules, or no text)."""
+
+    status = 422
 
 
 def jobs() -> JobStore:

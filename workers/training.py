@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from encoders.errors import EmberError
+
 Trainer = Callable[[dict[str, Any]], str | Path]
 
 BUILTIN_TRAINER_MODULES = ("encoders.training",)
@@ -24,7 +26,9 @@ _lock = threading.Lock()
 _trainers: dict[str, Trainer] = {}
 
 
-class UnknownTrainerError(LookupError):
+class UnknownTrainerError(EmberError, LookupError):
+    status = 422
+
     def __init__(self, name: str, known: list[str]) -> None:
         self.name = name
         self.known = known
@@ -35,7 +39,7 @@ class UnknownTrainerError(LookupError):
         return str(self.args[0])
 
 
-class TrainerError(RuntimeError):
+class TrainerError(EmberError, RuntimeError):
     """A trainer module or a trainer's result is unusable."""
 
 

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from encoders.config import CONFIG_FILE, Attention, EncoderConfig
 from encoders.encoder import Encoder
+from encoders.errors import EmberError
 from encoders.hardware import has_fast_bf16
 from encoders.registry import resolve_config
 from encoders.training.model import (
@@ -59,7 +60,7 @@ ARGS_FILE = "train_args.json"
 StepCallback = Callable[[int, dict[str, float]], None]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(EmberError, RuntimeError):
     """A run that cannot start or continue (bad output folder, incompatible checkpoint)."""
 
 

@@ -17,14 +17,17 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
+from encoders.errors import EmberError
 from encoders.instructions import DEFAULT_TASK, TASKS
 from encoders.jsonl import iter_jsonl
 
 NLI_INSTRUCTION = "Given a premise, retrieve a hypothesis that is entailed by the premise:"
 
 
-class DataError(ValueError):
+class DataError(EmberError, ValueError):
     """Unusable training data; the message names the file (and line)."""
+
+    status = 422
 
 
 # ---- generic readers -------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from transformers import (
 from encoders.adapters import apply_adapters
 from encoders.config import AdapterSpec, EncoderConfig
 from encoders.encoder import Encoder, encoder_class
+from encoders.errors import EmberError
 from encoders.llara import LlaraSettings, add_placeholder_tokens, token_id
 from encoders.loading import (
     default_attn_implementation,
@@ -50,7 +51,7 @@ BASE_DIR = "base"
 POOLER_DIR = "pooler"
 
 
-class StageError(RuntimeError):
+class StageError(EmberError, RuntimeError):
     pass
 
 

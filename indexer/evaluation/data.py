@@ -11,13 +11,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from encoders.errors import EmberError
 from encoders.jsonl import iter_jsonl
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 
 
-class EvalDataError(ValueError):
+class EvalDataError(EmberError, ValueError):
     """A dataset file is missing or malformed; the message names the file (and line)."""
+
+    status = 422
 
 
 def default_data_dir() -> Path:

@@ -69,3 +69,23 @@ def test_body_errors_come_after_the_key_check(make_client: ClientFactory) -> Non
     r = keyed.post("/search", content=b'{"query": ', headers={**JSON, "authorization": "Bearer k1"})
     assert r.status_code == 422
     assert r.json()["message"].startswith("body: invalid JSON at line 1, column 11")
+
+
+def test_a_domain_error_raised_deep_answers_its_own_status(client: TestClient) -> None:
+    from encoders.loading import ModelNotFoundError
+    from indexer.search import EncoderMismatchError
+
+    app = client.app
+
+    @app.get("/_raise/{kind}")  # type: ignore[attr-defined]
+    def _raise(kind: str) -> None:
+        if kind == "mismatch":
+            raise EncoderMismatchError("collection 'x' was built by another encoder")
+        raise ModelNotFoundError("/secret/path is not a model")
+
+    r = client.get("/_raise/mismatch")
+    assert r.status_code == 409
+    assert r.json()["message"] == "collection 'x' was built by another encoder"
+    r = client.get("/_raise/model")  # no status: the server's fault, no internals shown
+    assert r.status_code == 500
+    assert r.json()["message"] == "internal server error"
