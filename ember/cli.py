@@ -16,10 +16,9 @@ import sys
 import click
 
 import ember.commands
+from ember.errors import UserError
 
-
-class UserError(click.ClickException):
-    """An error whose message is for the user (bad input, missing file, bad config)."""
+__all__ = ["UserError", "cli", "main"]
 
 
 class _Group(click.Group):

@@ -17,12 +17,16 @@ import hashlib
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from encoders.config import EncoderConfig, Standardization
 from encoders.errors import EmberError
 from encoders.vectors import l2_normalize, moments, standardize
+
+if TYPE_CHECKING:
+    from encoders.encoder import Encoder
 
 WHITENING_FILE = "whitening.npy"
 WHITEN_EPS = 1e-4
@@ -106,7 +110,7 @@ def fit(
 
 
 def fit_encoder(
-    encoder: object,
+    encoder: Encoder,
     texts: Sequence[str],
     out: Path,
     *,
@@ -116,10 +120,6 @@ def fit_encoder(
 ) -> EncoderConfig:
     """Fit on ``texts`` (documents, no instruction) with ``encoder`` (an :class:`Encoder`
     without statistics) and write the standardised encoder's config to ``out``."""
-    from encoders.encoder import Encoder
-
-    if not isinstance(encoder, Encoder):
-        raise TypeError("fit_encoder takes an Encoder")
     config = encoder.config
     if config.kind == "moee":
         raise StandardizationError(

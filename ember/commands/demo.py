@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 
-from ember.cli import UserError
 from ember.commands.index import (
     encoder_option,
     format_hits,
@@ -21,6 +20,7 @@ from ember.commands.index import (
     settings_for,
     store_options,
 )
+from ember.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_SCIFACT = REPO.parent / "shared" / "data" / "beir" / "scifact-mini"

@@ -9,7 +9,7 @@ from typing import IO
 
 import click
 
-from ember.cli import UserError
+from ember.errors import UserError
 
 
 def read_texts(stream: IO[str], fmt: str, field: str) -> tuple[list[str], list[object]]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ember.cli import UserError
+from ember.errors import UserError
 
 if TYPE_CHECKING:
     from encoders import Encoder

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ember.cli import UserError
+from ember.errors import UserError
 
 if TYPE_CHECKING:
     from indexer.settings import Settings

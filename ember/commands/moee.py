@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ember.cli import UserError
 from ember.commands.encode import read_texts
+from ember.errors import UserError
 
 
 @click.group("moee")

@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from ember.cli import UserError
 from ember.commands.index import open_store_or_fail, settings_for, store_options
+from ember.errors import UserError
 
 
 @click.command("serve")

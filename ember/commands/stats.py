@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ember.cli import UserError
+from ember.errors import UserError
 
 
 @click.command("fit-stats")

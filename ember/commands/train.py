@@ -14,7 +14,7 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
-from ember.cli import UserError
+from ember.errors import UserError
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
