@@ -10,7 +10,7 @@ from indexer.evaluation import EvalDataError, load_beir
 from indexer.evaluation.beir import evaluate_bm25
 from indexer.evaluation.metrics import score_scored_run
 from indexer.evaluation.trec import read_qrels, read_run, write_run
-from tests.evaluation.test_data import write_beir
+from tests.indexer.evaluation.test_data import write_beir
 
 RUN = {
     "q1": [("d1", 0.8123456789012345), ("d2", 0.5), ("d3", 0.5)],  # d2 / d3 tie

@@ -18,7 +18,7 @@ from encoders.training.base import autocast_dtype
 from encoders.training.data import DataError, read_corpus_pairs, read_scored_pairs
 from encoders.training.losses import cosent_loss
 from encoders.training.supervised import SupervisedTrainer
-from tests.training.conftest import SENTENCES, base_params
+from tests.encoders.training.conftest import SENTENCES, base_params
 
 
 def _corpus(folder: Path) -> Path:

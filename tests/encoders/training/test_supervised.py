@@ -15,7 +15,7 @@ from encoders.training import make_trainer
 from encoders.training.data import DataError, read_beir_train
 from encoders.training.losses import contrastive_loss
 from encoders.training.supervised import SupervisedTrainer
-from tests.training.conftest import SENTENCES, base_params
+from tests.encoders.training.conftest import SENTENCES, base_params
 
 
 def test_loss_with_hard_negatives_matches_its_definition() -> None:
@@ -123,7 +123,6 @@ def test_in_batch_copies_of_another_positive_are_masked(tmp_path: Path, bi_encod
 def test_pooler_is_trained_saved_and_reloaded(
     bi_encoder: Path, data_dir: Path, tmp_path: Path, kind: str
 ) -> None:
-    pytest.importorskip("encoders.poolers")
     out = tmp_path / kind
     params = base_params(
         bi_encoder,
@@ -145,7 +144,6 @@ def test_pooler_is_trained_saved_and_reloaded(
 
 
 def test_pooler_alone_with_a_frozen_model(bi_encoder: Path, data_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("encoders.poolers")
     out = tmp_path / "frozen"
     params = base_params(
         bi_encoder,

@@ -17,7 +17,7 @@ from encoders.training import make_trainer
 from encoders.training.base import TrainingError
 from encoders.training.losses import IGNORE, mask_tokens, mntp_loss, mntp_loss_from_hidden
 from encoders.training.mntp import resolve_mask_token, special_token_ids
-from tests.training.conftest import SENTENCES, base_params
+from tests.encoders.training.conftest import SENTENCES, base_params
 
 
 def test_masked_token_at_i_is_read_from_logits_at_i_minus_1() -> None:

@@ -14,7 +14,7 @@ from encoders.training.gradcache import cached_backward, full_batch_backward
 from encoders.training.losses import contrastive_loss
 from encoders.training.model import set_dropout
 from encoders.training.supervised import SupervisedTrainer
-from tests.training.conftest import base_params
+from tests.encoders.training.conftest import base_params
 
 
 def _trainer(bi_encoder: Path, data_dir: Path, out: Path, **extra: object) -> SupervisedTrainer:

@@ -12,7 +12,7 @@ from ember.cli import cli
 from encoders.config import EncoderConfig
 from encoders.testing import tiny_model_folder
 from indexer.evaluation.hybrid import SCALES, WEIGHTS
-from tests.evaluation.test_data import GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, write_beir
+from tests.indexer.evaluation.test_data import GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, write_beir
 
 
 @pytest.fixture(scope="module")

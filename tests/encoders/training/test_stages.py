@@ -16,7 +16,7 @@ from encoders.adapters import apply_adapters
 from encoders.loading import load_base_model
 from encoders.training import TRAINERS, make_trainer, run
 from encoders.training.base import TrainingError, checkpoint_steps, resolve_device
-from tests.training.conftest import SENTENCES, base_params
+from tests.encoders.training.conftest import SENTENCES, base_params
 
 
 class Interrupted(Exception):

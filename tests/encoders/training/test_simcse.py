@@ -11,7 +11,7 @@ from encoders import EncoderConfig
 from encoders.training import make_trainer
 from encoders.training.losses import contrastive_loss
 from encoders.training.model import set_dropout
-from tests.training.conftest import SENTENCES, base_params
+from tests.encoders.training.conftest import SENTENCES, base_params
 
 
 def test_two_views_differ_with_dropout_and_match_without(

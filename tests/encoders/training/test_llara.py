@@ -27,7 +27,7 @@ from encoders.loading import load_tokenizer
 from encoders.training import make_trainer
 from encoders.training.llara import bag_of_tokens
 from encoders.training.losses import IGNORE, bow_loss, bow_targets
-from tests.training.conftest import SENTENCES, base_params
+from tests.encoders.training.conftest import SENTENCES, base_params
 
 SETTINGS = LlaraSettings(num_placeholders=3)
 
