@@ -9,7 +9,7 @@ Checkpoint ``out/checkpoints/step-N/``:
 
 Data order is a function of (seed, step) (see :mod:`encoders.training.data`), so restoring the
 step restores the data position; restoring the RNG states restores the dropout masks.
-``--resume`` therefore reproduces the uninterrupted run (tests/training/test_resume.py).
+``--resume`` therefore reproduces the uninterrupted run (tests/encoders/training/test_stages.py).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
 3. Re-embed each chunk with the graph (same RNG state, so the same dropout masks) and
    backpropagate its cached gradient into the parameters; one chunk's graph lives at a time.
 
-The parameter gradients equal those of the full batch (tests/training/test_gradcache.py).
+The parameter gradients equal those of the full batch (tests/encoders/training/test_gradcache.py).
 """
 
 from __future__ import annotations
