@@ -5,7 +5,9 @@ record in Redis and send ``ember.index`` / ``ember.train`` by task name; a worke
 caller never imports the task code.
 
 Without a broker (embedded) the same tasks run in this process through ``Task.apply``: in the
-foreground (``wait=True``, the CLI) or on one background thread (the API), jobs one at a time.
+foreground (``wait=True``, the CLI) or on one background thread (the API), jobs one at a time. That
+thread runs at a lower OS priority and with fewer torch threads than search
+(:mod:`workers.priority`), so an index job does not hold up ``/search``.
 The task code is loaded by name from the Celery app's task registry. An in-process job's record
 names this process as its owner (:mod:`workers.owner`): if the process dies, readers see the job
 ``failed`` (``owner died``) instead of ``running`` forever; submitting it again starts a new job
@@ -63,8 +65,8 @@ def _run_in_process(
     encoder: Encoder | None,
     wait: bool,
 ) -> Future[Any] | None:
-    """Run task ``name`` here with ``Task.apply`` (embedded mode)."""
-    global _executor
+    """Run task ``name`` here with ``Task.apply`` (embedded mode): in the foreground, or on the
+    background job thread."""
     from workers import runtime
     from workers.app import app, load_tasks
 
@@ -78,10 +80,23 @@ def _run_in_process(
     if wait:
         run()
         return None
+    return job_executor(settings).submit(run)
+
+
+def job_executor(settings: Settings) -> ThreadPoolExecutor:
+    """The one background job thread, below the search threads (:mod:`workers.priority`)."""
+    global _executor
+    from workers.priority import lower_this_thread
+
     with _lock:
         if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ember-job")
-        return _executor.submit(run)
+            _executor = ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix="ember-job",
+                initializer=lower_this_thread,
+                initargs=(settings.job_nice, settings.job_torch_threads),
+            )
+        return _executor
 
 
 def _dispatch(
