@@ -256,6 +256,7 @@ async def load(
         "p95_ms": round(float(np.percentile(ms, 95)), 1),
         "p99_ms": round(float(np.percentile(ms, 99)), 1),
         "mean_ms": round(float(ms.mean()), 1),
+        "max_ms": round(float(ms.max()), 1),
     }
 
 
