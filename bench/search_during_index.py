@@ -136,7 +136,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=4, help="concurrent search clients")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of searches per phase")
     p.add_argument("--docs", type=int, default=64, help="documents served before the job")
-    p.add_argument("--job-docs", type=int, default=400, help="documents the index job indexes")
+    p.add_argument("--job-docs", type=int, default=2000, help="documents the index job indexes")
     p.add_argument("--torch-threads", type=int, default=max(1, min(os.cpu_count() or 1, 4)))
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--modes", default="lowered,equal", help=f"of {', '.join(MODES)}, in order")
@@ -150,7 +150,11 @@ def main() -> None:
         print(f"indexing {args.docs} SciFact-mini docs with {args.encoder} ...", file=sys.stderr)
         index = api_load.build_index(data_dir, args.encoder, args.docs, 128)
         corpus = api_load.read_jsonl(api_load.SCIFACT_MINI / "corpus.jsonl")
-        job_rows = corpus[args.docs : args.docs + args.job_docs]
+        rest = corpus[args.docs :] or corpus
+        job_rows = [  # cycled with fresh ids when the job wants more than SciFact-mini has
+            {**row, "_id": f"{row['_id']}-{n // len(rest)}"}
+            for n, row in ((n, rest[n % len(rest)]) for n in range(args.job_docs))
+        ]
         (data_dir / "job.jsonl").write_text("".join(json.dumps(r) + "\n" for r in job_rows))
         for mode in args.modes.split(","):
             print(f"{mode}: {args.clients} clients x {args.duration:g} s idle, then during a "
