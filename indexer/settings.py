@@ -65,7 +65,7 @@ class Settings(BaseSettings):
         default=None,
         ge=1,
         description="in-process (API) jobs: torch intra-op threads of the job thread; unset = "
-        "half the process's, at least 1",
+        "as many as search",
     )
     visibility_timeout: int = Field(
         default=6 * 3600, ge=1, description="s before an unacked task goes to another worker"

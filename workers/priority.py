@@ -1,17 +1,23 @@
-"""In-process jobs run below search: the API's job thread gets a lower OS priority and fewer torch
-threads than the threads that answer ``/search``.
+"""In-process jobs run below search: the API's job thread yields the encoder to queries, runs at
+a lower OS priority and, optionally, with fewer torch threads than the threads answering
+``/search``.
 
 Embedded, the API process runs index jobs on one background thread (:mod:`workers.client`) with
-the API's own encoder and store. Left alone, that thread competes as an equal: its forwards use
-as many intra-op (OpenMP) threads as the search forwards, on the same cores, so a search waits
-behind a document batch (the issue saw 9.3 s). So the job thread, before it runs anything:
+the API's own encoder and store. The encoder runs one forward at a time, and it used to hold that
+lock for a whole ``encode`` call: a query arriving during a job batch waited for every document
+forward of the batch (the issue saw 9.3 s; bench/search_during_index.py measured a p50 of 6.5 s).
+So the job thread, before it runs anything:
 
+* marks itself background (:mod:`encoders.forward_lock`): the lock is taken per forward, a waiting
+  query goes before the job's next forward, and the job's forwards are cut smaller, so a query
+  waits for at most one small document forward;
 * raises its own nice value by ``EMBER_JOB_NICE`` (Linux schedules threads, and
   ``setpriority(PRIO_PROCESS, <thread id>)`` changes one thread). The OpenMP workers its torch
   forwards start are created by this thread and inherit the value; the search threads keep theirs,
   so under contention the kernel gives them the cores first;
-* limits its own torch intra-op threads to ``EMBER_JOB_TORCH_THREADS`` (default: half the
-  process's, at least one). OpenMP and MKL thread counts are per calling thread, but
+* with ``EMBER_JOB_TORCH_THREADS`` set, limits its own torch intra-op threads (default: as many as
+  search; forwards never overlap, so fewer threads would only make the forward a query may wait
+  for longer). OpenMP and MKL thread counts are per calling thread, but
   ``torch.set_num_threads`` also sets the process default that threads read on their first torch
   call, so the default is put back from a throwaway thread and other threads are unaffected.
 
@@ -36,10 +42,10 @@ log = logging.getLogger(__name__)
 MAX_NICE = 19
 
 
-def lower_this_thread(nice: int, torch_threads: int | None = None) -> tuple[int, int | None]:
-    """Lower the calling thread: nice value up by ``nice`` (capped at 19) and, when torch is
-    used, ``torch_threads`` intra-op threads (None = half the process's, at least 1). Returns
-    (the thread's nice value, its torch threads or None); failures are logged, never raised."""
+def lower_this_thread(nice: int, torch_threads: int | None = None) -> tuple[int, int]:
+    """Lower the calling thread: its forwards yield to other threads', its nice value goes up by
+    ``nice`` (capped at 19) and, if given, it uses ``torch_threads`` intra-op threads. Returns
+    (the thread's nice value, its torch threads); failures to renice are logged, not raised."""
     tid = threading.get_native_id()
     value = os.getpriority(os.PRIO_PROCESS, tid)
     if nice > 0:
@@ -48,15 +54,17 @@ def lower_this_thread(nice: int, torch_threads: int | None = None) -> tuple[int,
             value = os.getpriority(os.PRIO_PROCESS, tid)
         except OSError as exc:  # not Linux, or a sandbox refusing it: run at the same priority
             log.warning("could not lower the job thread's priority: %s", exc)
+    from encoders.forward_lock import mark_background  # torch: kept out of the API's imports
+
+    mark_background()  # its forwards yield to the queries' (one encoder, one forward at a time)
     return value, _limit_torch_threads(torch_threads)
 
 
-def _limit_torch_threads(count: int | None) -> int | None:
+def _limit_torch_threads(wanted: int | None) -> int:
     import torch  # a job thread encodes anyway; kept out of the API's import path
 
     default = torch.get_num_threads()  # this thread's first torch call: it reads the default
-    wanted = count if count is not None else max(1, default // 2)
-    if wanted == default:
+    if wanted is None or wanted == default:
         return default
     torch.set_num_threads(wanted)  # this thread's OpenMP/MKL count, and the process default...
     restore = threading.Thread(target=torch.set_num_threads, args=(default,), name="ember-threads")
