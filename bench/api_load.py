@@ -9,11 +9,19 @@ encoder batch sizes from ``/metrics``; the host's 1-minute load average is recor
 run (the numbers mean little on a host whose cores are busy with other work). All traffic stays
 on the loopback interface and stops by itself (time-bounded, and capped at ``--max-requests``).
 
+A 429 (the server's concurrency limit, ``--max-concurrent``) is answered as a polite client would:
+the client waits the response's ``Retry-After`` (plus up to 25 % jitter, so refused clients do not
+come back in step) and sends the same request again, at most ``--max-retries`` times. The report
+counts the retries and the requests given up, and its req/s is useful throughput (200s per
+second). ``--ignore-retry-after`` restores the old client, which counted the 429 and went straight
+on to its next request, for comparison.
+
     .venv/bin/python bench/api_load.py                         # smollm2, 20 s per mode, 32 clients
     .venv/bin/python bench/api_load.py --encoder minilm --clients 64
     .venv/bin/python bench/api_load.py --duration 5 --docs 16  # quick look
     .venv/bin/python bench/api_load.py --torch-threads 1       # servers with one intra-op thread
     .venv/bin/python bench/api_load.py --probe-threads         # forwards only: batch vs single
+    .venv/bin/python bench/api_load.py --max-concurrent 8 --clients 32 [--ignore-retry-after]
 
 The server inherits this process's environment (API keys off), so thread settings such as
 ``OMP_NUM_THREADS=1`` apply to it and are recorded in the JSON.
@@ -25,17 +33,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.utils
+import functools
 import json
 import os
 import platform
+import random
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -93,6 +106,72 @@ def build_index(data_dir: Path, encoder_spec: str, docs: int, chunk_tokens: int)
     }
 
 
+RETRY_JITTER = 0.25  # a retry waits Retry-After x (1 + U(0, RETRY_JITTER))
+DEFAULT_RETRY_S = 1.0  # a 429 without a readable Retry-After
+
+
+def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float:
+    """A 429's ``Retry-After`` in seconds: delta-seconds or an HTTP date; unreadable or absent
+    -> :data:`DEFAULT_RETRY_S`; never negative."""
+    raw = (headers.get("retry-after") or "").strip()
+    if not raw:
+        return DEFAULT_RETRY_S
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw).timestamp()
+    except (TypeError, ValueError):
+        return DEFAULT_RETRY_S
+    return max(when - (time.time() if now is None else now), 0.0)
+
+
+class Reply(Protocol):
+    status_code: int
+    headers: Mapping[str, str]
+
+
+@dataclass
+class Outcome:
+    """One logical request: its last reply's status key, the retries it took, the seconds it
+    spent waiting between them, and whether it gave up on a 429."""
+
+    key: str
+    retries: int = 0
+    waited_s: float = 0.0
+    gave_up: bool = False
+
+
+async def send_with_retries(
+    send: Callable[[], Awaitable[Reply]],
+    *,
+    honour_retry_after: bool = True,
+    max_retries: int = 5,
+    deadline: float | None = None,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    clock: Callable[[], float] = time.perf_counter,
+    rng: random.Random | None = None,
+) -> Outcome:
+    """Send until the answer is not 429. On a 429 wait its Retry-After (plus jitter) and send
+    again, at most ``max_retries`` times and never past ``deadline`` (``clock`` time); with
+    ``honour_retry_after=False`` a 429 is returned at once (the old client)."""
+    rng = rng or random.Random()
+    outcome = Outcome("")
+    while True:
+        reply = await send()
+        outcome.key = str(reply.status_code)
+        if reply.status_code != 429 or not honour_retry_after:
+            return outcome
+        delay = retry_after_s(reply.headers) * (1.0 + rng.uniform(0.0, RETRY_JITTER))
+        if outcome.retries >= max_retries or (deadline is not None and clock() + delay > deadline):
+            outcome.gave_up = True
+            return outcome
+        await sleep(delay)
+        outcome.retries += 1
+        outcome.waited_s += delay
+
+
 def metric_sum_count(text: str, name: str) -> tuple[float, float]:
     total = count = 0.0
     for line in text.splitlines():
@@ -104,26 +183,52 @@ def metric_sum_count(text: str, name: str) -> tuple[float, float]:
 
 
 async def load(
-    url: str, queries: list[str], clients: int, duration: float, max_requests: int, top_k: int
+    url: str,
+    queries: list[str],
+    clients: int,
+    duration: float,
+    max_requests: int,
+    top_k: int,
+    *,
+    honour_retry_after: bool = True,
+    max_retries: int = 5,
 ) -> dict[str, Any]:
+    """``clients`` concurrent clients for ``duration`` s. Latency is per logical request, from
+    its first send to its 200 (retry waits included); ``statuses`` counts final answers."""
     import httpx
 
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+    refused = retries = gave_up = 0
+    waited = 0.0
     sent = 0
     deadline = time.perf_counter() + duration
+    rng = random.Random(0)
+
+    async def post(http: httpx.AsyncClient, body: dict[str, Any]) -> Reply:
+        nonlocal refused
+        reply = await http.post("/search", json=body)
+        refused += reply.status_code == 429
+        return reply
 
     async def client(worker: int, http: httpx.AsyncClient) -> None:
-        nonlocal sent
+        nonlocal sent, retries, gave_up, waited
         i = worker
         while time.perf_counter() < deadline and sent < max_requests:
             sent += 1
             body = {"query": queries[i % len(queries)], "task": "scifact", "top_k": top_k}
             i += clients
+
             started = time.perf_counter()
             try:
-                r = await http.post("/search", json=body)
-                key = str(r.status_code)
+                outcome = await send_with_retries(
+                    functools.partial(post, http, body), honour_retry_after=honour_retry_after,
+                    max_retries=max_retries, deadline=deadline, rng=rng,
+                )  # fmt: skip
+                key = outcome.key
+                retries += outcome.retries
+                waited += outcome.waited_s
+                gave_up += outcome.gave_up
             except httpx.HTTPError as exc:
                 key = type(exc).__name__
             elapsed = time.perf_counter() - started
@@ -141,11 +246,17 @@ async def load(
         "wall_s": round(wall, 2),
         "ok": len(latencies),
         "statuses": statuses,
-        "req_per_s": round(len(latencies) / wall, 2),
+        "req_per_s": round(len(latencies) / wall, 2),  # useful throughput: 200s only
+        "honour_retry_after": honour_retry_after,
+        "answers_429": refused,  # every 429 the server sent, retried or not
+        "retries": retries,
+        "gave_up": gave_up,
+        "retry_wait_s": round(waited, 1),
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
         "p95_ms": round(float(np.percentile(ms, 95)), 1),
         "p99_ms": round(float(np.percentile(ms, 99)), 1),
         "mean_ms": round(float(ms.mean()), 1),
+        "max_ms": round(float(ms.max()), 1),
     }
 
 
@@ -158,7 +269,7 @@ def run_mode(args: argparse.Namespace, data_dir: Path, batching: bool, queries: 
     env.update(
         TRANSFORMERS_VERBOSITY="error",
         EMBER_API_KEYS="[]",
-        EMBER_API_MAX_CONCURRENT=str(max(64, args.clients * 2)),
+        EMBER_API_MAX_CONCURRENT=str(args.max_concurrent or max(64, args.clients * 2)),
         EMBER_API_BATCH_WAIT_MS=str(args.batch_wait_ms),
         EMBER_API_MAX_BATCH=str(args.max_batch),
     )
@@ -190,9 +301,11 @@ def run_mode(args: argparse.Namespace, data_dir: Path, batching: bool, queries: 
         )
         rss_before = rss_mib(server.pid)
         load_before = os.getloadavg()[0]
+        honour = not args.ignore_retry_after
         result = asyncio.run(
-            load(url, queries, args.clients, args.duration, args.max_requests, args.top_k)
-        )
+            load(url, queries, args.clients, args.duration, args.max_requests, args.top_k,
+                 honour_retry_after=honour, max_retries=args.max_retries)
+        )  # fmt: skip
         rss_after = rss_mib(server.pid)
         after_sum, after_count = metric_sum_count(
             httpx.get(f"{url}/metrics").text, "ember_encoder_batch_size"
@@ -264,6 +377,15 @@ def main() -> None:
     p.add_argument("--modes", default="on,off", help="micro-batching modes to run, in order")
     p.add_argument("--torch-threads", type=int, default=None, help="ember serve --torch-threads")
     p.add_argument(
+        "--max-concurrent", type=int, default=None,
+        help="the server's EMBER_API_MAX_CONCURRENT (default max(64, 2 x clients): no 429s)",
+    )  # fmt: skip
+    p.add_argument("--max-retries", type=int, default=5, help="retries of one request on 429")
+    p.add_argument(
+        "--ignore-retry-after", action="store_true",
+        help="the old client: a 429 is counted and the next request sent at once, no retry",
+    )  # fmt: skip
+    p.add_argument(
         "--probe-threads", action="store_true",
         help="only time in-process forwards (batched vs single, 1 vs 2 threads); no server",
     )  # fmt: skip
@@ -298,6 +420,8 @@ def main() -> None:
         "batch_wait_ms": args.batch_wait_ms,
         "max_batch": args.max_batch,
         "torch_threads": args.torch_threads,
+        "max_concurrent": args.max_concurrent,
+        "honour_retry_after": not args.ignore_retry_after,
         "index": index,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
@@ -305,18 +429,22 @@ def main() -> None:
     }  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
     threads = f"-t{args.torch_threads}" if args.torch_threads else ""
-    out = OUT / f"api_load-{Path(args.encoder).name}{threads}.json"
+    limit = f"-c{args.max_concurrent}" if args.max_concurrent else ""
+    limit += "-noretry" if limit and args.ignore_retry_after else ""
+    out = OUT / f"api_load-{Path(args.encoder).name}{threads}{limit}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
 
     head = f"{'batching':>9} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-    head += f"{'ok':>6} {'other':>6} {'calls':>6} {'batch':>6} {'RSS MiB before/after':>21} load"
+    head += f"{'ok':>6} {'other':>6} {'429s':>6} {'retry':>6} {'gave up':>7} "
+    head += f"{'calls':>6} {'batch':>6} {'RSS MiB before/after':>21} load"
     print(head)
     for r in rows:
         other = sum(v for k, v in r["statuses"].items() if k != "200")
         print(
             f"{'on' if r['micro_batching'] else 'off':>9} {r['req_per_s']:>7.1f} "
             f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['ok']:>6} "
-            f"{other:>6} {r['encoder_calls']:>6} {r['mean_batch'] or 0:>6.2f} "
+            f"{other:>6} {r['answers_429']:>6} {r['retries']:>6} {r['gave_up']:>7} "
+            f"{r['encoder_calls']:>6} {r['mean_batch'] or 0:>6.2f} "
             f"{r['rss_before_mib']:>10.0f} / {r['rss_after_mib']:<8.0f} "
             f"{r['load_avg_1m'][0]:.1f}-{r['load_avg_1m'][1]:.1f}"
         )

@@ -8,7 +8,6 @@ so a text's vector does not depend on its batch, its neighbours or the padding s
 from __future__ import annotations
 
 import importlib
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from encoders.adapters import apply_adapters
 from encoders.attention import padding_mask_4d, set_bidirectional
 from encoders.config import EncoderConfig
+from encoders.forward_lock import BACKGROUND_BUDGET_DIVISOR, ForwardLock, is_background
 from encoders.loading import is_decoder, load_base_model, load_tokenizer, resolve_model_path
 from encoders.pooling import pool
 from encoders.vectors import l2_normalize
@@ -44,7 +44,7 @@ class Encoder:
         self.decoder = is_decoder(getattr(model, "config", None))
         if self.decoder:
             set_bidirectional(model, config.attention == "bidirectional")
-        self._lock = threading.Lock()
+        self._lock = ForwardLock()  # one forward at a time, queries before job documents
         self._dim: int | None = None
         self.pooler: TrainablePooler | None = None
 
@@ -175,11 +175,11 @@ class Encoder:
         out = np.zeros((len(items), self._hidden_size_hint()), dtype=np.float32)
         with (
             tqdm(total=len(items), desc="encode", unit="text", disable=not show_progress) as bar,
-            self._lock,
             torch.inference_mode(),
         ):
             for order in self.batches(items):
-                vecs = self.embed_batch([items[i] for i in order])
+                with self._lock:  # per forward: a waiting query goes between two of them
+                    vecs = self.embed_batch([items[i] for i in order])
                 if vecs.shape[1] != out.shape[1]:
                     out = np.zeros((len(items), vecs.shape[1]), dtype=np.float32)
                 out[order] = vecs.float().cpu().numpy()
@@ -239,12 +239,14 @@ class Encoder:
     def batches(self, items: Sequence[Tokenized]) -> Iterator[list[int]]:
         """Indices of ``items`` in length-sorted batches whose padded size fits the token budget."""
         order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
+        budget = self.config.token_budget
+        if is_background():  # smaller forwards, so a query never waits long for one
+            budget = max(1, budget // BACKGROUND_BUDGET_DIVISOR)
         batch: list[int] = []
         for i in order:
             longest = len(items[batch[0]].ids) if batch else len(items[i].ids)
             if batch and (
-                (len(batch) + 1) * longest > self.config.token_budget
-                or len(batch) >= self.config.max_batch_size
+                (len(batch) + 1) * longest > budget or len(batch) >= self.config.max_batch_size
             ):
                 yield batch
                 batch = []

@@ -228,11 +228,11 @@ class MoeeEncoder(Encoder):
         rw_out: np.ndarray | None = None
         with (
             tqdm(total=len(items), desc="encode", unit="text", disable=not show_progress) as bar,
-            self._lock,
             torch.inference_mode(),
         ):
             for order in self.batches(items):
-                hs, rw = self.raw_batch([items[i] for i in order])
+                with self._lock:  # per forward (encoders.forward_lock)
+                    hs, rw = self.raw_batch([items[i] for i in order])
                 if hs_out is None or rw_out is None:
                     hs_out = np.zeros((len(items), hs.shape[1]), dtype=np.float32)
                     rw_out = np.zeros((len(items), rw.shape[1]), dtype=np.float32)

@@ -55,6 +55,18 @@ class Settings(BaseSettings):
         default=["index", "train"], description="queues `ember worker` consumes by default"
     )
     job_batch_docs: int = Field(default=64, ge=1, description="documents per index batch task")
+    job_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="in-process (API) jobs: added to the job thread's nice value, below search",
+    )
+    job_torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="in-process (API) jobs: torch intra-op threads of the job thread; unset = "
+        "as many as search",
+    )
     visibility_timeout: int = Field(
         default=6 * 3600, ge=1, description="s before an unacked task goes to another worker"
     )

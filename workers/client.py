@@ -5,8 +5,16 @@ record in Redis and send ``ember.index`` / ``ember.train`` by task name; a worke
 caller never imports the task code.
 
 Without a broker (embedded) the same tasks run in this process through ``Task.apply``: in the
-foreground (``wait=True``, the CLI) or on one background thread (the API), jobs one at a time.
-The task code is loaded by name from the Celery app's task registry.
+foreground (``wait=True``, the CLI) or on one background thread (the API), jobs one at a time. That
+thread runs at a lower OS priority and with fewer torch threads than search
+(:mod:`workers.priority`), so an index job does not hold up ``/search``.
+The task code is loaded by name from the Celery app's task registry. An in-process job's record
+names this process as its owner (:mod:`workers.owner`): if the process dies, readers see the job
+``failed`` (``owner died``) instead of ``running`` forever; submitting it again starts a new job
+(job ids are never reused) on a new build.
+
+An in-process job opens the embedded store before its record is created, so a store locked by
+another process (the API running on the same folder) is one clear error and leaves no record.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from workers.jobs import Job, JobStore, new_job_id, open_job_store
+from workers.owner import current_owner
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -56,8 +65,8 @@ def _run_in_process(
     encoder: Encoder | None,
     wait: bool,
 ) -> Future[Any] | None:
-    """Run task ``name`` here with ``Task.apply`` (embedded mode)."""
-    global _executor
+    """Run task ``name`` here with ``Task.apply`` (embedded mode): in the foreground, or on the
+    background job thread."""
     from workers import runtime
     from workers.app import app, load_tasks
 
@@ -71,10 +80,23 @@ def _run_in_process(
     if wait:
         run()
         return None
+    return job_executor(settings).submit(run)
+
+
+def job_executor(settings: Settings) -> ThreadPoolExecutor:
+    """The one background job thread, below the search threads (:mod:`workers.priority`)."""
+    global _executor
+    from workers.priority import lower_this_thread
+
     with _lock:
         if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ember-job")
-        return _executor.submit(run)
+            _executor = ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix="ember-job",
+                initializer=lower_this_thread,
+                initargs=(settings.job_nice, settings.job_torch_threads),
+            )
+        return _executor
 
 
 def _dispatch(
@@ -149,9 +171,17 @@ def submit_index(
     else:
         spec["documents"] = documents
         params["documents"] = len(documents or [])
+    owner = None
+    if not settings.broker_url:
+        owner = current_owner()
+        if store is None:  # fail on a locked or unusable store before there is a job record
+            from workers import runtime
+
+            runtime.provide(settings=settings)
+            store = runtime.get_store()
     job_store = open_job_store(settings)
     try:
-        job = job_store.create("index", params, new_job_id())
+        job = job_store.create("index", params, new_job_id(), owner=owner)
         _dispatch(
             settings, "ember.index", "index", (job.id, spec), {}, job.id,
             wait=wait, store=store, encoder=encoder,
@@ -173,7 +203,10 @@ def submit_train(
         raise ValueError("trainer: give a trainer name")
     job_store = open_job_store(settings)
     try:
-        job = job_store.create("train", {"trainer": trainer, "params": dict(params or {})})
+        owner = None if settings.broker_url else current_owner()
+        job = job_store.create(
+            "train", {"trainer": trainer, "params": dict(params or {})}, owner=owner
+        )
         kwargs = {"job_id": job.id, "trainer": trainer, "params": dict(params or {})}
         _dispatch(
             settings, "ember.train", "train", (), kwargs, job.id,

@@ -13,6 +13,9 @@ Two backends, one interface:
   replaced atomically on every write, so ``ember jobs show`` in another process reads whole
   records while the API process runs the job.
 
+An in-process job's record names its owner process (:mod:`workers.owner`); reading a job whose
+owner is gone fails it (``owner died``), so a crashed API or CLI leaves no job ``running`` forever.
+
 This module imports neither Celery tasks nor encoders: ``search_api.routes.jobs`` imports it to
 read and create job records without loading the worker code.
 """
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from encoders.errors import EmberError
+from workers.owner import OWNER_DIED, owner_alive
 
 if TYPE_CHECKING:
     import redis
@@ -59,6 +63,7 @@ _FIELDS = (
     "result",
     "skipped",
     "planned",
+    "owner",
 )
 _UPDATABLE = frozenset(_FIELDS) - {"id", "kind", "created_at"}
 
@@ -125,6 +130,7 @@ class Job:
     result: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # corpus records skipped (on_error=skip)
     planned: bool = False  # the batch tasks were sent
+    owner: dict[str, Any] | None = None  # the process running an in-process job (workers.owner)
     batches: dict[int, BatchOutcome] = field(default_factory=dict)
 
     # ---- progress ---------------------------------------------------------------------------
@@ -207,6 +213,7 @@ class Job:
             "skipped": self.skipped,
             "error": self.error,
             "result": self.result,
+            "owner": self.owner,
         }
 
     def summary(self) -> str:
@@ -238,10 +245,24 @@ def new_job_id() -> str:
 class JobStore(ABC):
     """Job records; every method is safe to call from several processes at once."""
 
-    def create(self, kind: str, params: dict[str, Any], job_id: str | None = None) -> Job:
+    def create(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        job_id: str | None = None,
+        owner: dict[str, Any] | None = None,
+    ) -> Job:
+        """A new queued job; ``owner`` (:func:`workers.owner.current_owner`) for a job that runs
+        in this process and dies with it."""
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind!r} (use one of {', '.join(KINDS)})")
-        job = Job(id=job_id or new_job_id(), kind=kind, params=dict(params), created_at=time.time())
+        job = Job(
+            id=job_id or new_job_id(),
+            kind=kind,
+            params=dict(params),
+            created_at=time.time(),
+            owner=owner,
+        )
         if kind == "index":
             job.collection = params.get("collection")
         self._create(job)
@@ -253,11 +274,21 @@ class JobStore(ABC):
             raise JobNotFoundError(job_id)
         return job
 
+    def get(self, job_id: str) -> Job | None:
+        """The job, or None; an unfinished job whose owner process is gone is failed first
+        (``owner died``), so every reader sees it failed and nobody waits for it."""
+        job = self._get(job_id)
+        if job is None or job.finished or owner_alive(job.owner) is not False:
+            return job
+        with contextlib.suppress(JobNotFoundError):  # deleted meanwhile: nothing to settle
+            self.finish(job_id, "failed", error=OWNER_DIED)
+        return self._get(job_id)
+
     @abstractmethod
     def _create(self, job: Job) -> None: ...
 
     @abstractmethod
-    def get(self, job_id: str) -> Job | None: ...
+    def _get(self, job_id: str) -> Job | None: ...
 
     @abstractmethod
     def list(self, limit: int = 20) -> list[Job]:
@@ -346,7 +377,7 @@ class RedisJobStore(JobStore):
         pipe.zadd(self.index_key, {job.id: job.created_at})
         pipe.execute()
 
-    def get(self, job_id: str) -> Job | None:
+    def _get(self, job_id: str) -> Job | None:
         pipe = self.client.pipeline()
         pipe.hgetall(self._key(job_id))
         pipe.hgetall(self._key(job_id, "batches"))
@@ -492,7 +523,7 @@ class FileJobStore(JobStore):
         with self._locked():
             self._write(job.id, {"record": _record(job), "batches": {}, "attempts": {}})
 
-    def get(self, job_id: str) -> Job | None:
+    def _get(self, job_id: str) -> Job | None:
         data = self._read(job_id)
         return None if data is None else self._to_job(data)
 

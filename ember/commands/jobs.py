@@ -75,6 +75,8 @@ def describe(job: Job) -> str:
         lines.append(f"trainer    {job.params.get('trainer')}")
         if job.result.get("output"):
             lines.append(f"output     {job.result['output']}")
+    if job.owner:  # an in-process job: the process that runs it
+        lines.append(f"owner      pid {job.owner.get('pid')} on {job.owner.get('host')}")
     if job.error:
         lines.append(f"reason     {job.error}")
     return "\n".join(lines)
@@ -208,6 +210,7 @@ def index_command(
     With a broker the workers read PATH, so it must be visible to them (a shared volume).
     Without one the job runs in this process.
     """
+    from indexer.store import StoreError
     from workers.client import submit_index
 
     settings = _settings()
@@ -218,7 +221,7 @@ def index_command(
             settings, collection, path=source, fmt=fmt, on_error=on_error,
             batch_docs=batch_docs, chunk_tokens=chunk_tokens, overlap=overlap, wait=embedded,
         )  # fmt: skip
-    except ValueError as exc:
+    except (ValueError, StoreError) as exc:  # a locked store: one line, no job record
         raise UserError(str(exc)) from None
     if embedded:
         _finish(job, as_json)

@@ -125,6 +125,11 @@ class JobOut(BaseModel):
     skipped: list[str]
     error: str | None
     result: dict[str, Any]
+    owner: dict[str, Any] | None = Field(
+        default=None,
+        description="the process running an in-process job (host, pid, start time); when it is "
+        "gone the job is failed with error 'owner died'",
+    )
 
 
 class JobsOut(BaseModel):

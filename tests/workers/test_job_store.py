@@ -105,3 +105,46 @@ def test_file_records_are_readable_from_another_instance(tmp_path: Path) -> None
     assert reader.require(job.id).batches[0].state == "running"
     with pytest.raises(JobNotFoundError):
         reader.require("../etc/passwd")
+
+
+def _gone_owner() -> dict[str, object]:
+    """The owner record of a process that has exited (and been reaped)."""
+    import subprocess
+
+    from workers.owner import _stat, current_owner
+
+    proc = subprocess.Popen(["sleep", "30"])
+    stat = _stat(proc.pid)
+    proc.kill()
+    proc.wait()
+    here = current_owner()
+    assert stat is not None and here is not None
+    return {**here, "pid": proc.pid, "start_ticks": stat[1]}
+
+
+def test_a_job_whose_owner_is_gone_reads_as_failed(jobs: JobStore) -> None:
+    from workers.owner import OWNER_DIED, current_owner, owner_alive
+
+    here = current_owner()
+    assert here is not None and owner_alive(here) is True
+    alive = jobs.create("index", {"collection": "a"}, owner=here)
+    dead = jobs.create("index", {"collection": "b"}, owner=_gone_owner())
+    reused = jobs.create("index", {"collection": "c"}, owner={**here, "start_ticks": 1})
+    elsewhere = jobs.create("index", {"collection": "d"}, owner={**_gone_owner(), "host": "x"})
+    unowned = jobs.create("index", {"collection": "e"})  # a Celery job: redelivered, not failed
+    for job in (alive, dead, reused, elsewhere, unowned):
+        jobs.update(job.id, state="running", started_at=1.0)
+
+    states = {j.id: (j.state, j.error) for j in jobs.list()}
+    assert states[alive.id] == ("running", None)
+    assert states[dead.id] == ("failed", OWNER_DIED)
+    assert states[reused.id] == ("failed", OWNER_DIED)  # same pid, another process
+    assert states[elsewhere.id] == ("running", None)  # another host: no verdict
+    assert states[unowned.id] == ("running", None)
+    settled = jobs.require(dead.id)
+    assert settled.finished_at is not None and settled.to_dict()["progress"]["eta_s"] == 0.0
+    assert settled.to_dict()["owner"]["pid"] == dead.owner["pid"]  # type: ignore[index]
+    # a finished job is never touched again
+    jobs.finish(alive.id, "succeeded")
+    jobs.update(alive.id, owner=_gone_owner())
+    assert jobs.require(alive.id).state == "succeeded"
