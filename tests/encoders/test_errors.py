@@ -14,7 +14,7 @@ from encoders.errors import EmberError
 PACKAGES = ["encoders", "indexer", "workers", "search_api", "ember"]
 # ApiError is the API's own edge type (an HTTP answer, not a domain error); UserError is the
 # CLI's (click's ClickException, printed by click)
-EDGE_TYPES = {"search_api.errors.ApiError", "ember.cli.UserError"}
+EDGE_TYPES = {"search_api.errors.ApiError", "ember.errors.UserError"}
 
 
 def own_exception_classes() -> list[type[BaseException]]:
