@@ -82,6 +82,10 @@ def test_upsert_is_idempotent_by_id(store: Store) -> None:
         ({"i": 4}, lambda i: i == 4),
         ({"i": [1, 2, 3]}, lambda i: i in (1, 2, 3)),
         ({"flag": True}, lambda i: i % 2 == 0),
+        # qdrant-client's MatchAny refuses booleans: a bool list becomes an OR of matches
+        ({"flag": [True, False]}, lambda i: True),
+        ({"flag": [False]}, lambda i: i % 2 == 1),
+        ({"lang": ["de"], "flag": [True]}, lambda i: i % 3 == 1 and i % 2 == 0),
         ({"score": 2.5}, lambda i: i == 5),
         ({"lang": "en", "i": {"lte": 12}}, lambda i: i % 3 == 0 and i <= 12),
     ],
