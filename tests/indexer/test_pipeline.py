@@ -235,3 +235,13 @@ def test_chunks_longer_than_the_encoder_reads_are_refused(
     with pytest.raises(ValueError, match=f"more than the encoder reads \\({limit} tokens\\)"):
         index_corpus(corpus, "docs", tiny, store, chunk_tokens=limit + 1, progress=False)
     assert store.list_collections() == []
+
+
+@BOTH
+def test_a_build_records_the_dtype_it_was_encoded_in(store: Store, tiny: Any, corpus: Path) -> None:
+    report = index_corpus(corpus, "docs", tiny, store, chunk_tokens=16, overlap=4, progress=False)
+    build = store.collection_meta("docs")["build"]
+    assert build == tiny.build_info()
+    assert build["dtype"] == "float32" and build["fingerprint"] in report.collection
+    store.update_collection_meta("docs", {"fusion": {"kind": "dbsf"}})  # later meta merges
+    assert store.collection_meta("docs")["build"] == build
