@@ -90,6 +90,7 @@ class Exploding:
     def __init__(self, inner: Any, fail_at: int, exc: BaseException) -> None:
         self.inner, self.fail_at, self.exc, self.calls = inner, fail_at, exc, 0
         self.tokenizer, self.fingerprint, self.dim = inner.tokenizer, inner.fingerprint, inner.dim
+        self.build_info = inner.build_info
 
     def encode_documents(self, texts: list[str], **kw: Any) -> np.ndarray:
         self.calls += 1
