@@ -102,8 +102,8 @@ def dtype_option(f: Any) -> Any:
         expose_value=False,
         callback=_use_dtype,
         help="Dtype the encoder runs in, over its config's [env EMBER_DTYPE; presets: auto = "
-        "bfloat16 on CPUs with bf16 units, else float32; int8 = dynamic quantisation]. Vectors "
-        "and fingerprint are the same in every dtype, to rounding.",
+        "bfloat16 on CPUs with bf16 units, else float32; int8 = dynamic quantisation, coarser]. "
+        "The fingerprint is the same in every dtype; a build records the one it ran in.",
     )(f)
 
 
