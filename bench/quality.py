@@ -159,7 +159,7 @@ class Runner:
         if self.args.dtype:
             config = config.model_copy(update={"dtype": self.args.dtype})
         encoder = Encoder.from_config(config)
-        dtype = encoder.config.dtype
+        dtype = encoder.dtype  # what it ran in (auto resolved, EMBER_DTYPE)
         poolings = [r.config.pooling for r in rows] if first.group else None
         progress = self.args.progress
 
@@ -418,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--dtype",
-        choices=["float32", "bfloat16"],
+        choices=["float32", "bfloat16", "int8"],
         default=None,
         help="encode with this dtype instead of the encoder's own (numbers get a ᵇ mark in the "
         "table when bfloat16)",

@@ -19,7 +19,10 @@ Pooling = Literal[
 Kind = Literal["llm2vec", "llara", "moee"]
 TRAINABLE_POOLING = ("latent_attention", "multi_layer")
 PaddingSide = Literal["left", "right"]
-DType = Literal["float32", "bfloat16", "float16"]
+# How vectors are computed, not what they are (see encoders.hardware): "auto" is bfloat16 where
+# the CPU (or GPU) has native bf16 matmuls and float32 elsewhere; "int8" quantises the Linear
+# layers dynamically (CPU only). EMBER_DTYPE overrides it at load time.
+DType = Literal["auto", "float32", "bfloat16", "float16", "int8"]
 
 
 class AdapterSpec(BaseModel):
@@ -204,7 +207,13 @@ class EncoderConfig(BaseModel):
         return self
 
     def fingerprint(self) -> str:
-        """Short stable hash of what determines document vectors (not query-only settings)."""
+        """Short stable hash of what determines document vectors (not query-only settings).
+
+        The dtype is not part of it: it is how vectors are computed, not what they are (bf16
+        runs agree with fp32 to cos >= 0.9999 on SciFact documents; int8, opt-in, to ~0.99:
+        bench/RESULTS.md, dtype section), so a collection built in bf16 is searched with fp32
+        queries and the other way round. The dtype run in is recorded with each build instead
+        (``indexer.pipeline.begin_build``)."""
         doc_fields = self.model_dump(
             exclude={
                 "name",
@@ -216,6 +225,8 @@ class EncoderConfig(BaseModel):
                 "padding_side",
             }
         )
+        # hashed as the constant every fingerprint from before the option held, so they stay
+        doc_fields["dtype"] = "float32"
         moee = doc_fields.get("moee")
         if moee is not None and moee.get("similarity") == "sum":
             # sum mode stores hs and rw apart; the weight only scores queries (no reindex)

@@ -23,7 +23,15 @@ from encoders.adapters import apply_adapters
 from encoders.attention import padding_mask_4d, set_bidirectional
 from encoders.config import EncoderConfig
 from encoders.forward_lock import BACKGROUND_BUDGET_DIVISOR, ForwardLock, is_background
-from encoders.loading import is_decoder, load_base_model, load_tokenizer, resolve_model_path
+from encoders.hardware import configure_threads, cpu_capability, resolve_dtype
+from encoders.loading import (
+    is_decoder,
+    load_base_model,
+    load_tokenizer,
+    model_dtype,
+    quantize_int8,
+    resolve_model_path,
+)
 from encoders.pooling import pool
 from encoders.vectors import l2_normalize
 
@@ -47,21 +55,32 @@ class Encoder:
         self._lock = ForwardLock()  # one forward at a time, queries before job documents
         self._dim: int | None = None
         self.pooler: TrainablePooler | None = None
+        # what the model computes in on this machine (config "auto" resolved, EMBER_DTYPE):
+        # recorded with each build and cache entry; not part of the fingerprint
+        self.dtype = model_dtype(model)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: EncoderConfig) -> Encoder:
-        """Load base model, adapters and pooler; returns the subclass for ``config.kind``."""
+    def from_config(cls, config: EncoderConfig, device: str | torch.device = "cpu") -> Encoder:
+        """Load base model, adapters and pooler onto ``device``; returns the subclass for
+        ``config.kind``. The dtype is resolved for ``device`` here (``auto``, ``EMBER_DTYPE``:
+        :func:`encoders.hardware.resolve_dtype`) and torch gets one thread per available core."""
         klass = encoder_class(config.kind) if cls is Encoder else cls
+        configure_threads()
+        dtype = resolve_dtype(config.dtype, device)
+        if dtype == "int8" and any(not a.merged for a in config.adapters):
+            raise ValueError("dtype int8 quantises merged weights: set merged true on the adapter")
         path = resolve_model_path(config.base_model)
-        model: nn.Module = load_base_model(path, config.dtype, config.attn_implementation)
+        model: nn.Module = load_base_model(path, dtype, config.attn_implementation)
         model = apply_adapters(model, config.adapters)
+        if dtype == "int8":
+            model = quantize_int8(model)
         encoder = klass(config, model, load_tokenizer(path))
         if config.pooler:
             from encoders.poolers import load_pooler
 
-            encoder.pooler = load_pooler(config.pooler).to(next(model.parameters()).device)
-        return encoder
+            encoder.pooler = load_pooler(config.pooler)
+        return encoder if torch.device(device).type == "cpu" else encoder.to(device)
 
     @classmethod
     def load(cls, folder: str | Path) -> Encoder:
@@ -109,6 +128,18 @@ class Encoder:
     @property
     def fingerprint(self) -> str:
         return self.config.fingerprint()
+
+    def build_info(self) -> dict[str, str]:
+        """How this encoder makes vectors here, for the record of a build: the fingerprint (the
+        vector contract) and what it leaves out, the dtype run in and torch's CPU capability."""
+        return {
+            "encoder": self.config.name,
+            "fingerprint": self.fingerprint,
+            "dtype": self.dtype,
+            "configured_dtype": self.config.dtype,
+            "cpu": cpu_capability(),
+            "torch": torch.__version__,
+        }
 
     # ---- public API ---------------------------------------------------------------------
     def encode_queries(

@@ -13,9 +13,11 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -123,11 +125,59 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     return tok
 
 
+def weights_dtype(dtype: str) -> str:
+    """The dtype weights load in for an encoder dtype: ``int8`` starts from fp32 (quantised once
+    the adapters are merged, :func:`quantize_int8`); ``auto`` (resolved per machine for
+    inference) loads fp32 too, which is what training wants: autocast does its bf16."""
+    return "float32" if dtype in ("auto", "int8") else dtype
+
+
 def load_base_model(
     path: Path, dtype: str = "float32", attn_implementation: str | None = None
 ) -> PreTrainedModel:
     config = AutoConfig.from_pretrained(path)
     impl = attn_implementation or default_attn_implementation(config)
-    model = AutoModel.from_pretrained(path, dtype=_DTYPES[dtype], attn_implementation=impl)
+    torch_dtype = _DTYPES[weights_dtype(dtype)]
+    model = AutoModel.from_pretrained(path, dtype=torch_dtype, attn_implementation=impl)
     model.eval()
     return model
+
+
+# Linear layers int8 leaves in fp32: MoE router gates (their logits are MoEE's routing vectors)
+# and the MLP output projections, whose inputs carry a decoder's outlier activations: quantising
+# SmolLM2's down_proj too drops document agreement with fp32 from cos 0.99 to 0.92-0.96 (six
+# SciFact documents; bench/RESULTS.md, dtype section).
+INT8_KEEP_FP32 = ("gate", "down_proj")
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Dynamic int8 quantisation of the ``nn.Linear`` layers (int8 weights per output channel,
+    activations quantised per batch on the fly; torch's x86 / fbgemm kernels): the fast path on
+    CPUs without bf16. Embeddings, norms, :data:`INT8_KEEP_FP32` and any trainable pooler stay
+    fp32. Inference only."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    spec = {
+        name: per_channel_dynamic_qconfig
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] not in INT8_KEEP_FP32
+    }
+    # torch 2.13 marks torch.ao.quantization deprecated in favour of torchao (not a dependency);
+    # the eager dynamic path still works and is what we measured (bench/dtype_speed.py).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(torch.ao.quantization|quantize_per_)")
+        quantized: nn.Module = quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+    if not spec:  # e.g. GPT-2's Conv1D projections: nothing torch quantises dynamically
+        log.warning("dtype int8: %s has no nn.Linear layers; it runs in fp32", type(model).__name__)
+    return quantized.eval()
+
+
+def model_dtype(model: nn.Module) -> str:
+    """The dtype a loaded model computes in: ``int8`` when its Linear layers are dynamically
+    quantised, else its floating-point parameters' dtype (``float32``, ``bfloat16``, ...)."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    if any(isinstance(m, DynamicLinear) for m in model.modules()):
+        return "int8"
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    return str(param.dtype).removeprefix("torch.") if param is not None else "float32"

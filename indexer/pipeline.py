@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = uuid.UUID("6f1d4c1e-2b7a-5e0c-9a53-3c0d8e7f4b21")
 RESERVED_PAYLOAD_KEYS = ("doc_id", "chunk_index", "text", "title", "source")
 DEFAULT_PAYLOAD_INDEXES = {"doc_id": "keyword", "source": "keyword"}
+BUILD_META_KEY = "build"  # collection meta: how the build's vectors were made (Encoder.build_info)
 _VERSION_RE = re.compile(r"^(?P<name>.+?)__(?P<fp>[0-9a-zA-Z]+)__v(?P<n>\d+)$")
 
 
@@ -204,6 +205,7 @@ def begin_build(
             store.create_collection(
                 collection, vector_spec(encoder), indexes, sparse=(SPARSE_VECTOR,)
             )
+            store.update_collection_meta(collection, {BUILD_META_KEY: encoder.build_info()})
             return collection
         except CollectionExistsError:  # lost a race with a concurrent begin_build: next number
             n += 1

@@ -10,6 +10,9 @@ import pytest
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests compare vectors at 1e-5: every encoder runs in fp32 whatever its config ("auto" would be
+# bf16 on a CPU with bf16 units). Tests of the dtype choice itself set or unset this.
+os.environ["EMBER_DTYPE"] = "float32"
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()

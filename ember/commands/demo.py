@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from ember.commands.index import (
+    dtype_option,
     encoder_option,
     format_hits,
     load_encoder_or_fail,
@@ -93,6 +94,7 @@ def demo_subset(folder: Path, docs: int) -> tuple[list[dict[str, Any]], dict[str
 @click.option("--reindex", is_flag=True, help="Rebuild even if the demo collection is current.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @encoder_option
+@dtype_option
 @store_options
 def demo_command(
     corpus: Path | None,

@@ -7,6 +7,7 @@ The store is the configured one (``EMBER_QDRANT_URL`` for a server, else the emb
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,31 @@ def encoder_option(f: Any) -> Any:
     )(f)
 
 
+# encoders.hardware.DTYPE_CHOICES, written out so the CLI's light paths do not import torch
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16", "int8")
+
+
+def _use_dtype(_ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    # the encoder reads EMBER_DTYPE when it loads (here, in the API's startup, in an
+    # in-process worker), so the option is passed on through the environment
+    if value is not None:
+        os.environ["EMBER_DTYPE"] = value
+
+
+def dtype_option(f: Any) -> Any:
+    return click.option(
+        "--dtype",
+        type=click.Choice(DTYPE_CHOICES),
+        envvar="EMBER_DTYPE",
+        default=None,
+        expose_value=False,
+        callback=_use_dtype,
+        help="Dtype the encoder runs in, over its config's [env EMBER_DTYPE; presets: auto = "
+        "bfloat16 on CPUs with bf16 units, else float32; int8 = dynamic quantisation, coarser]. "
+        "The fingerprint is the same in every dtype; a build records the one it ran in.",
+    )(f)
+
+
 # ---- ember index ------------------------------------------------------------------------------
 @click.command("index")
 @click.argument("path", type=click.Path(path_type=Path))
@@ -143,6 +169,7 @@ def encoder_option(f: Any) -> Any:
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @encoder_option
+@dtype_option
 @store_options
 def index_command(
     path: Path,
@@ -304,6 +331,7 @@ def parse_filter_option(raw: str | None) -> dict[str, Any] | None:
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON lines.")
 @click.option("--list-tasks", is_flag=True, is_eager=True, help="List task names and exit.")
 @encoder_option
+@dtype_option
 @store_options
 def search_command(
     query: str | None,

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from ember.commands.index import open_store_or_fail, settings_for, store_options
+from ember.commands.index import dtype_option, open_store_or_fail, settings_for, store_options
 from ember.errors import UserError
 
 
@@ -49,6 +49,7 @@ from ember.errors import UserError
     default="info",
     show_default=True,
 )
+@dtype_option
 @click.option(
     "--insecure",
     is_flag=True,

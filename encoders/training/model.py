@@ -43,6 +43,7 @@ from encoders.loading import (
     load_base_model,
     load_tokenizer,
     resolve_model_path,
+    weights_dtype,
 )
 
 ADAPTER_DIR = "adapter"
@@ -158,7 +159,7 @@ def build_stage_model(
             AutoConfig.from_pretrained(path)
         )
         causal = AutoModelForCausalLM.from_pretrained(
-            path, dtype=_DTYPES[input_config.dtype], attn_implementation=impl
+            path, dtype=_DTYPES[weights_dtype(input_config.dtype)], attn_implementation=impl
         )
         lm_head = causal.get_output_embeddings()
         if lm_head is None:

@@ -3,7 +3,8 @@
 Layout: ``<root>/<encoder fingerprint>/<texts key>.npy`` with a ``.json`` sidecar. The encoder
 fingerprint covers what determines vectors (base weights, attention, pooling, max length,
 normalisation, adapters); the texts key hashes the texts in order plus the instruction prefix,
-the max length and the dtype, which the fingerprint leaves out.
+the max length and the dtype the encoder ran in (``auto`` resolved), which the fingerprint
+leaves out.
 
 Encoding runs in chunks and each finished chunk is saved under ``<texts key>.part-<chunk>/``, so an
 interrupted run over a large corpus resumes where it stopped. Vectors do not depend on batch
@@ -170,7 +171,7 @@ def encode_cached(
         texts,
         prefix=encoder.config.format_prefix(instruction),
         max_length=length,
-        dtype=encoder.config.dtype,
+        dtype=encoder.dtype,
     )
     config = encoder.config
     shared = config.standardize is not None and config.normalize
@@ -254,7 +255,7 @@ def encode_variants_cached(
         texts,
         prefix=encoder.config.format_prefix(instruction),
         max_length=length,
-        dtype=encoder.config.dtype,
+        dtype=encoder.dtype,
     )
     variants = {p: variant_config(encoder, p).fingerprint() for p in poolings}
 

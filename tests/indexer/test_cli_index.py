@@ -174,3 +174,28 @@ def test_an_unknown_encoder_is_one_line_naming_the_option(
         run([*args, "--encoder", "no-such-preset"], env),
         "--encoder: encoder 'no-such-preset' is not a preset",
     )
+
+
+def test_dtype_option_is_recorded_and_does_not_split_collections(
+    tiny_folder: Path, tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from indexer.settings import Settings
+    from indexer.stores import open_store
+
+    monkeypatch.setenv("EMBER_DTYPE", "float32")  # the option writes it; restored after
+    corpus = write_jsonl(tmp_path / "c.jsonl", corpus_records(12))
+    enc = ["--encoder", str(tiny_folder)]
+    res = run(["index", str(corpus), "-c", "docs", "--no-progress", "--dtype", "int8", *enc], env)
+    assert res.exit_code == 0, res.stderr
+    # searched in another dtype: same fingerprint, so the same collection serves it
+    res = run(["search", "vitamin", "-c", "docs", "--dtype", "bfloat16", "-k", "3", *enc], env)
+    assert res.exit_code == 0, res.stderr
+    assert len(res.stdout.splitlines()) == 3
+    store = open_store(Settings(data_dir=Path(env["EMBER_DATA_DIR"]), embedded_backend="edge"))
+    try:
+        build = store.collection_meta("docs")["build"]
+    finally:
+        store.close()
+    assert build["dtype"] == "int8" and build["configured_dtype"] == "float32"
+    res = run(["search", "vitamin", "-c", "docs", "--dtype", "fp8", *enc], env)
+    assert res.exit_code != 0 and "'fp8' is not one of" in res.stderr

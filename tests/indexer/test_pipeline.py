@@ -90,6 +90,7 @@ class Exploding:
     def __init__(self, inner: Any, fail_at: int, exc: BaseException) -> None:
         self.inner, self.fail_at, self.exc, self.calls = inner, fail_at, exc, 0
         self.tokenizer, self.fingerprint, self.dim = inner.tokenizer, inner.fingerprint, inner.dim
+        self.build_info = inner.build_info
 
     def encode_documents(self, texts: list[str], **kw: Any) -> np.ndarray:
         self.calls += 1
@@ -235,3 +236,13 @@ def test_chunks_longer_than_the_encoder_reads_are_refused(
     with pytest.raises(ValueError, match=f"more than the encoder reads \\({limit} tokens\\)"):
         index_corpus(corpus, "docs", tiny, store, chunk_tokens=limit + 1, progress=False)
     assert store.list_collections() == []
+
+
+@BOTH
+def test_a_build_records_the_dtype_it_was_encoded_in(store: Store, tiny: Any, corpus: Path) -> None:
+    report = index_corpus(corpus, "docs", tiny, store, chunk_tokens=16, overlap=4, progress=False)
+    build = store.collection_meta("docs")["build"]
+    assert build == tiny.build_info()
+    assert build["dtype"] == "float32" and build["fingerprint"] in report.collection
+    store.update_collection_meta("docs", {"fusion": {"kind": "dbsf"}})  # later meta merges
+    assert store.collection_meta("docs")["build"] == build
