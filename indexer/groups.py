@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from indexer.store import Hit
 
-DOC_ID = "doc_id"  # the payload field indexer.pipeline writes: hits group by document on it
+DOC_ID: Final = "doc_id"  # the payload field indexer.pipeline writes: hits group by document on it
 PASSAGES = 3  # best chunks attached to a document hit
 FETCH_FACTOR = 4  # chunks fetched per document wanted, to start with
 GROWTH = 4  # how much more to fetch when the candidates did not settle the page
