@@ -12,7 +12,9 @@ floor, no unseen chunk can enter the page, tie with it or add a document to it; 
 returned fewer than ``n`` chunks, nothing is unseen. Otherwise the caller fetches more
 (:data:`GROWTH` times as many) and asks again. Page 2 therefore starts exactly after page 1's last
 hit, and the pages concatenate to the unpaged ranking (with exact search; HNSW is approximate
-whatever the paging).
+whatever the paging). Hybrid search ranks the top ``max(fusion.prefetch, offset + top_k)`` fused
+chunks (wider prefetches would move the fused scores), so its pages are stable while
+``offset + top_k`` stays within ``fusion.prefetch`` (100 by default).
 
 Passages are the document's best chunks among the candidates: always a prefix of its own ranking
 (an unseen chunk scores below every seen one), so the first is its best chunk, and a document may

@@ -429,6 +429,11 @@ class Store(ABC):
         fusion = fusion or Fusion()
         qfilter = self._filter(filter)
         dense_vectors = [as_vector(v, using) for v in arr]
+        # the fused ranking is that of the top `candidates` fused chunks, however deep paging or
+        # grouping fetches: wider prefetches would move the scores (RRF ranks, DBSF
+        # normalisation), so a document's score would not be its best chunk's, nor page 2's
+        # ranking page 1's. Pages are stable while offset + top_k <= fusion.prefetch.
+        candidates = max(fusion.prefetch, offset + top_k)
 
         def requests(limit: int) -> list[Any]:
             out = []
@@ -442,7 +447,7 @@ class Store(ABC):
                         q,
                         using=using,
                         sparse_using=sparse_using,
-                        limit=limit,
+                        limit=min(limit, candidates),
                         filter=qfilter,
                         fusion=fusion,
                     )
