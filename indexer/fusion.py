@@ -15,6 +15,9 @@ Qdrant ranks by one vector at a time, so the fused top-k is found with the thres
 
 With exact per-vector search (Qdrant local mode, brute force) the result equals the brute-force
 fused ranking; with HNSW (server, edge) it is exact with respect to what HNSW returns per list.
+
+Pages and document hits (:func:`fused_search_page`) are cut from that exact fused ranking the way
+the store cuts them from an engine's (:mod:`indexer.groups`): fetched deeper until settled.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from encoders.vectors import l2_normalize
+from indexer.groups import GROWTH as PAGE_GROWTH
+from indexer.groups import PASSAGES, check_page, first_fetch, page_of_chunks
 from indexer.store import DEFAULT_VECTOR, Hit, Store
 
 if TYPE_CHECKING:
@@ -88,6 +93,46 @@ def fused_search_batch(
     return [r if r is not None else [] for r in results]
 
 
+def fused_search_page(
+    store: Store,
+    collection: str,
+    queries: Mapping[str, np.ndarray],
+    weights: Mapping[str, float],
+    *,
+    top_k: int = 10,
+    offset: int = 0,
+    filter: dict[str, Any] | None = None,
+    group_by: str | None = None,
+    group_size: int = PASSAGES,
+) -> list[list[Hit]]:
+    """:func:`fused_search_batch`'s ranking, hits ``offset`` to ``offset + top_k``: chunk hits,
+    or one hit per distinct ``payload[group_by]`` (its best chunks as passages)."""
+    check_page(top_k, offset, group_size)
+    arrays = {n: np.atleast_2d(np.asarray(queries[n], dtype=np.float32)) for n in queries}
+    n_queries = max((a.shape[0] for a in arrays.values()), default=0)
+    pages: list[list[Hit]] = [[] for _ in range(n_queries)]
+    limit = first_fetch(top_k, offset, group_by)
+    pending = list(range(n_queries))
+    while pending:
+        found = fused_search_batch(
+            store, collection, {n: a[pending] for n, a in arrays.items()}, weights, top_k=limit,
+            filter=filter,
+        )  # fmt: skip
+        unsettled = []
+        for q, hits in zip(pending, found, strict=True):
+            page = page_of_chunks(
+                hits, fetched=limit, offset=offset, top_k=top_k, group_by=group_by,
+                group_size=group_size,
+            )  # fmt: skip
+            if page is None:
+                unsettled.append(q)
+            else:
+                pages[q] = page
+        pending = unsettled
+        limit *= PAGE_GROWTH
+    return pages
+
+
 def _rescore(
     store: Store,
     collection: str,
@@ -128,15 +173,23 @@ def search_encoded(
     *,
     top_k: int = 10,
     filter: dict[str, Any] | None = None,
+    offset: int = 0,
+    group_by: str | None = None,
+    group_size: int = PASSAGES,
 ) -> list[list[Hit]]:
     """Search with query vectors already encoded by ``encoder.encode_queries`` (e.g. by the
     API's micro-batcher): a plain store search, or, for an encoder whose score adds several
-    named vectors (MoEE ``sum``), the exact fused search on the parts of its combined vector."""
+    named vectors (MoEE ``sum``), the exact fused search on the parts of its combined vector.
+    Paging and grouping as :meth:`indexer.store.Store.search_batch`."""
     arr = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
     weights = getattr(encoder, "vector_weights", None)
     split = getattr(encoder, "split_combined", None)
     if isinstance(weights, dict) and len(weights) > 1 and callable(split):
-        return fused_search_batch(
-            store, collection, split(arr), weights, top_k=top_k, filter=filter
-        )
-    return store.search_batch(collection, arr, using=DEFAULT_VECTOR, top_k=top_k, filter=filter)
+        return fused_search_page(
+            store, collection, split(arr), weights, top_k=top_k, offset=offset, filter=filter,
+            group_by=group_by, group_size=group_size,
+        )  # fmt: skip
+    return store.search_batch(
+        collection, arr, using=DEFAULT_VECTOR, top_k=top_k, filter=filter, offset=offset,
+        group_by=group_by, group_size=group_size,
+    )  # fmt: skip

@@ -1,5 +1,9 @@
 """Query -> ranked hits: encode the query (instruction prepended, queries only), search the store.
 
+Hits are chunks, or with ``group_by="doc_id"`` (:data:`indexer.groups.DOC_ID`, what the API and
+the CLI ask for by default) one per document, its score its best chunk's, its best chunks
+attached; ``offset`` pages through either ranking (:mod:`indexer.groups`).
+
 A collection remembers the encoder that built it (its fingerprint is part of the versioned name),
 so searching it with a different encoder - whose vectors live in another space - raises
 :class:`EncoderMismatchError` instead of returning meaningless rankings.
@@ -13,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from encoders.errors import EmberError
+from indexer.groups import PASSAGES, check_page
 from indexer.pipeline import parse_version
 from indexer.sparse import (
     FUSION_META_KEY,
@@ -65,11 +70,16 @@ def search(
     using: str = DEFAULT_VECTOR,
     mode: str | None = "dense",
     fusion: Fusion | Mapping[str, Any] | None = None,
+    offset: int = 0,
+    group_by: str | None = None,
+    group_size: int = PASSAGES,
 ) -> list[Hit]:
-    """Top ``top_k`` hits for ``query`` in ``collection`` (an alias or a collection name)."""
+    """Top ``top_k`` hits for ``query`` in ``collection`` (an alias or a collection name),
+    after the first ``offset``."""
     return search_batch(
         store, encoder, collection, [query], instruction=instruction, top_k=top_k,
-        filter=filter, using=using, mode=mode, fusion=fusion,
+        filter=filter, using=using, mode=mode, fusion=fusion, offset=offset, group_by=group_by,
+        group_size=group_size,
     )[0]  # fmt: skip
 
 
@@ -120,13 +130,17 @@ def search_prepared(
     top_k: int = 10,
     filter: dict[str, Any] | None = None,
     fusion: Fusion | Mapping[str, Any] | None = None,
+    offset: int = 0,
+    group_by: str | None = None,
+    group_size: int = PASSAGES,
 ) -> list[list[Hit]]:
     """Search a resolved ``collection`` in a resolved ``mode`` with the query ``vectors``
     already encoded (by the API's micro-batcher; None in ``sparse`` mode): the path ``/search``
     and :func:`search_batch` share."""
+    page: dict[str, Any] = {"offset": offset, "group_by": group_by, "group_size": group_size}
     if mode == "sparse":
         return store.search_sparse_batch(
-            collection, embed_queries(list(queries)), top_k=top_k, filter=filter
+            collection, embed_queries(list(queries)), top_k=top_k, filter=filter, **page
         )
     assert vectors is not None, "dense and hybrid modes need query vectors"
     if mode == "hybrid":
@@ -137,11 +151,11 @@ def search_prepared(
             )
         return store.search_hybrid_batch(
             collection, vectors, embed_queries(list(queries)), top_k=top_k, filter=filter,
-            fusion=resolve_fusion(store, collection, fusion),
+            fusion=resolve_fusion(store, collection, fusion), **page,
         )  # fmt: skip
     from indexer.fusion import search_encoded
 
-    return search_encoded(store, encoder, collection, vectors, top_k=top_k, filter=filter)
+    return search_encoded(store, encoder, collection, vectors, top_k=top_k, filter=filter, **page)
 
 
 def search_batch(
@@ -156,6 +170,9 @@ def search_batch(
     using: str = DEFAULT_VECTOR,
     mode: str | None = "dense",
     fusion: Fusion | Mapping[str, Any] | None = None,
+    offset: int = 0,
+    group_by: str | None = None,
+    group_size: int = PASSAGES,
 ) -> list[list[Hit]]:
     """One ranked hit list per query; the queries are encoded together in one call.
 
@@ -164,24 +181,30 @@ def search_batch(
     dense and sparse prefetches fused by ``fusion``: a :class:`~indexer.sparse.Fusion`, or a
     mapping of overrides of the fusion stored with the collection). ``None``: hybrid where the
     collection has sparse vectors, else dense. ``sparse``/``hybrid`` on a collection built
-    without sparse vectors raise :class:`~indexer.sparse.SparseUnavailableError`."""
+    without sparse vectors raise :class:`~indexer.sparse.SparseUnavailableError`.
+
+    ``group_by`` (e.g. ``"doc_id"``): one hit per distinct payload value, scored by its best
+    chunk, with its best ``group_size`` chunks as ``passages``; None: chunk hits. ``offset``:
+    skip that many hits (documents when grouped); pages are stable (ties broken by id)."""
     if isinstance(queries, str):
         raise TypeError("search_batch() takes a sequence of queries, not a single string")
     for i, q in enumerate(queries):
         if not isinstance(q, str) or not q.strip():
             raise ValueError(f"query {i}: must be a non-empty string")
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    check_page(top_k, offset, group_size)
     if not queries:
         return []
+    page: dict[str, Any] = {"offset": offset, "group_by": group_by, "group_size": group_size}
     resolved = check_encoder(store, encoder, collection)
     chosen = resolve_mode(store, resolved, mode, DEFAULT_MODE)
     if chosen == "dense" and _multi_vector(encoder) and using == DEFAULT_VECTOR:
-        from indexer.fusion import fused_search_batch
+        from indexer.fusion import fused_search_page
 
         named = encoder.encode_queries_named(list(queries), instruction)  # type: ignore[attr-defined]
         weights = encoder.vector_weights  # type: ignore[attr-defined]
-        return fused_search_batch(store, resolved, named, weights, top_k=top_k, filter=filter)
+        return fused_search_page(
+            store, resolved, named, weights, top_k=top_k, filter=filter, **page
+        )
     vectors = (
         None
         if chosen == "sparse"
@@ -189,9 +212,11 @@ def search_batch(
     )
     if chosen == "dense" and using != DEFAULT_VECTOR:
         assert vectors is not None
-        return store.search_batch(resolved, vectors, using=using, top_k=top_k, filter=filter)
+        return store.search_batch(
+            resolved, vectors, using=using, top_k=top_k, filter=filter, **page
+        )
     # search the resolved collection: a concurrent alias switch cannot mix two builds in a batch
     return search_prepared(
         store, encoder, resolved, queries, vectors, mode=chosen, top_k=top_k, filter=filter,
-        fusion=fusion,
+        fusion=fusion, **page,
     )  # fmt: skip

@@ -31,8 +31,8 @@ import math
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from encoders.errors import EmberError
+from indexer.groups import (
+    GROWTH,
+    PASSAGES,
+    check_page,
+    first_fetch,
+    page_of_chunks,
+    page_of_groups,
+    rank_key,
+)
 from indexer.sparse import SPARSE_VECTOR, Fusion, SparseVector
 
 if TYPE_CHECKING:
@@ -79,6 +88,8 @@ class Hit:
     id: str
     score: float
     payload: dict[str, Any]
+    # a document hit (grouped search): its best chunks, best first (the first is the hit itself)
+    passages: tuple[Hit, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -334,11 +345,15 @@ class Store(ABC):
         using: str = DEFAULT_VECTOR,
         top_k: int = 10,
         filter: dict[str, Any] | None = None,
+        offset: int = 0,
+        group_by: str | None = None,
+        group_size: int = PASSAGES,
     ) -> list[Hit]:
         arr = np.asarray(vector)[None, :]
-        return self.search_batch(collection_or_alias, arr, using=using, top_k=top_k, filter=filter)[
-            0
-        ]
+        return self.search_batch(
+            collection_or_alias, arr, using=using, top_k=top_k, filter=filter, offset=offset,
+            group_by=group_by, group_size=group_size,
+        )[0]  # fmt: skip
 
     def search_batch(
         self,
@@ -348,12 +363,24 @@ class Store(ABC):
         using: str = DEFAULT_VECTOR,
         top_k: int = 10,
         filter: dict[str, Any] | None = None,
+        offset: int = 0,
+        group_by: str | None = None,
+        group_size: int = PASSAGES,
     ) -> list[list[Hit]]:
-        """One result list per row of ``vectors``, in one batch call."""
+        """One result list per row of ``vectors``, in one batch call: hits ``offset`` to
+        ``offset + top_k`` ranked by ``(-score, id)``; chunk hits, or one hit per distinct
+        ``payload[group_by]`` (see :mod:`indexer.groups`)."""
         arr = check_search_args(top_k, vectors)
         qfilter = self._filter(filter)
-        requests = [self._dense_request(as_vector(v, using), using, top_k, qfilter) for v in arr]
-        return self._run(collection_or_alias, requests)
+        dense = [as_vector(v, using) for v in arr]
+
+        def requests(limit: int) -> list[Any]:
+            return [self._dense_request(v, using, limit, qfilter) for v in dense]
+
+        return self._ranked(
+            collection_or_alias, requests, top_k=top_k, offset=offset, group_by=group_by,
+            group_size=group_size,
+        )  # fmt: skip
 
     def search_sparse_batch(
         self,
@@ -363,14 +390,24 @@ class Store(ABC):
         using: str = SPARSE_VECTOR,
         top_k: int = 10,
         filter: dict[str, Any] | None = None,
+        offset: int = 0,
+        group_by: str | None = None,
+        group_size: int = PASSAGES,
     ) -> list[list[Hit]]:
         """One result list per sparse query, scored by the engine (BM25 with the IDF modifier);
-        an empty query vector (only stopwords) finds nothing."""
+        an empty query vector (only stopwords) finds nothing. Paging and grouping as
+        :meth:`search_batch`."""
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         qfilter = self._filter(filter)
-        requests = [self._sparse_request(q, using, top_k, qfilter) if q else None for q in queries]
-        return self._run_some(collection_or_alias, requests)
+
+        def requests(limit: int) -> list[Any]:
+            return [self._sparse_request(q, using, limit, qfilter) if q else None for q in queries]
+
+        return self._ranked(
+            collection_or_alias, requests, top_k=top_k, offset=offset, group_by=group_by,
+            group_size=group_size,
+        )  # fmt: skip
 
     def search_hybrid_batch(
         self,
@@ -383,33 +420,109 @@ class Store(ABC):
         top_k: int = 10,
         filter: dict[str, Any] | None = None,
         fusion: Fusion | None = None,
+        offset: int = 0,
+        group_by: str | None = None,
+        group_size: int = PASSAGES,
     ) -> list[list[Hit]]:
         """One Query API call per query: a dense and a sparse prefetch (both filtered), fused
         by the engine (RRF, DBSF or the weighted formula of :class:`~indexer.sparse.Fusion`).
-        A query whose sparse vector is empty is answered by the dense prefetch alone."""
+        A query whose sparse vector is empty is answered by the dense prefetch alone. Paging and
+        grouping as :meth:`search_batch` (the prefetches grow with the page)."""
         arr = check_search_args(top_k, vectors)
         if len(arr) != len(queries):
             raise ValueError(f"{len(arr)} dense vectors but {len(queries)} sparse queries")
         fusion = fusion or Fusion()
         qfilter = self._filter(filter)
-        requests = []
-        for v, q in zip(arr, queries, strict=True):
-            dense = as_vector(v, using)
-            if not q:  # nothing for BM25 to match: the dense list alone
-                requests.append(self._dense_request(dense, using, top_k, qfilter))
-                continue
-            requests.append(
-                self._hybrid_request(
-                    dense,
-                    q,
-                    using=using,
-                    sparse_using=sparse_using,
-                    limit=top_k,
-                    filter=qfilter,
-                    fusion=fusion,
+        dense_vectors = [as_vector(v, using) for v in arr]
+        # the fused ranking is that of the top `candidates` fused chunks, however deep paging or
+        # grouping fetches: wider prefetches would move the scores (RRF ranks, DBSF
+        # normalisation), so a document's score would not be its best chunk's, nor page 2's
+        # ranking page 1's. Pages are stable while offset + top_k <= fusion.prefetch.
+        candidates = max(fusion.prefetch, offset + top_k)
+
+        def requests(limit: int) -> list[Any]:
+            out = []
+            for dense, q in zip(dense_vectors, queries, strict=True):
+                if not q:  # nothing for BM25 to match: the dense list alone
+                    out.append(self._dense_request(dense, using, limit, qfilter))
+                    continue
+                out.append(
+                    self._hybrid_request(
+                        dense,
+                        q,
+                        using=using,
+                        sparse_using=sparse_using,
+                        limit=min(limit, candidates),
+                        filter=qfilter,
+                        fusion=fusion,
+                    )
                 )
-            )
-        return self._run(collection_or_alias, requests)
+            return out
+
+        return self._ranked(
+            collection_or_alias, requests, top_k=top_k, offset=offset, group_by=group_by,
+            group_size=group_size,
+        )  # fmt: skip
+
+    def _run_groups(
+        self, collection_or_alias: str, requests: Sequence[Any], *, group_by: str, groups: int,
+        group_size: int,
+    ) -> list[list[Hit]] | None:  # fmt: skip
+        """The engine's own grouping: per request, its best ``groups`` groups by
+        ``payload[group_by]`` as hits (the best chunk, with up to ``group_size`` chunks as
+        :attr:`Hit.passages`). None where the engine has none for these requests: they are then
+        grouped here, from over-fetched chunk hits (qdrant-edge 0.9 has no group-by)."""
+        return None
+
+    def _ranked(
+        self,
+        collection_or_alias: str,
+        requests: Callable[[int], Sequence[Any]],
+        *,
+        top_k: int,
+        offset: int = 0,
+        group_by: str | None = None,
+        group_size: int = PASSAGES,
+    ) -> list[list[Hit]]:
+        """Run ``requests(limit)`` (one request per query, None for an empty query) until each
+        query's page ``[offset, offset + top_k)`` is settled (:mod:`indexer.groups`): chunk
+        hits, or one hit per ``payload[group_by]``, grouped by the engine where it can
+        (:meth:`_run_groups`), else from chunk hits fetched ``GROWTH`` times deeper each round."""
+        check_page(top_k, offset, group_size)
+        limit = first_fetch(top_k, offset, group_by)
+        groups = offset + top_k + 1
+        pages: dict[int, list[Hit]] = {}
+        pending: list[int] | None = None  # None: every query
+        while pending is None or pending:
+            built = requests(limit)
+            todo = list(range(len(built))) if pending is None else pending
+            batch = [built[i] for i in todo]
+            live = [r for r in batch if r is not None]
+            engine = None
+            if group_by is not None and live:
+                engine = self._run_groups(
+                    collection_or_alias, live, group_by=group_by, groups=groups,
+                    group_size=group_size,
+                )  # fmt: skip
+            found = iter(engine if engine is not None else self._run(collection_or_alias, live))
+            unsettled = []
+            for i, request in zip(todo, batch, strict=True):
+                hits = [] if request is None else next(found)
+                if engine is not None:
+                    page = page_of_groups(hits, fetched=groups, offset=offset, top_k=top_k)
+                else:
+                    page = page_of_chunks(
+                        hits, fetched=limit, offset=offset, top_k=top_k, group_by=group_by,
+                        group_size=group_size,
+                    )  # fmt: skip
+                if page is None:
+                    unsettled.append(i)
+                else:
+                    pages[i] = page
+            pending = unsettled
+            limit *= GROWTH
+            groups = (groups - 1) * GROWTH + 1
+        return [pages[i] for i in range(len(pages))]
 
     @abstractmethod
     def collection_meta(self, collection_or_alias: str) -> dict[str, Any]:
@@ -676,6 +789,44 @@ class QdrantClientStore(Store):
             ]
             for r in responses
         ]
+
+    def _run_groups(
+        self, collection_or_alias: str, requests: Sequence[Any], *, group_by: str, groups: int,
+        group_size: int,
+    ) -> list[list[Hit]] | None:  # fmt: skip
+        """Qdrant's ``query_points_groups`` (one call per query: there is no batch of groups)
+        for dense and sparse requests. Hybrid requests (prefetches) are grouped client side
+        instead: local mode's ``query_groups`` widens every prefetch to the whole collection,
+        which changes RRF ranks and DBSF normalisation, so a document's score would not be its
+        best chunk's score in the chunk ranking; one client-side path keeps local and server
+        alike."""
+        if any(r.prefetch for r in requests):
+            return None
+        out: list[list[Hit]] = []
+        with self._lock:
+            if not self._exists(collection_or_alias) and (
+                collection_or_alias not in self._aliases()
+            ):
+                raise CollectionNotFoundError(collection_or_alias)
+            for r in requests:
+                result = self.client.query_points_groups(
+                    collection_or_alias, group_by=group_by, query=r.query, using=r.using,
+                    query_filter=r.filter, limit=groups, group_size=group_size,
+                    with_payload=True,
+                )  # fmt: skip
+                hits = []
+                for g in result.groups:
+                    members = sorted(
+                        (
+                            Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
+                            for p in g.hits
+                        ),
+                        key=rank_key,
+                    )
+                    if members:
+                        hits.append(replace(members[0], passages=tuple(members)))
+                out.append(hits)
+        return out
 
     def _sparse(self, vec: SparseVector) -> Any:
         return self._models().SparseVector(indices=list(vec.indices), values=list(vec.values))

@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from encoders.instructions import TASKS
+from indexer.groups import DOC_ID, MAX_OFFSET
 
 # names the store accepts (indexer.store.check_name); also keeps odd strings away from disk paths
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
@@ -203,7 +204,21 @@ class SearchRequest(BaseModel):
         description="a custom instruction instead of a task; '' searches without instruction",
     )
     top_k: Annotated[int, Field(ge=1, le=100), AcceptIntegralFloat] = Field(
-        10, description="number of hits"
+        10, description="number of hits (documents, or chunks with group_by null)"
+    )
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET), AcceptIntegralFloat] = Field(
+        0,
+        description=(
+            "hits to skip: the next page starts at offset + top_k, exactly after this page's "
+            "last hit (ties ranked by id)"
+        ),
+    )
+    group_by: Literal["doc_id"] | None = Field(
+        DOC_ID,
+        description=(
+            "doc_id: one hit per document, scored by its best chunk, with its best chunks as "
+            "passages; null: one hit per chunk"
+        ),
     )
     filter: dict[FieldName, FilterCondition] | None = Field(
         None,
@@ -248,10 +263,21 @@ class SearchRequest(BaseModel):
         }
 
 
-class SearchHit(BaseModel):
-    id: str
+class Passage(BaseModel):
+    id: str = Field(description="the chunk's point id")
+    chunk: int | None = Field(description="the chunk's index in its document")
+    text: str | None
     score: float
-    payload: dict[str, Any]
+
+
+class SearchHit(BaseModel):
+    id: str = Field(description="the point id (of the document's best chunk when grouped)")
+    score: float
+    payload: dict[str, Any] = Field(description="the (best) chunk's payload")
+    passages: list[Passage] = Field(
+        default_factory=list,
+        description="grouped hits: the document's best matching chunks, best first (up to 3)",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -259,6 +285,8 @@ class SearchResponse(BaseModel):
     task: str | None
     instruction: str | None = Field(description="the instruction prepended to the query")
     mode: str = Field("dense", description="the search mode that answered")
+    group_by: str | None = Field(None, description="doc_id: document hits; null: chunk hits")
+    offset: int = Field(0, description="hits skipped before the first one returned")
     hits: list[SearchHit]
 
 

@@ -15,7 +15,7 @@ import click
 from ember.commands.index import (
     dtype_option,
     encoder_option,
-    format_hits,
+    format_hit,
     load_encoder_or_fail,
     open_store_or_fail,
     settings_for,
@@ -118,6 +118,7 @@ def demo_command(
     `scifact` task). A second run reuses the index unless --reindex.
     """
     from encoders.instructions import instruction_for
+    from indexer.groups import DOC_ID
     from indexer.pipeline import chunk_documents, index_corpus, parse_version
     from indexer.readers import read_corpus
     from indexer.search import has_sparse, resolve_mode, search_batch
@@ -167,32 +168,27 @@ def demo_command(
         results = search_batch(
             store, encoder, COLLECTION, [queries[q] for q in ids],
             instruction=instruction_for("scifact"), top_k=max(top_k, 10), mode=chosen,
+            group_by=DOC_ID,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
     finally:
         store.close()
-
-    def ranked_docs(hits: list[Any]) -> list[str]:
-        seen: list[str] = []
-        for h in hits:  # several chunks of one document count once
-            if h.payload["doc_id"] not in seen:
-                seen.append(h.payload["doc_id"])
-        return seen
 
     shown = [q for q in ids if qrels.get(q)][:SHOWN_QUERIES] or ids[:SHOWN_QUERIES]
     for q in shown:
         hits = results[ids.index(q)][:top_k]
         relevant = qrels.get(q, {})
         click.echo(f"\nquery {q}: {queries[q]}")
-        for line, hit in zip(format_hits(hits, width=110), hits, strict=True):
+        for rank, hit in enumerate(hits, start=1):  # one hit per document, its passages below
             mark = "*" if hit.payload["doc_id"] in relevant else " "
-            click.echo(f"{mark}{line}")
+            for n, line in enumerate(format_hit(hit, rank, width=110)):
+                click.echo(f"{mark if n == 0 else ' '}{line}")
     judged = [q for q in ids if qrels.get(q)]
     if judged:
         hits_at_10 = 0
         rr = 0.0
         for q in judged:
-            ranking = ranked_docs(results[ids.index(q)])[:10]
+            ranking = [h.payload["doc_id"] for h in results[ids.index(q)]][:10]
             found = [i for i, d in enumerate(ranking) if d in qrels[q]]
             hits_at_10 += bool(found)
             rr += 1.0 / (found[0] + 1) if found else 0.0

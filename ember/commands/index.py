@@ -259,17 +259,32 @@ def index_command(
 
 
 # ---- ember search -----------------------------------------------------------------------------
-def format_hits(hits: list[Hit], width: int = 160) -> list[str]:
+def format_hits(hits: list[Hit], width: int = 160, start: int = 1) -> list[str]:
+    """One line per hit (ranks from ``start``); a document hit's further passages follow
+    on indented lines of their own (so ``zip(format_hits(hits), hits)`` pairs only chunk
+    hits: see :func:`format_hit`)."""
     lines = []
-    for rank, hit in enumerate(hits, start=1):
-        p = hit.payload
+    for rank, hit in enumerate(hits, start=start):
+        lines.extend(format_hit(hit, rank, width))
+    return lines
+
+
+def format_hit(hit: Hit, rank: int, width: int = 160) -> list[str]:
+    """The hit's line (its best chunk), then one indented line per further passage."""
+
+    def snippet(p: dict[str, Any], room: int) -> str:
         title = str(p.get("title") or "").strip()
         text = " ".join(str(p.get("text") or "").split())
-        label = f"{p.get('doc_id', hit.id)}#{p.get('chunk_index', 0)}"
-        snippet = f"{title} | {text}" if title else text
-        if len(snippet) > width:
-            snippet = snippet[: width - 3] + "..."
-        lines.append(f"{rank:>3}. {hit.score:.4f}  {label:<16} {snippet}")
+        out = f"{title} | {text}" if title else text
+        return out[: room - 3] + "..." if len(out) > room else out
+
+    p = hit.payload
+    label = f"{p.get('doc_id', hit.id)}#{p.get('chunk_index', 0)}"
+    lines = [f"{rank:>3}. {hit.score:.4f}  {label:<16} {snippet(p, width)}"]
+    for passage in hit.passages[1:]:
+        q = passage.payload
+        text = snippet({"text": q.get("text")}, width - 4)
+        lines.append(f"     {passage.score:.4f}  {'#' + str(q.get('chunk_index', 0)):>16} {text}")
     return lines
 
 
@@ -307,7 +322,26 @@ def parse_filter_option(raw: str | None) -> dict[str, Any] | None:
     "see `ember search --list-tasks`. Default: web_search.",
 )
 @click.option("--instruction", default=None, help="A custom query instruction (overrides --task).")
-@click.option("--top-k", "-k", type=click.IntRange(min=1, max=1000), default=10, show_default=True)
+@click.option(
+    "--top-k",
+    "-k",
+    type=click.IntRange(min=1, max=1000),
+    default=10,
+    show_default=True,
+    help="Number of hits: documents (chunks with --chunks).",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Skip that many hits: the next page is --offset OFFSET+TOP_K.",
+)
+@click.option(
+    "--chunks",
+    is_flag=True,
+    help="One hit per chunk (default: one per document, its best chunks shown below it).",
+)
 @click.option(
     "--filter",
     "filter_json",
@@ -339,6 +373,8 @@ def search_command(
     task: str | None,
     instruction: str | None,
     top_k: int,
+    offset: int,
+    chunks: bool,
     filter_json: str | None,
     mode: str | None,
     fusion: str | None,
@@ -348,17 +384,20 @@ def search_command(
     data_dir: str | None,
     backend: str | None,
 ) -> None:
-    """Search COLLECTION for QUERY and print ranked hits.
+    """Search COLLECTION for QUERY and print ranked documents (chunks with --chunks).
 
     The query is encoded with the task's instruction (documents never get one), with the same
-    encoder that built the collection.
+    encoder that built the collection. A document appears once, scored by its best chunk, with
+    up to three of its best chunks.
 
     \b
     Examples:
       ember search "vitamin D and infections" --collection scifact --task scifact
       ember search "rust ownership" -c notes --filter '{"source": "rust.md"}' --json
+      ember search "vitamin D" -c scifact --offset 10   # the second page of ten
     """
     from encoders.instructions import DEFAULT_TASK, TASKS, UnknownTaskError, instruction_for
+    from indexer.groups import DOC_ID, passages_of
     from indexer.search import EncoderMismatchError, resolve_mode, search
     from indexer.sparse import SparseUnavailableError
     from indexer.store import CollectionNotFoundError
@@ -396,6 +435,7 @@ def search_command(
             hits = search(
                 store, encoder, collection, query, instruction=instruction, top_k=top_k,
                 filter=filter_, mode=chosen, fusion={"method": fusion} if fusion else None,
+                offset=offset, group_by=None if chunks else DOC_ID,
             )  # fmt: skip
         except EncoderMismatchError as exc:
             raise UserError(f"--encoder: {exc}") from None
@@ -405,11 +445,14 @@ def search_command(
         store.close()
     if as_json:
         for hit in hits:
-            click.echo(json.dumps({"id": hit.id, "score": hit.score, "payload": hit.payload}))
+            record: dict[str, Any] = {"id": hit.id, "score": hit.score, "payload": hit.payload}
+            if not chunks:
+                record["passages"] = passages_of(hit)
+            click.echo(json.dumps(record))
     elif not hits:
         click.echo("no hits", err=True)
     else:
-        for line in format_hits(hits):
+        for line in format_hits(hits, start=offset + 1):
             click.echo(line)
 
 

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 
 from encoders.instructions import DEFAULT_TASK, TASKS
+from indexer.groups import passages_of
 from search_api.errors import ApiError, field_error
 from search_api.routes import AUTH, LIMITS, error_responses
-from search_api.schemas import SearchHit, SearchRequest, SearchResponse
+from search_api.schemas import Passage, SearchHit, SearchRequest, SearchResponse
 from search_api.security import require_api_key
 from search_api.state import ApiState, ready_state
 
@@ -37,9 +38,13 @@ def resolve_instruction(req: SearchRequest) -> tuple[str | None, str | None]:
 async def search(
     req: SearchRequest, state: Annotated[ApiState, Depends(ready_state)]
 ) -> SearchResponse:
-    """Rank the collection's chunks: dense (cosine similarity to the encoded query), sparse
-    (Qdrant's BM25) or hybrid (both in one Qdrant query, fused by RRF, DBSF or the collection's
-    fitted weighted formula).
+    """Rank the collection's documents (or chunks, with ``group_by: null``): dense (cosine
+    similarity to the encoded query), sparse (Qdrant's BM25) or hybrid (both in one Qdrant
+    query, fused by RRF, DBSF or the collection's fitted weighted formula).
+
+    A document appears once, scored by its best chunk (the hit's id and payload are that
+    chunk's), with its best matching chunks as ``passages``. ``offset`` pages: the next page
+    starts exactly after this one's last hit.
 
     The task's instruction (or a custom one) is prepended to the query only; documents were
     encoded without instruction. Concurrent queries are encoded together (micro-batching).
@@ -86,7 +91,8 @@ async def search(
         batch = None if vector is None else vector[None, :]
         (hits,) = await run_in_threadpool(
             search_prepared, store, encoder, resolved, [req.query], batch, mode=mode,
-            top_k=req.top_k, filter=filter, fusion=fusion,
+            top_k=req.top_k, filter=filter, fusion=fusion, offset=req.offset,
+            group_by=req.group_by,
         )  # fmt: skip
     except CollectionNotFoundError:  # deleted between the check and the search
         raise ApiError(
@@ -100,7 +106,17 @@ async def search(
         task=task,
         instruction=instruction,
         mode=mode,
-        hits=[SearchHit(id=h.id, score=h.score, payload=h.payload) for h in hits],
+        group_by=req.group_by,
+        offset=req.offset,
+        hits=[
+            SearchHit(
+                id=h.id,
+                score=h.score,
+                payload=h.payload,
+                passages=[Passage(**p) for p in passages_of(h)],
+            )
+            for h in hits
+        ],
     )
 
 

@@ -44,8 +44,8 @@ def test_index_search_collections(tiny_folder: Path, tmp_path: Path, env: dict[s
 
     res = run(["search", "vitamin D", "-c", "docs", "--task", "scifact", "-k", "3", *enc], env)
     assert res.exit_code == 0, res.stderr
-    lines = res.stdout.splitlines()
-    assert len(lines) == 3 and lines[0].lstrip().startswith("1.")
+    ranked = [line for line in res.stdout.splitlines() if line[:5].strip()]  # not passages
+    assert [line.split(".")[0].strip() for line in ranked] == ["1", "2", "3"]
 
     res = run(["search", "fox", "-c", "docs", "--json", "--filter", '{"lang": "de"}', *enc], env)
     hits = [json.loads(line) for line in res.stdout.splitlines()]
@@ -199,3 +199,42 @@ def test_dtype_option_is_recorded_and_does_not_split_collections(
     assert build["dtype"] == "int8" and build["configured_dtype"] == "float32"
     res = run(["search", "vitamin", "-c", "docs", "--dtype", "fp8", *enc], env)
     assert res.exit_code != 0 and "'fp8' is not one of" in res.stderr
+
+
+def test_search_pages_documents_or_chunks(
+    tiny_folder: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", corpus_records(12))
+    enc = ["--encoder", str(tiny_folder)]
+    res = run(["index", str(corpus), "-c", "docs", "--chunk-tokens", "8", "--overlap", "2",
+               "--no-progress", *enc], env)  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+
+    def hits(*args: str) -> list[dict[str, Any]]:
+        res = run(["search", "vitamin D infection", "-c", "docs", "--json", *args, *enc], env)
+        assert res.exit_code == 0, res.stderr
+        return [json.loads(line) for line in res.stdout.splitlines()]
+
+    docs = hits("-k", "8")
+    ids = [h["payload"]["doc_id"] for h in docs]
+    assert len(ids) == len(set(ids)) == 8  # one hit per document
+    for h in docs:
+        assert 1 <= len(h["passages"]) <= 3 and h["passages"][0]["id"] == h["id"]
+        assert h["passages"][0]["score"] == h["score"]
+        assert [p["score"] for p in h["passages"]] == sorted(
+            (p["score"] for p in h["passages"]), reverse=True
+        )
+        assert all(p["text"] for p in h["passages"])
+    paged = hits("-k", "3") + hits("-k", "3", "--offset", "3") + hits("-k", "2", "--offset", "6")
+    assert [h["id"] for h in paged] == [h["id"] for h in docs]
+
+    chunks = hits("-k", "8", "--chunks")
+    assert "passages" not in chunks[0]
+    assert len({h["payload"]["doc_id"] for h in chunks}) < 8  # chunks of one document repeat
+    assert [h["id"] for h in hits("-k", "4", "--chunks", "--offset", "4")] == [
+        h["id"] for h in chunks[4:]
+    ]
+
+    text = run(["search", "vitamin D infection", "-c", "docs", "-k", "2", "--offset", "5", *enc],
+               env).stdout.splitlines()  # fmt: skip
+    assert text[0].lstrip().startswith("6.")  # ranks count from the offset

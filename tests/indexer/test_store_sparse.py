@@ -89,10 +89,13 @@ def test_sparse_search_is_bm25_with_idf(store: Store) -> None:
 def test_rrf_scores_are_reciprocal_rank_sums(store: Store) -> None:
     vecs = fill(store)
     query = vecs[1] + 0.05 * vecs[4]
-    (sparse_list,) = store.search_sparse_batch("docs", embed_queries(["heart"]), top_k=6)
+    # no tied BM25 scores ("heart" alone ties docs 0 and 1): the lists rank ties by id, the
+    # engine's fusion by its internal order
+    sparse = embed_queries(["heart attack"])
+    (sparse_list,) = store.search_sparse_batch("docs", sparse, top_k=6)
     dense_list = store.search("docs", query, top_k=6)
     (hybrid,) = store.search_hybrid_batch(
-        "docs", query[None, :], embed_queries(["heart"]), top_k=6, fusion=Fusion("rrf", k=60)
+        "docs", query[None, :], sparse, top_k=6, fusion=Fusion("rrf", k=60)
     )
     expected: dict[int, float] = {}  # Qdrant counts ranks from 0: the top hit adds 1 / k
     for ranked in (dense_list, sparse_list):

@@ -82,6 +82,28 @@ def store(
     s.close()
 
 
+LONG_DOCS: list[dict[str, Any]] = [
+    {"id": f"long{i}", "title": f"Long {i}", "source": "pubmed" if i % 2 else "arxiv",
+     "text": " ".join([DOCS[i % len(DOCS)]["text"], DOCS[(i + 1) % len(DOCS)]["text"],
+                       DOCS[(i + 3) % len(DOCS)]["text"]])}
+    for i in range(8)
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def chunked_store(
+    tmp_path_factory: pytest.TempPathFactory, encoder: Any, corpus_file: Path
+) -> Iterator[Store]:
+    """An embedded store whose documents have several chunks each (8 tokens, alias
+    ``default``): where chunk hits repeat documents and document hits do not."""
+    s = open_store(make_settings(tmp_path_factory.mktemp("chunked")))
+    path = corpus_file.parent / "long.jsonl"
+    path.write_text("\n".join(json.dumps(d) for d in LONG_DOCS) + "\n")
+    index_corpus(path, "default", encoder, s, chunk_tokens=8, overlap=2, progress=False)
+    yield s
+    s.close()
+
+
 def wait_ready(client: TestClient | httpx.Client, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -161,11 +183,11 @@ def live_server(tmp_path: Path, encoder: Any, store: Store) -> Iterator[Callable
     """``live_server(**settings)`` -> a started LiveServer (stopped after the test)."""
     stack = contextlib.ExitStack()
 
-    def factory(*, app_encoder: Any = None, **overrides: Any) -> LiveServer:
+    def factory(*, app_encoder: Any = None, app_store: Any = None, **overrides: Any) -> LiveServer:
         app = create_app(
             make_settings(tmp_path, **overrides),
             encoder=app_encoder if app_encoder is not None else encoder,
-            store=store,
+            store=app_store if app_store is not None else store,
         )
         return stack.enter_context(LiveServer(app))
 

@@ -80,3 +80,52 @@ def test_search_endpoint_fuses_moee_sum_vectors(tmp_path: Path, weight: float) -
             assert [h["payload"]["doc_id"] for h in r.json()["hits"]] == ["d7"]
     finally:
         store.close()
+
+
+def test_moee_document_hits_and_pages(tmp_path: Path) -> None:
+    folder = tiny_model_folder(tmp_path / "mixtral", "mixtral")
+    config = EncoderConfig(
+        base_model=str(folder), kind="moee", moee=MoeeConfig(similarity="sum", rw_weight=3.0)
+    )
+    enc = Encoder.from_config(config)
+    assert isinstance(enc, MoeeEncoder)
+    enc.fit_stats(DOCS)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(
+        json.dumps({"id": f"d{i}", "text": f"{t}. {DOCS[(i + 2) % len(DOCS)]}. {DOCS[i - 1]}"})
+        + "\n" for i, t in enumerate(DOCS)
+    ))  # fmt: skip
+    settings = make_settings(tmp_path / "data", api_default_collection="docs")
+    store = open_store(settings)
+    try:
+        index_corpus(corpus, "docs", enc, store, chunk_tokens=6, overlap=1, progress=False)
+        query = "a dog in the park"
+        (chunks,) = search_batch(store, enc, "docs", [query], instruction=INSTRUCTION, top_k=200)
+        best: dict[str, object] = {}
+        for h in chunks:  # the exact fused chunk ranking (checked against numpy above)
+            best.setdefault(h.payload["doc_id"], h)
+        assert len(chunks) > len(best) == len(DOCS)
+        app = create_app(settings, encoder=enc, store=store)
+        with TestClient(app) as client:
+            wait_ready(client)
+            body = {"query": query, "instruction": INSTRUCTION}
+            whole = client.post("/search", json={**body, "top_k": 8}).json()["hits"]
+            assert [h["payload"]["doc_id"] for h in whole] == list(best)
+            assert [h["id"] for h in whole] == [h.id for h in best.values()]  # type: ignore[attr-defined]
+            for hit in whole:
+                own = [c for c in chunks if c.payload["doc_id"] == hit["payload"]["doc_id"]]
+                assert hit["score"] == pytest.approx(own[0].score, abs=1e-5)
+                passages = hit["passages"]  # its best chunks among the candidates fetched
+                assert 1 <= len(passages) <= 3
+                assert [p["id"] for p in passages] == [c.id for c in own[: len(passages)]]
+            pages = [
+                client.post("/search", json={**body, "top_k": 3, "offset": o}).json()["hits"]
+                for o in (0, 3, 6)
+            ]
+            assert [h["id"] for p in pages for h in p] == [h["id"] for h in whole]
+            r = client.post(
+                "/search", json={**body, "top_k": 8, "filter": {"doc_id": ["d1", "d2"]}}
+            )
+            assert sorted(h["payload"]["doc_id"] for h in r.json()["hits"]) == ["d1", "d2"]
+    finally:
+        store.close()

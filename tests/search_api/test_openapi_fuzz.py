@@ -87,6 +87,11 @@ def test_the_spec_states_the_runtime_limits(server: LiveServer, encoder: Any) ->
     search = raw["paths"]["/search"]["post"]
     assert {"401", "403", "404", "413", "422", "429", "503"} <= set(search["responses"])
     assert "HTTPBearer" in raw["components"]["securitySchemes"]
+    paging = raw["components"]["schemas"]["SearchRequest"]["properties"]
+    assert paging["offset"]["minimum"] == 0 and paging["offset"]["maximum"] == 1000
+    assert paging["group_by"]["default"] == "doc_id"
+    passage = raw["components"]["schemas"]["Passage"]["properties"]
+    assert {"id", "chunk", "text", "score"} <= set(passage)
     props = raw["components"]["schemas"]["EmbeddingsRequest"]["properties"]
     assert {"type": "integer", "minimum": 1, "maximum": encoder.dim} in props["dimensions"]["anyOf"]
     arrays = [s for s in props["input"]["anyOf"] if s.get("type") == "array"]

@@ -32,7 +32,8 @@ def test_page_is_served_with_its_controls(client: TestClient) -> None:
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     html = r.text
-    for testid in ("query", "task", "collection", "mode", "top-k", "submit", "results", "api-key"):
+    for testid in ("query", "task", "collection", "mode", "top-k", "submit", "results", "api-key",
+                   "chunks", "prev", "next"):  # fmt: skip
         assert f'data-testid="{testid}"' in html
     # the page reads the same routes the API serves, and writes text with textContent only
     for route in ('"/tasks"', '"/collections"', '"/search"', '"/health"'):
@@ -150,4 +151,62 @@ def test_search_in_headless_chromium(
     shots = Path(os.environ.get("EMBER_SCREENSHOT_DIR", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shots / "web_page.png"), full_page=True)
+    assert errors == []
+
+
+def test_the_page_shows_one_result_per_document(
+    browser: Any, live_server: Callable[..., LiveServer], chunked_store: Any
+) -> None:
+    server = live_server(app_store=chunked_store)
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
+    page.wait_for_function(
+        "document.querySelectorAll('#collection option').length >= 1", timeout=30_000
+    )
+    query = {"query": "vitamin d infection", "task": "web_search", "top_k": 3, "mode": "dense"}
+    page.select_option("#mode", "dense")
+    page.fill("#query", query["query"])
+    page.fill("#top-k", "3")
+
+    def shown() -> list[str]:
+        return list(page.eval_on_selector_all("li.hit", "els => els.map(e => e.dataset.doc)"))
+
+    def api(**body: Any) -> list[dict[str, Any]]:
+        return list(httpx.post(server.url + "/search", json={**query, **body}).json()["hits"])
+
+    page.click("#submit")
+    page.wait_for_selector("li.hit", timeout=30_000)
+    first = api()
+    assert shown() == [h["payload"]["doc_id"] for h in first]
+    assert len(set(shown())) == 3  # each document once
+    assert "3 documents from" in page.text_content("#summary")
+    assert page.is_disabled("#prev") and not page.is_disabled("#next")
+    # the further passages of each document are listed under it
+    assert len(page.query_selector_all("li.passage")) == sum(len(h["passages"]) - 1 for h in first)
+
+    page.click("#next")  # page 2 starts exactly after page 1's last document
+    page.wait_for_function(
+        "document.getElementById('summary').textContent.includes('from #4')", timeout=30_000
+    )
+    assert shown() == [h["payload"]["doc_id"] for h in api(offset=3)]
+    assert not set(shown()) & {h["payload"]["doc_id"] for h in first}
+    assert page.text_content(".title").startswith("4. ")
+    page.click("#prev")
+    page.wait_for_function(
+        "!document.getElementById('summary').textContent.includes('from #')", timeout=30_000
+    )
+    assert shown() == [h["payload"]["doc_id"] for h in first]
+
+    page.check("#chunks")  # chunk hits: documents may repeat
+    page.fill("#top-k", "12")
+    page.click("#submit")
+    page.wait_for_function(
+        "document.getElementById('summary').textContent.includes('chunks from')", timeout=30_000
+    )
+    chunks = api(top_k=12, group_by=None)
+    assert shown() == [h["payload"]["doc_id"] for h in chunks]
+    assert len(set(shown())) < len(shown())
     assert errors == []
