@@ -11,8 +11,10 @@ number (the shipped folder is also what the quality table evaluates).
 
     python bench/ship_adapter.py bench/out/train/e-sup --out encoders/presets/smollm2-ember \
         --rank 16 --name smollm2-ember [--stats FOLDER]
+    python bench/ship_adapter.py --restat encoders/presets/smollm2-ember --stats FOLDER
 
-``--stats FOLDER``: copy the corpus-fitted standardisation of an ``ember fit-stats`` folder.
+``--stats FOLDER``: copy the corpus-fitted standardisation of an ``ember fit-stats`` folder;
+``--restat PRESET`` does only that for a preset already shipped (its adapter unchanged).
 """
 
 from __future__ import annotations
@@ -112,16 +114,76 @@ def sample_texts(n: int = 48) -> tuple[list[str], list[str]]:
     return docs, rng.sample(qs, n)
 
 
+def write_anchor(folder: Path) -> Encoder:
+    """A regression anchor for tests/encoders/test_packaged_presets.py: three texts and the
+    vectors the shipped folder gives them (fp32, this script's torch)."""
+    from indexer.evaluation import default_instruction
+
+    ship = Encoder.load(folder)
+    docs = ["Aspirin lowers the risk of a first heart attack.", "Cats sleep a lot."]
+    query = "Does vitamin D prevent infections?"
+    instruction = default_instruction(ship, "scifact")
+    anchor = {
+        "fingerprint": ship.fingerprint,
+        "documents": docs,
+        "query": query,
+        "instruction": instruction,
+        "document_vectors": ship.encode(docs).round(6).tolist(),
+        "query_vector": ship.encode_queries([query], instruction)[0].round(6).tolist(),
+    }
+    (folder / "reference_vectors.json").write_text(json.dumps(anchor) + "\n")
+    return ship
+
+
+def restat(folder: Path, stats_folder: Path) -> int:
+    """``--restat``: give an already shipped preset the standardisation of an ``ember fit-stats``
+    folder fitted on it (the adapter is unchanged), then rewrite its anchor and report."""
+    shipped = EncoderConfig.load(folder)
+    stats = EncoderConfig.load(stats_folder).standardize
+    if stats is None or stats.whitening:
+        raise SystemExit(f"--stats {stats_folder}: no (unwhitened) standardisation there")
+    fitted_on = EncoderConfig.load(stats_folder).model_copy(update={"standardize": None})
+    if fitted_on.fingerprint() != shipped.model_copy(update={"standardize": None}).fingerprint():
+        raise SystemExit(f"--stats {stats_folder} was fitted on another encoder than {folder}")
+    shipped.model_copy(update={"standardize": stats}).save(folder)
+    ship = write_anchor(folder)
+    report_path = folder / "ship_report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    report.update(
+        fingerprint=ship.fingerprint, standardize=stats.source, stats_samples=stats.samples
+    )
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("trained", type=Path, help="trained encoder folder (its adapter stack)")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "trained", type=Path, nargs="?", help="trained encoder folder (its adapter stack)"
+    )
+    p.add_argument(
+        "--restat",
+        type=Path,
+        default=None,
+        metavar="PRESET",
+        help="only give the shipped PRESET folder the --stats standardisation",
+    )
+    p.add_argument("--out", type=Path, default=None)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--name", default=None)
     p.add_argument("--stats", type=Path, default=None, help="ember fit-stats folder to copy")
     p.add_argument("--check", type=int, default=48, help="docs and queries compared (0: none)")
     args = p.parse_args()
+    if args.restat is not None:
+        if args.stats is None:
+            p.error("--restat needs --stats")
+        return restat(args.restat, args.stats)
+    if args.trained is None:
+        p.error("the trained folder is required")
 
+    if args.out is None:
+        p.error("--out is required")
     trained = EncoderConfig.load(args.trained)
     if not trained.adapters or trained.pooler or trained.kind != "llm2vec":
         raise SystemExit("ship_adapter handles llm2vec encoders with a LoRA stack and no pooler")
@@ -168,25 +230,7 @@ def main() -> int:
             min_cos_queries=float(cos_q.min()),
             mean_cos_queries=float(cos_q.mean()),
         )
-    # a regression anchor for tests/encoders/test_packaged_presets.py: three texts and the
-    # vectors the shipped folder gives them (fp32, this script's torch)
-    ship = Encoder.load(args.out)
-    anchor_docs = ["Aspirin lowers the risk of a first heart attack.", "Cats sleep a lot."]
-    anchor_query = "Does vitamin D prevent infections?"
-    from indexer.evaluation import default_instruction as instruction_for_task
-
-    anchor_instruction = instruction_for_task(ship, "scifact")
-    anchor = {
-        "fingerprint": ship.fingerprint,
-        "documents": anchor_docs,
-        "query": anchor_query,
-        "instruction": anchor_instruction,
-        "document_vectors": ship.encode(anchor_docs).round(6).tolist(),
-        "query_vector": ship.encode_queries([anchor_query], anchor_instruction)[0]
-        .round(6)
-        .tolist(),
-    }
-    (args.out / "reference_vectors.json").write_text(json.dumps(anchor) + "\n")
+    ship = write_anchor(args.out)
     report["fingerprint"] = ship.fingerprint
     (args.out / "ship_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

@@ -56,3 +56,13 @@ def test_fingerprint_does_not_depend_on_where_the_folder_lives(name: str, tmp_pa
     copy = tmp_path / "elsewhere" / name
     shutil.copytree(PACKAGED / name, copy)
     assert EncoderConfig.load(copy).fingerprint() == PRESETS[name].fingerprint()
+
+
+def test_the_default_ships_its_standardisation_and_runs_in_fp32() -> None:
+    """smollm2-ember carries corpus-fitted statistics (no whitening file to ship) and is fp32:
+    in bf16 its short texts drift from the fp32 vectors (cos 0.87 on a 4-word text,
+    bench/RESULTS.md dtype section), beyond the cos >= 0.9999 a dtype switch may cost."""
+    config = PRESETS["smollm2-ember"]
+    assert config.standardize is not None and config.standardize.whitening is None
+    assert config.standardize.samples == 1000 and len(config.standardize.mean) == 576
+    assert config.dtype == "float32"
