@@ -138,8 +138,10 @@ def demo_command(
     click.echo(f"corpus   {folder} ({len(records)} documents, {len(queries)} test queries)")
     started = time.perf_counter()
     encoder = load_encoder_or_fail(encoder_spec)
+    load_s = time.perf_counter() - started
+    index_s: float | None = None  # None: an existing index was reused
     click.echo(f"encoder  {encoder_spec} ({encoder.dim}-d, fingerprint {encoder.fingerprint}), "
-               f"loaded in {time.perf_counter() - started:.1f}s")  # fmt: skip
+               f"loaded in {load_s:.1f}s")  # fmt: skip
     store = open_store_or_fail(settings)
     try:
         click.echo(f"store    {store.backend} at {store.location}")
@@ -156,6 +158,7 @@ def demo_command(
             click.echo(f"index    reusing {served} ({expected} chunks; --reindex to rebuild)")
         else:
             report = index_corpus(subset, COLLECTION, encoder, store, progress=progress)
+            index_s = report.seconds
             rate = report.chunks / report.seconds if report.seconds else 0.0
             click.echo(
                 f"index    {report.documents} documents -> {report.chunks} chunks in "
@@ -199,8 +202,13 @@ def demo_command(
             f"({len(ids)} queries searched in {elapsed:.1f}s). A small sample is easier than the "
             "full corpus: not comparable to BEIR scores."
         )
+    indexed = "reused" if index_s is None else f"{index_s:.1f}s"
     click.echo(
-        f'\nTry: ember search "your claim" --collection {COLLECTION} --task scifact'
+        f"\ntiming   model load {load_s:.1f}s, index {indexed}, search {elapsed:.1f}s "
+        f"({1000 * elapsed / max(len(ids), 1):.0f} ms per query, batched; dtype {encoder.dtype})"
+    )
+    click.echo(
+        f'Try: ember search "your claim" --collection {COLLECTION} --task scifact'
         + (f" --encoder {encoder_spec}" if encoder_spec != "smollm2-ember" else "")
     )
 

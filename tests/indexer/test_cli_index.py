@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -121,8 +122,10 @@ def test_demo_on_bundled_corpus(tiny_folder: Path, env: dict[str, str]) -> None:
     assert "20 documents" in first.stdout and "index    20 documents ->" in first.stdout
     assert first.stdout.count("\nquery ") == 4
     assert "test queries on this 20-document sample" in first.stdout
+    assert re.search(r"timing   model load \d+\.\ds, index \d+\.\ds, search \d+\.\ds", first.stdout)
     again = run(args, env)
     assert "reusing scifact-demo__" in again.stdout
+    assert re.search(r"timing   model load \d+\.\ds, index reused, search ", again.stdout)
 
 
 def test_search_modes_and_old_collections(
