@@ -125,6 +125,26 @@ class Encoder:
         )
         return {"dense": vectors}
 
+    def encode_queries_named(
+        self, texts: Sequence[str], instruction: str | None = None, *, show_progress: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Query vectors per name in :attr:`vector_dims` (the query length limit applies)."""
+        return self.encode_named(
+            texts, instruction, max_length=self.config.query_max_length,
+            show_progress=show_progress,
+        )  # fmt: skip
+
+    @property
+    def vector_weights(self) -> dict[str, float]:
+        """How the named vectors' cosines add up to a score: one ``dense`` vector here; MoEE's
+        ``sum`` mode scores ``cos hs + w * cos rw``."""
+        return {"dense": 1.0}
+
+    def split_combined(self, vectors: np.ndarray) -> dict[str, np.ndarray]:
+        """Named vectors from what :meth:`encode_queries` returns (the micro-batcher's output);
+        the identity ``{"dense": vectors}`` here, MoEE splits ``hs`` and ``rw``."""
+        return {"dense": np.atleast_2d(np.asarray(vectors, dtype=np.float32))}
+
     @property
     def fingerprint(self) -> str:
         return self.config.fingerprint()

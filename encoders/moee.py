@@ -335,16 +335,6 @@ class MoeeEncoder(Encoder):
             return {"dense": combine(parts["hs"], parts["rw"], self.settings.rw_weight)}
         return parts
 
-    def encode_queries_named(
-        self, texts: Sequence[str], instruction: str | None = None, *, show_progress: bool = False
-    ) -> dict[str, np.ndarray]:
-        return self.encode_named(
-            texts,
-            instruction,
-            max_length=self.config.query_max_length,
-            show_progress=show_progress,
-        )
-
     @property
     def vector_weights(self) -> dict[str, float]:
         """How the named vectors' cosines add up to the score (used by fused search)."""

@@ -182,12 +182,11 @@ def search_encoded(
     named vectors (MoEE ``sum``), the exact fused search on the parts of its combined vector.
     Paging and grouping as :meth:`indexer.store.Store.search_batch`."""
     arr = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-    weights = getattr(encoder, "vector_weights", None)
-    split = getattr(encoder, "split_combined", None)
-    if isinstance(weights, dict) and len(weights) > 1 and callable(split):
+    weights = encoder.vector_weights
+    if len(weights) > 1:
         return fused_search_page(
-            store, collection, split(arr), weights, top_k=top_k, offset=offset, filter=filter,
-            group_by=group_by, group_size=group_size,
+            store, collection, encoder.split_combined(arr), weights, top_k=top_k,
+            offset=offset, filter=filter, group_by=group_by, group_size=group_size,
         )  # fmt: skip
     return store.search_batch(
         collection, arr, using=DEFAULT_VECTOR, top_k=top_k, filter=filter, offset=offset,

@@ -115,8 +115,7 @@ def resolve_fusion(
 
 
 def _multi_vector(encoder: Encoder) -> bool:
-    weights = getattr(encoder, "vector_weights", None)  # MoEE sum: cos hs + w * cos rw
-    return isinstance(weights, dict) and len(weights) > 1
+    return len(encoder.vector_weights) > 1  # MoEE sum: cos hs + w * cos rw
 
 
 def search_prepared(
@@ -200,8 +199,8 @@ def search_batch(
     if chosen == "dense" and _multi_vector(encoder) and using == DEFAULT_VECTOR:
         from indexer.fusion import fused_search_page
 
-        named = encoder.encode_queries_named(list(queries), instruction)  # type: ignore[attr-defined]
-        weights = encoder.vector_weights  # type: ignore[attr-defined]
+        named = encoder.encode_queries_named(list(queries), instruction)
+        weights = encoder.vector_weights
         return fused_search_page(
             store, resolved, named, weights, top_k=top_k, filter=filter, **page
         )
