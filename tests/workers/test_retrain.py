@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,6 +84,7 @@ def test_a_better_candidate_is_promoted(
 
     # the alias moved to a new complete build made with the candidate; it answers from it
     build = store.get_alias("docs")
+    assert build is not None
     assert build == job.build == result["build"] != first.build
     assert parse_version(build) == ("docs", load_encoder(str(out)).fingerprint, 2)
     assert store.count(build) == len(docs)
@@ -163,7 +165,7 @@ def test_spec_rules() -> None:
 
 
 def test_beat_runs_the_retrain_pipeline_and_old_entries_stay_valid() -> None:
-    entries = [
+    entries: list[dict[str, Any]] = [
         {"name": "old", "cron": "0 3 * * 0", "trainer": "simcse", "params": {"max_steps": 2}},
         {"name": "loop", "cron": "0 4 * * 0", "pipeline": "retrain", "alias": "docs",
          "trainer": "supervised", "eval_set": "/data/eval", "min_gain": 0.01},
