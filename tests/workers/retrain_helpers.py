@@ -10,6 +10,7 @@ from typing import Any
 from encoders.config import EncoderConfig
 
 TRAINER_MODULE = "tests.workers.retrain_trainers"
+TRAINER_NAME = "copy-encoder"
 N_DOCS = 12
 WORDS = ["protein", "cell", "gene", "vitamin", "infection", "search", "engine", "vector", "model",
          "query", "index", "brown"]  # fmt: skip

@@ -22,6 +22,14 @@ from workers.app import build_beat_schedule
 from workers.builds import read_build
 from workers.client import submit_index, submit_retrain
 from workers.retrain_spec import STAGES, parse_spec
+from workers.training import unregister_trainer
+
+
+@pytest.fixture(autouse=True)
+def _forget_test_trainer() -> Iterator[None]:
+    """The fixture trainer joins the process-wide registry; other tests list the built-ins."""
+    yield
+    unregister_trainer(rh.TRAINER_NAME)
 
 
 @pytest.fixture

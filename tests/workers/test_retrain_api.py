@@ -18,6 +18,14 @@ from tests.search_api.conftest import make_settings, wait_ready
 from tests.workers import retrain_helpers as rh
 from tests.workers.test_jobs_api import follow
 from workers import runtime, tasks
+from workers.training import unregister_trainer
+
+
+@pytest.fixture(autouse=True)
+def _forget_test_trainer() -> Iterator[None]:
+    """The fixture trainer joins the process-wide registry; other tests list the built-ins."""
+    yield
+    unregister_trainer(rh.TRAINER_NAME)
 
 
 @pytest.fixture
