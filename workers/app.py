@@ -31,6 +31,7 @@ from celery import Celery
 from celery.schedules import crontab
 
 from indexer.settings import Settings, get_settings
+from workers.retrain_spec import RetrainSpec, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,15 @@ TASK_QUEUES = {
     "ember.finish_index": INDEX_QUEUE,
     "ember.index_failed": INDEX_QUEUE,
     "ember.train": TRAIN_QUEUE,
+    "ember.retrain": TRAIN_QUEUE,
+    "ember.retrain_train": TRAIN_QUEUE,
+    "ember.retrain_evaluate": TRAIN_QUEUE,
+    "ember.retrain_reindex": INDEX_QUEUE,
 }
-TASK_MODULES = ("workers.tasks",)
+TASK_MODULES = ("workers.tasks", "workers.retrain_tasks")
+PIPELINES = ("train", "retrain")
+# beat entry fields of the retrain pipeline (besides name, cron, pipeline): a RetrainSpec
+RETRAIN_FIELDS = frozenset(RetrainSpec.model_fields)
 EMBEDDED_BROKER = "memory://"
 
 
@@ -78,17 +86,37 @@ def parse_cron(expr: str) -> crontab:
         raise ValueError(f"cron {expr!r}: {exc}") from None
 
 
+def _retrain_entry(entry: dict[str, Any], where: str) -> dict[str, Any]:
+    """A ``"pipeline": "retrain"`` entry's task kwargs: its RetrainSpec fields, checked now."""
+    fields = {k: v for k, v in entry.items() if k not in ("name", "cron", "pipeline")}
+    unknown = sorted(set(fields) - RETRAIN_FIELDS)
+    if unknown:
+        raise ValueError(f"{where}: unknown field {unknown[0]!r}")
+    try:
+        spec = parse_spec(fields)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return {"spec": spec.model_dump()}
+
+
 def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Celery beat entries from ``EMBER_RETRAIN_SCHEDULE``: each ``{"name", "cron", "trainer",
-    "params"}`` becomes an ``ember.train`` task on the ``train`` queue at that cron time."""
+    """Celery beat entries from ``EMBER_RETRAIN_SCHEDULE``, on the ``train`` queue at their cron
+    time. ``{"name", "cron", "trainer", "params"}`` (``"pipeline": "train"``, the default) runs an
+    ``ember.train`` job; ``{"name", "cron", "pipeline": "retrain", "alias", "trainer",
+    "eval_set", ...}`` (the fields of :class:`workers.retrain_spec.RetrainSpec`) runs the whole
+    retrain pipeline (``ember.retrain``): train, evaluate, rebuild and promote if better."""
     schedule: dict[str, dict[str, Any]] = {}
     for n, entry in enumerate(settings.retrain_schedule):
         where = f"EMBER_RETRAIN_SCHEDULE[{n}]"
         if not isinstance(entry, dict):
             raise ValueError(f"{where}: expected an object with cron and trainer")
-        unknown = sorted(set(entry) - {"name", "cron", "trainer", "params"})
-        if unknown:
-            raise ValueError(f"{where}: unknown field {unknown[0]!r}")
+        pipeline = entry.get("pipeline", "train")
+        if pipeline not in PIPELINES:
+            raise ValueError(f"{where}: 'pipeline' must be one of {', '.join(PIPELINES)}")
+        if pipeline == "train":
+            unknown = sorted(set(entry) - {"name", "cron", "trainer", "params", "pipeline"})
+            if unknown:
+                raise ValueError(f"{where}: unknown field {unknown[0]!r}")
         cron, trainer = entry.get("cron"), entry.get("trainer")
         if not isinstance(cron, str) or not cron.strip():
             raise ValueError(f"{where}: 'cron' must be a crontab string like '0 3 * * 0'")
@@ -104,10 +132,16 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             schedule_obj = parse_cron(cron)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
+        if pipeline == "retrain":
+            task = "ember.retrain"
+            kwargs = {**_retrain_entry(entry, where), "scheduled": name}
+        else:
+            task = "ember.train"
+            kwargs = {"trainer": trainer, "params": params, "scheduled": name}
         schedule[name] = {
-            "task": "ember.train",
+            "task": task,
             "schedule": schedule_obj,
-            "kwargs": {"trainer": trainer, "params": params, "scheduled": name},
+            "kwargs": kwargs,
             "options": {"queue": TRAIN_QUEUE},
         }
     return schedule

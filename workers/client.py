@@ -27,6 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from workers.jobs import Job, JobStore, new_job_id, open_job_store
 from workers.owner import current_owner
+from workers.retrain_spec import DEFAULT_MIN_GAIN as DEFAULT_MIN_GAIN  # for the API's request
+from workers.retrain_spec import DEFAULT_SPLIT as DEFAULT_SPLIT
+from workers.retrain_spec import RetrainSpec, initial_result, parse_spec
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -117,7 +120,7 @@ def _dispatch(
         _run_in_process(name, args, kwargs, task_id, settings, store, encoder, wait)
 
 
-def submit_index(
+def index_spec(
     settings: Settings,
     collection: str,
     *,
@@ -129,12 +132,9 @@ def submit_index(
     chunk_tokens: int | None = None,
     overlap: int | None = None,
     encoder_spec: str | None = None,
-    wait: bool = False,
-    store: Store | None = None,
-    encoder: Encoder | None = None,
-) -> Job:
-    """Create an index job for a corpus ``path`` (read by the worker) or inline ``documents``
-    (corpus-reader records) into alias ``collection``; returns the job as first recorded."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checked task spec of an index job and the parameters its record shows (inline
+    documents counted, not copied); ``ValueError`` naming the bad argument."""
     from indexer.store import check_name
 
     check_name(collection)
@@ -171,19 +171,75 @@ def submit_index(
     else:
         spec["documents"] = documents
         params["documents"] = len(documents or [])
-    owner = None
-    if not settings.broker_url:
-        owner = current_owner()
-        if store is None:  # fail on a locked or unusable store before there is a job record
-            from workers import runtime
+    return spec, params
 
-            runtime.provide(settings=settings)
-            store = runtime.get_store()
+
+def _embedded_store(settings: Settings, store: Store | None) -> Store | None:
+    """In-process: fail on a locked or unusable store before there is a job record."""
+    if settings.broker_url or store is not None:
+        return store
+    from workers import runtime
+
+    runtime.provide(settings=settings)
+    return runtime.get_store()
+
+
+def submit_index(
+    settings: Settings,
+    collection: str,
+    *,
+    path: str | None = None,
+    documents: list[dict[str, Any]] | None = None,
+    fmt: str = "auto",
+    on_error: str = "fail",
+    batch_docs: int | None = None,
+    chunk_tokens: int | None = None,
+    overlap: int | None = None,
+    encoder_spec: str | None = None,
+    wait: bool = False,
+    store: Store | None = None,
+    encoder: Encoder | None = None,
+) -> Job:
+    """Create an index job for a corpus ``path`` (read by the worker) or inline ``documents``
+    (corpus-reader records) into alias ``collection``; returns the job as first recorded."""
+    spec, params = index_spec(
+        settings, collection, path=path, documents=documents, fmt=fmt, on_error=on_error,
+        batch_docs=batch_docs, chunk_tokens=chunk_tokens, overlap=overlap,
+        encoder_spec=encoder_spec,
+    )  # fmt: skip
+    owner = None if settings.broker_url else current_owner()
+    store = _embedded_store(settings, store)
     job_store = open_job_store(settings)
     try:
         job = job_store.create("index", params, new_job_id(), owner=owner)
         _dispatch(
             settings, "ember.index", "index", (job.id, spec), {}, job.id,
+            wait=wait, store=store, encoder=encoder,
+        )  # fmt: skip
+        return job_store.require(job.id)
+    finally:
+        job_store.close()
+
+
+def submit_retrain(
+    settings: Settings,
+    spec: RetrainSpec | dict[str, Any],
+    *,
+    wait: bool = False,
+    store: Store | None = None,
+    encoder: Encoder | None = None,
+) -> Job:
+    """Create a retrain job (train -> evaluate -> reindex -> promote, :mod:`workers.retrain`)
+    for ``spec``; ``ValueError`` naming the first bad field."""
+    checked = parse_spec(spec)
+    owner = None if settings.broker_url else current_owner()
+    store = _embedded_store(settings, store)
+    job_store = open_job_store(settings)
+    try:
+        job = job_store.create("retrain", checked.model_dump(), new_job_id(), owner=owner)
+        job_store.update(job.id, result=initial_result(checked))
+        _dispatch(
+            settings, "ember.retrain", "train", (), {"job_id": job.id}, job.id,
             wait=wait, store=store, encoder=encoder,
         )  # fmt: skip
         return job_store.require(job.id)

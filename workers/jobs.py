@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 STATES = ("queued", "planning", "running", "finishing", "succeeded", "failed")
 TERMINAL = frozenset({"succeeded", "failed"})
-KINDS = ("index", "train")
+KINDS = ("index", "train", "retrain")
 RETENTION_S = 30 * 24 * 3600  # finished job records expire from Redis after 30 days
 _FIELDS = (
     "id",
@@ -222,6 +222,9 @@ class Job:
             what = f"{self.collection or '?'} {self.batches_done}/{self.batches_total} batches"
             if self.batches_failed:
                 what += f", {self.batches_failed} failed"
+        elif self.kind == "retrain":
+            decision = self.result.get("decision") or self.result.get("stage") or "-"
+            what = f"{self.collection or '?'} {self.params.get('trainer', '?')}: {decision}"
         else:
             what = str(self.params.get("trainer", "?"))
         return f"{self.id}  {self.kind:<5}  {self.state:<9}  {what}"
@@ -265,6 +268,8 @@ class JobStore(ABC):
         )
         if kind == "index":
             job.collection = params.get("collection")
+        elif kind == "retrain":
+            job.collection = params.get("alias")
         self._create(job)
         return job
 
@@ -278,11 +283,23 @@ class JobStore(ABC):
         """The job, or None; an unfinished job whose owner process is gone is failed first
         (``owner died``), so every reader sees it failed and nobody waits for it."""
         job = self._get(job_id)
-        if job is None or job.finished or owner_alive(job.owner) is not False:
+        if job is not None and not job.finished and owner_alive(job.owner) is False:
+            with contextlib.suppress(JobNotFoundError):  # deleted meanwhile: nothing to settle
+                self.finish(job_id, "failed", error=OWNER_DIED)
+            job = self._get(job_id)
+        return self._with_rebuild_progress(job)
+
+    def _with_rebuild_progress(self, job: Job | None) -> Job | None:
+        """A retrain job's progress is its rebuild's (the child index job), read as it is."""
+        if job is None or job.kind != "retrain":
             return job
-        with contextlib.suppress(JobNotFoundError):  # deleted meanwhile: nothing to settle
-            self.finish(job_id, "failed", error=OWNER_DIED)
-        return self._get(job_id)
+        child_id = ((job.result.get("stages") or {}).get("reindex") or {}).get("job")
+        child = self._get(str(child_id)) if child_id else None
+        if child is not None:
+            job.batches = child.batches
+            job.batches_total = child.batches_total
+            job.documents_total = child.documents_total
+        return job
 
     @abstractmethod
     def _create(self, job: Job) -> None: ...

@@ -41,8 +41,10 @@ from celery.utils.log import get_task_logger
 from encoders.errors import EmberError
 from workers import runtime
 from workers.app import INDEX_QUEUE, TRAIN_QUEUE, app
+from workers.builds import build_record, record_build
 from workers.jobs import JobNotFoundError, JobStore, job_store_url, open_job_store
 from workers.paths import confine_input, confine_train_params
+from workers.retrain import settle_parent
 
 if TYPE_CHECKING:
     from indexer.readers import Document
@@ -145,6 +147,7 @@ def index(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
     try:
         collection = check_name(str(spec.get("collection") or ""))
         skipped: list[str] = []
+        path: str | None = None
         if spec.get("path"):
             path = spec["path"]
             if not self.request.is_eager:  # from the broker: the API's path rules again
@@ -163,10 +166,17 @@ def index(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"batch_docs must be >= 1, got {batch_docs}")
         encoder = runtime.get_encoder(spec.get("encoder"))
         store = runtime.get_store()
-        build = job.build or begin_build(store, collection, encoder)
+        build = job.build
+        if build is None:
+            build = begin_build(store, collection, encoder)
+            # the encoder and corpus it is made of, for retraining (workers.builds)
+            encoder_spec = str(spec.get("encoder") or runtime.settings().encoder)
+            record = build_record(job_id, encoder_spec, encoder.fingerprint, {**spec, "path": path})
+            record_build(store, build, record)
         store_jobs.update(job_id, build=build)
     except Exception as exc:
         store_jobs.finish(job_id, "failed", error=_error_text(exc))
+        settle_parent(store_jobs, store_jobs.require(job_id))
         raise
 
     batches = [records[i : i + batch_docs] for i in range(0, len(records), batch_docs)]
@@ -204,6 +214,7 @@ def index(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         chord(header, body).apply_async()
     except Exception as exc:
         store_jobs.finish(job_id, "failed", error=f"could not send the batches: {exc}")
+        settle_parent(store_jobs, store_jobs.require(job_id))
         with contextlib.suppress(Exception):
             runtime.get_store().delete_collection(build)
         raise
@@ -283,6 +294,12 @@ def finalize_index(job_id: str, chord_error: str | None = None) -> dict[str, Any
         "documents": job.documents_done,
         "points": job.points,
     }
+    expected = job.params.get("expect_alias")  # a retrain's rebuild: the build it was judged on
+    if error is None and expected and store.get_alias(job.collection or "") != expected:
+        error = (
+            f"alias {job.collection!r} moved to {store.get_alias(job.collection or '')} while "
+            f"this build was made to replace {expected}; not switched"
+        )
     if error is None:
         assert job.collection and job.build
         try:
@@ -294,6 +311,7 @@ def finalize_index(job_id: str, chord_error: str | None = None) -> dict[str, Any
                 store, job.collection, keep=int(job.params.get("keep_versions", 1))
             )
             store_jobs.finish(job_id, "succeeded", result=result)
+            settle_parent(store_jobs, store_jobs.require(job_id))
             return store_jobs.require(job_id).to_dict()
     if job.build and store.get_alias(job.collection or "") != job.build:
         try:
@@ -302,6 +320,7 @@ def finalize_index(job_id: str, chord_error: str | None = None) -> dict[str, Any
         except Exception:  # the job's error matters more than the cleanup's
             log.warning("could not delete partial build %s", job.build, exc_info=True)
     store_jobs.finish(job_id, "failed", error=error, result=result)
+    settle_parent(store_jobs, store_jobs.require(job_id))
     return store_jobs.require(job_id).to_dict()
 
 

@@ -1,4 +1,4 @@
-"""``ember jobs`` (index and training jobs, their progress) and ``ember worker`` / ``ember beat``.
+"""``ember jobs`` (index, training and retrain jobs), ``ember worker`` and ``ember beat``.
 
 With ``EMBER_BROKER_URL`` set, ``ember jobs index`` sends the job to the workers (``ember worker``)
 and returns its id; ``--wait`` follows its progress. Without a broker the job runs here, in this
@@ -71,6 +71,8 @@ def describe(job: Job) -> str:
             lines.append(f"error      batch {err['batch']}: {err['error']}")
         for skipped in job.skipped:
             lines.append(f"skipped    {skipped}")
+    elif job.kind == "retrain":
+        lines += _describe_retrain(job, progress)
     else:
         lines.append(f"trainer    {job.params.get('trainer')}")
         if job.result.get("output"):
@@ -82,7 +84,42 @@ def describe(job: Job) -> str:
     return "\n".join(lines)
 
 
+def _describe_retrain(job: Job, progress: dict[str, Any]) -> list[str]:
+    result = job.result
+    current, candidate = result.get("current") or {}, result.get("candidate") or {}
+    lines = [
+        f"alias      {job.collection}",
+        f"trainer    {job.params.get('trainer')}",
+        f"current    {current.get('build', '-')} ({current.get('encoder', '-')})",
+    ]
+    if candidate:
+        lines.append(f"candidate  {candidate.get('encoder')} [{candidate.get('fingerprint')}]")
+    for stage, entry in (result.get("stages") or {}).items():
+        extra = f" ({entry['error']})" if entry.get("error") else ""
+        if stage == "reindex" and entry.get("job"):
+            extra += (
+                f" job {entry['job']}, batches {progress['batches_done']}/"
+                f"{progress['batches_total']}"
+            )
+        lines.append(f"stage      {stage:<9} {entry.get('state', '-')}{extra}")
+    scores = result.get("scores")
+    if scores:
+        lines.append(
+            f"scores     {result.get('metric')}: current {scores['current']:.4f}, "
+            f"candidate {scores['candidate']:.4f}, gain {scores['gain']:+.4f} "
+            f"(min_gain {result.get('min_gain')})"
+        )
+    if result.get("decision"):
+        lines.append(f"decision   {result['decision']}: {result.get('reason')}")
+    return lines
+
+
 def _progress_line(job: Job) -> str:
+    if job.kind == "retrain":
+        stage = job.result.get("stage") or "-"
+        return f"{job.state}: {stage}" + (
+            f", batches {job.batches_done}/{job.batches_total}" if job.batches_total else ""
+        )
     if job.kind != "index":
         return f"{job.state}"
     line = f"{job.state}: batches {job.batches_done}/{job.batches_total}"
@@ -260,6 +297,100 @@ def train_command(trainer: str, params: str, wait: bool, as_json: bool) -> None:
     click.echo(job.id)
     if wait:
         _finish(_follow(settings, job.id, None), as_json)
+
+
+@jobs_group.command("retrain")
+@click.argument("alias")
+@click.option("--trainer", required=True, help="A registered trainer (supervised, simcse, ...).")
+@click.option("--params", default="{}", help="Trainer parameters as a JSON object (no 'from').")
+@click.option(
+    "--eval-set", required=True, help="BEIR folder the candidate and current encoder are scored on."
+)
+@click.option("--split", default="train", show_default=True, help="qrels split to compare on.")
+@click.option("--allow-test", is_flag=True, help="Allow --split test (it stops being a test).")
+@click.option(
+    "--metric",
+    type=click.Choice(["ndcg@10", "recall@100", "mrr@10"]),
+    default="ndcg@10",
+    show_default=True,
+)
+@click.option(
+    "--min-gain",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.005,
+    show_default=True,
+    help="Promote only if candidate - current >= this.",
+)
+@click.option("--task", default="web_search", show_default=True, help="Query instruction task.")
+@click.option("--instruction", default=None, help="Query instruction (default: the task's).")
+@click.option("--no-instruction", is_flag=True, help="Encode queries with no instruction.")
+@click.option(
+    "--corpus", default=None, help="Rebuild from this corpus (default: the recorded one)."
+)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True)
+@click.option("--current-encoder", default=None, help="For builds that record no encoder.")
+@click.option("--keep-versions", type=click.IntRange(0, 100), default=1, show_default=True)
+@click.option("--wait/--no-wait", default=False, help="With a broker: follow the job to its end.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final JSON record.")
+def retrain_command(
+    alias: str,
+    trainer: str,
+    params: str,
+    eval_set: str,
+    split: str,
+    allow_test: bool,
+    metric: str,
+    min_gain: float,
+    task: str,
+    instruction: str | None,
+    no_instruction: bool,
+    corpus: str | None,
+    fmt: str,
+    current_encoder: str | None,
+    keep_versions: int,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Retrain the encoder serving ALIAS; promote the candidate only if it scores better.
+
+    \b
+    train (from the serving encoder) -> evaluate candidate and current on --eval-set ->
+    if candidate - current >= --min-gain: rebuild ALIAS's corpus with it and move the alias;
+    else the job records 'rejected' with both scores and nothing moves.
+    """
+    from workers.client import submit_retrain
+
+    try:
+        parsed: Any = json.loads(params)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--params: invalid JSON ({exc.msg})") from None
+    if not isinstance(parsed, dict):
+        raise UserError("--params: expected a JSON object")
+    settings = _settings()
+    embedded = not settings.broker_url
+
+    def local(path: str | None) -> str | None:  # in-process: paths as this shell sees them
+        return str(Path(path).resolve()) if path and embedded else path
+
+    spec = {
+        "alias": alias, "trainer": trainer, "params": parsed, "eval_set": local(eval_set),
+        "split": split, "allow_test": allow_test, "metric": metric, "min_gain": min_gain,
+        "task": task, "instruction": instruction, "no_instruction": no_instruction,
+        "corpus": local(corpus), "format": fmt, "current_encoder": current_encoder,
+        "keep_versions": keep_versions,
+    }  # fmt: skip
+    try:
+        job = submit_retrain(settings, spec, wait=embedded)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if embedded:
+        _finish(job, as_json)
+        return
+    click.echo(job.id)
+    if wait:
+        _finish(_follow(settings, job.id, None), as_json)
+    else:
+        click.echo(f"queued; follow it with: ember jobs show {job.id} --wait", err=True)
 
 
 def _require_broker(settings: Settings, what: str) -> None:

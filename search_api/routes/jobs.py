@@ -1,4 +1,4 @@
-"""Job routes: ``POST /jobs/index``, ``POST /jobs/train``, ``GET /jobs/{id}``, ``GET /jobs``.
+"""Job routes: ``POST /jobs/index|train|retrain``, ``GET /jobs/{id}``, ``GET /jobs``.
 
 The API talks to the workers only through task names and job records: :mod:`workers.client`
 creates the record and sends ``ember.index`` / ``ember.train`` by name, :mod:`workers.jobs` reads
@@ -11,7 +11,8 @@ embedded store is locked to one process, so the API process is where its jobs mu
 Job paths are opened by whoever runs the job (a worker, or this process), so the API accepts
 only paths inside the job roots (:mod:`workers.paths`): corpus paths and training inputs inside
 ``EMBER_JOB_INPUT_DIR`` (unset: refused; inline documents always work), training outputs inside
-``EMBER_JOB_OUTPUT_DIR``. The workers check them again.
+``EMBER_JOB_OUTPUT_DIR``; a retrain's evaluation set and corpus inside ``EMBER_JOB_INPUT_DIR``.
+The workers check them again.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from search_api.errors import ApiError, field_error
 from search_api.routes import AUTH, LIMITS, error_responses
 from search_api.schemas import Text, ValidUnicode
 from search_api.state import ApiState, get_state
+from workers.client import DEFAULT_MIN_GAIN, DEFAULT_SPLIT
 from workers.paths import JobPathError, confine_input, confine_train_params
 
 router = APIRouter(tags=["jobs"])
@@ -93,6 +95,48 @@ class TrainJobRequest(BaseModel):
     )
 
 
+class RetrainJobRequest(BaseModel):
+    """:class:`workers.retrain_spec.RetrainSpec` as a request: the same fields and limits."""
+
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+
+    alias: str = Field(
+        min_length=1, max_length=200, pattern=r"^(?!.*__)[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="the served alias to retrain; its build must record its encoder and corpus "
+        "(index jobs do), else give current_encoder and corpus",
+    )  # fmt: skip
+    trainer: Text = Field(min_length=1, max_length=200, description="a registered trainer name")
+    params: Annotated[dict[str, Any], ValidUnicode] = Field(
+        default_factory=dict,
+        description="trainer parameters (not 'from': training starts from the serving encoder); "
+        "'out' inside EMBER_JOB_OUTPUT_DIR, default <EMBER_JOB_OUTPUT_DIR>/retrain/<job id>",
+    )
+    eval_set: Text = Field(
+        min_length=1, max_length=4096, description="BEIR folder inside EMBER_JOB_INPUT_DIR"
+    )
+    split: str = Field(
+        default=DEFAULT_SPLIT, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="qrels split the encoders are compared on; 'test' needs allow_test",
+    )  # fmt: skip
+    allow_test: bool = False
+    metric: Literal["ndcg@10", "recall@100", "mrr@10"] = "ndcg@10"
+    min_gain: float = Field(
+        default=DEFAULT_MIN_GAIN, ge=0.0, le=1.0,
+        description="promote only if candidate - current >= min_gain on the metric",
+    )  # fmt: skip
+    task: Text = Field(default="web_search", max_length=100)
+    instruction: Text | None = Field(default=None, max_length=2000)
+    no_instruction: bool = False
+    corpus: Text | None = Field(
+        default=None, min_length=1, max_length=4096,
+        description="corpus to rebuild from, inside EMBER_JOB_INPUT_DIR; default: the one the "
+        "serving build records",
+    )  # fmt: skip
+    format: Literal["auto", "jsonl", "beir", "csv", "dir"] = "auto"
+    current_encoder: Text | None = Field(default=None, min_length=1, max_length=4096)
+    keep_versions: int = Field(default=1, ge=0, le=100)
+
+
 class JobProgress(BaseModel):
     batches_total: int
     batches_done: int
@@ -112,7 +156,7 @@ class JobError(BaseModel):
 
 class JobOut(BaseModel):
     id: str
-    kind: Literal["index", "train"]
+    kind: Literal["index", "train", "retrain"]
     state: Literal["queued", "planning", "running", "finishing", "succeeded", "failed"]
     params: dict[str, Any]
     created_at: float
@@ -240,6 +284,41 @@ def create_train_job(
     except JobPathError as exc:
         raise _path_error(exc) from None
     job = submit_train(state.settings, body.trainer, params)
+    return _accepted(job, response)
+
+
+@router.post(
+    "/jobs/retrain",
+    status_code=202,
+    response_model=JobOut,
+    responses=error_responses(400, *AUTH, 422, *LIMITS, 503),
+)
+def create_retrain_job(
+    body: RetrainJobRequest,
+    response: Response,
+    state: Annotated[ApiState, Depends(get_state)],
+) -> JobOut:
+    """Retrain the encoder serving ``alias`` and promote the candidate only if it beats the
+    current one on ``eval_set``: train -> evaluate -> reindex -> promote, each stage in the job
+    record (``GET /jobs/{id}``) with both scores, the decision and why."""
+    from workers.client import submit_retrain
+
+    fields = body.model_dump()
+    try:
+        fields["params"] = confine_train_params(state.settings, body.params)
+        fields["eval_set"] = confine_input(state.settings, body.eval_set, ("eval_set",))
+        if body.corpus is not None:
+            fields["corpus"] = confine_input(state.settings, body.corpus, ("corpus",))
+        if body.current_encoder is not None:
+            checked = confine_train_params(state.settings, {"from": body.current_encoder})
+            fields["current_encoder"] = checked["from"]
+    except JobPathError as exc:
+        raise _path_error(exc) from None
+    resources = _embedded_resources(state)
+    try:
+        job = submit_retrain(state.settings, fields, **resources)
+    except ValueError as exc:
+        raise field_error(["body"], str(exc)) from None
     return _accepted(job, response)
 
 

@@ -240,10 +240,12 @@ def test_with_a_broker_jobs_are_queued_by_task_name(
 MAX_EXAMPLES = 25
 # schema-valid requests the API may still refuse: a path that does not exist under
 # EMBER_JOB_INPUT_DIR or lies outside the job roots (corpus and training paths), an overlap not
-# below chunk_tokens (rules a JSON schema cannot state)
+# below chunk_tokens, a retrain on the test split or with its own 'from' (rules a JSON schema
+# cannot state)
 RUNTIME_422 = (
     "no such file or folder", "path must be inside", "overlap must be smaller", "expected a path",
-    "must not contain NUL", "unusable path", "job paths are disabled",
+    "must not contain NUL", "unusable path", "job paths are disabled", "split 'test'",
+    "the retrain pipeline trains from", "exclude each other",
 )  # fmt: skip
 
 
@@ -274,8 +276,8 @@ def test_job_routes_conform_to_their_spec(live: LiveServer, mode: GenerationMode
     full: Any = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
     operations = [r.ok() for r in full.include(path_regex="^/jobs").get_all_operations()]
     assert {(op.method.upper(), op.path) for op in operations} == {
-        ("POST", "/jobs/index"), ("POST", "/jobs/train"), ("GET", "/jobs"),
-        ("GET", "/jobs/{job_id}"),
+        ("POST", "/jobs/index"), ("POST", "/jobs/train"), ("POST", "/jobs/retrain"),
+        ("GET", "/jobs"), ("GET", "/jobs/{job_id}"),
     }  # fmt: skip
     acceptance = next(c for c in CHECKS.get_all() if c.__name__ == "positive_data_acceptance")
     headers = {"Authorization": f"Bearer {KEY}"}

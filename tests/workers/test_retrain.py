@@ -1,0 +1,192 @@
+"""The retrain pipeline in-process (embedded, no broker): train -> evaluate -> reindex -> promote.
+
+The trainer is a fixture (``tests.workers.retrain_trainers``) that copies a known encoder, so the
+candidate is better or worse by construction (:mod:`tests.workers.retrain_helpers`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from encoders import load_encoder
+from indexer.pipeline import index_corpus, parse_version, point_id
+from indexer.settings import Settings
+from tests.workers import retrain_helpers as rh
+from workers import runtime, tasks
+from workers.app import build_beat_schedule
+from workers.builds import read_build
+from workers.client import submit_index, submit_retrain
+from workers.retrain_spec import STAGES, parse_spec
+from workers.training import unregister_trainer
+
+
+@pytest.fixture(autouse=True)
+def _forget_test_trainer() -> Iterator[None]:
+    """The fixture trainer joins the process-wide registry; other tests list the built-ins."""
+    yield
+    unregister_trainer(rh.TRAINER_NAME)
+
+
+@pytest.fixture
+def encs(tmp_path: Path, tiny_model: Path) -> tuple[Path, Path]:
+    return rh.encoders(tmp_path, tiny_model)
+
+
+def make_settings(tmp: Path, encoder: Path) -> Settings:
+    return Settings(
+        broker_url=None, data_dir=tmp / "data", encoder=str(encoder),
+        trainer_modules=[rh.TRAINER_MODULE], job_output_dir=tmp / "out",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def cleanup() -> Iterator[None]:
+    try:
+        yield
+    finally:  # release the embedded store this process opened
+        runtime.reset()
+        tasks._job_stores.clear()
+
+
+def top_hit(alias: str, encoder_dir: Path, text: str) -> str:
+    store = runtime.get_store()
+    encoder = load_encoder(str(encoder_dir))
+    vector = encoder.encode_queries([text], instruction=None)[0]
+    return str(store.search(alias, vector, top_k=1)[0].payload["doc_id"])
+
+
+def test_a_better_candidate_is_promoted(
+    tmp_path: Path, encs: tuple[Path, Path], cleanup: None
+) -> None:
+    good, bad = encs
+    settings = make_settings(tmp_path, bad)  # the alias is served by the bad encoder
+    path, docs = rh.corpus(tmp_path)
+    first = submit_index(settings, "docs", path=str(path), batch_docs=5, wait=True)
+    assert first.state == "succeeded", first.to_dict()
+    store = runtime.get_store()
+    record = read_build(store, str(first.build))  # builds record their encoder and corpus
+    assert record["encoder"]["spec"] == str(bad.resolve())
+    assert record["corpus"] == {"path": str(path.resolve()), "format": "auto", "on_error": "fail"}
+
+    spec = rh.retrain_spec("docs", good, rh.eval_set(tmp_path))
+    job = submit_retrain(settings, spec, wait=True)
+    data = job.to_dict()
+    assert job.state == "succeeded", data
+    result = job.result
+    assert result["decision"] == "promoted", result
+    assert [result["stages"][s]["state"] for s in STAGES] == ["done"] * 4
+    scores = result["scores"]
+    assert scores["candidate"] > scores["current"] + 0.005
+    assert scores["gain"] == pytest.approx(scores["candidate"] - scores["current"])
+    assert "candidate ndcg@10" in result["reason"] and ">= min_gain 0.005" in result["reason"]
+    assert result["current"]["build"] == first.build
+    # trained from the encoder serving the alias, into the job's own output folder
+    out = Path(result["stages"]["train"]["output"])
+    assert out == tmp_path / "out" / "retrain" / job.id
+    assert json.loads((out / "trained_from.json").read_text()) == {"from": str(bad.resolve())}
+
+    # the alias moved to a new complete build made with the candidate; it answers from it
+    build = store.get_alias("docs")
+    assert build is not None
+    assert build == job.build == result["build"] != first.build
+    assert parse_version(build) == ("docs", load_encoder(str(out)).fingerprint, 2)
+    assert store.count(build) == len(docs)
+    assert read_build(store, build)["encoder"]["spec"] == str(out)
+    assert data["progress"]["batches_done"] == data["progress"]["batches_total"] >= 1
+    assert data["progress"]["points"] == len(docs)
+    for i in (0, 7):
+        assert top_hit("docs", out, docs[i]["text"]) == f"d{i}"
+    ids = {h.id for h in store.search("docs", load_encoder(str(out)).encode(["x"])[0], top_k=50)}
+    assert ids == {point_id(d["id"], 0) for d in docs}
+    assert first.build in [c.name for c in store.list_collections()]  # kept for rollback
+
+
+def test_b_a_worse_candidate_is_rejected_and_nothing_moves(
+    tmp_path: Path, encs: tuple[Path, Path], cleanup: None
+) -> None:
+    good, bad = encs
+    settings = make_settings(tmp_path, good)
+    path, docs = rh.corpus(tmp_path)
+    first = submit_index(settings, "docs", path=str(path), wait=True)
+    store = runtime.get_store()
+    before = sorted(c.name for c in store.list_collections())
+
+    job = submit_retrain(settings, rh.retrain_spec("docs", bad, rh.eval_set(tmp_path)), wait=True)
+    assert job.state == "succeeded", job.to_dict()
+    result = job.result
+    assert result["decision"] == "rejected"
+    assert result["scores"]["current"] == pytest.approx(1.0)
+    assert result["scores"]["candidate"] < result["scores"]["current"]
+    assert "nothing moved" in result["reason"]
+    assert result["stages"]["evaluate"]["current"]["ndcg@10"] == result["scores"]["current"]
+    assert [result["stages"][s]["state"] for s in STAGES] == ["done", "done", "skipped", "skipped"]
+    assert store.get_alias("docs") == first.build and job.build is None
+    assert sorted(c.name for c in store.list_collections()) == before
+    assert store.count("docs") == len(docs)
+
+
+def test_a_build_without_a_corpus_fails_the_retrain_and_keeps_the_alias(
+    tmp_path: Path, encs: tuple[Path, Path], cleanup: None
+) -> None:
+    good, bad = encs
+    settings = make_settings(tmp_path, bad)
+    path, docs = rh.corpus(tmp_path)
+    runtime.provide(settings=settings)
+    store = runtime.get_store()
+    # ember index (index_corpus) records nothing: the fingerprint finds EMBER_ENCODER, but the
+    # corpus must be given
+    report = index_corpus(path, "docs", load_encoder(str(bad)), store, progress=False)
+    evals = rh.eval_set(tmp_path)
+    job = submit_retrain(settings, rh.retrain_spec("docs", good, evals), wait=True)
+    assert job.state == "failed"  # found before any training
+    assert job.error is not None and job.error.startswith("train: build docs__")
+    assert "give corpus" in job.error
+    states = [job.result["stages"][s]["state"] for s in STAGES]
+    assert states == ["failed", "skipped", "skipped", "skipped"]
+    assert store.get_alias("docs") == report.collection
+
+    again = submit_retrain(
+        settings, rh.retrain_spec("docs", good, evals, corpus=str(path)), wait=True
+    )
+    assert again.result["current"]["encoder"] == str(bad)  # EMBER_ENCODER: its fingerprint
+    assert again.state == "succeeded" and again.result["decision"] == "promoted", again.result
+    assert store.get_alias("docs") == again.build and store.count("docs") == len(docs)
+
+
+def test_spec_rules() -> None:
+    base = {"alias": "docs", "trainer": "t", "eval_set": "e"}
+    assert parse_spec(base).split == "train" and parse_spec(base).min_gain == 0.005
+    with pytest.raises(ValueError, match="split 'test'"):
+        parse_spec({**base, "split": "test"})
+    assert parse_spec({**base, "split": "test", "allow_test": True}).split == "test"
+    with pytest.raises(ValueError, match=r"params\.from: the retrain pipeline trains from"):
+        parse_spec({**base, "params": {"from": "x"}})
+    with pytest.raises(ValueError, match="alias"):
+        parse_spec({**base, "alias": "a__b"})
+    with pytest.raises(ValueError, match="nope"):
+        parse_spec({**base, "nope": 1})
+
+
+def test_beat_runs_the_retrain_pipeline_and_old_entries_stay_valid() -> None:
+    entries: list[dict[str, Any]] = [
+        {"name": "old", "cron": "0 3 * * 0", "trainer": "simcse", "params": {"max_steps": 2}},
+        {"name": "loop", "cron": "0 4 * * 0", "pipeline": "retrain", "alias": "docs",
+         "trainer": "supervised", "eval_set": "/data/eval", "min_gain": 0.01},
+    ]  # fmt: skip
+    beat = build_beat_schedule(Settings(retrain_schedule=entries))
+    assert beat["old"]["task"] == "ember.train"
+    assert beat["loop"]["task"] == "ember.retrain"
+    assert beat["loop"]["options"] == {"queue": "train"}
+    spec = beat["loop"]["kwargs"]["spec"]
+    assert (spec["alias"], spec["min_gain"], spec["split"]) == ("docs", 0.01, "train")
+    assert beat["loop"]["kwargs"]["scheduled"] == "loop"
+    bad = {**entries[1], "split": "test"}
+    with pytest.raises(ValueError, match=r"EMBER_RETRAIN_SCHEDULE\[0\]: split 'test'"):
+        build_beat_schedule(Settings(retrain_schedule=[bad]))
+    with pytest.raises(ValueError, match="unknown field 'alias'"):
+        build_beat_schedule(Settings(retrain_schedule=[{**entries[0], "alias": "docs"}]))

@@ -1,0 +1,60 @@
+"""The retrain pipeline as a Celery chain on a real redis-server and ``ember worker``: a worker
+killed (``kill -9``) during the reindex stage leaves the alias on its old complete build; the
+restarted worker finishes the rebuild and only then moves the alias."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.workers import retrain_helpers as rh
+from tests.workers.conftest import RedisServer, Worker, wait_until
+from tests.workers.helpers import client_settings, expected_ids, store_contents
+from tests.workers.test_worker_process import JOB_TIMEOUT, current, follow, in_flight
+from workers.client import submit_index, submit_retrain
+from workers.retrain_spec import STAGES
+
+
+def test_kill9_during_reindex_keeps_the_old_build_served(
+    redis_server: RedisServer,
+    worker_env: dict[str, str],
+    spawn_worker: Any,
+    tmp_path: Path,
+    tiny_model: Path,
+) -> None:
+    good, bad = rh.encoders(tmp_path, tiny_model)
+    env = {
+        **worker_env,
+        "EMBER_BROKER_URL": redis_server.url,
+        "EMBER_ENCODER": str(bad),
+        "EMBER_TRAINER_MODULES": json.dumps([rh.TRAINER_MODULE]),
+        "EMBER_JOB_BATCH_DOCS": "4",
+        "EMBER_TEST_BATCH_DELAY_S": "1.5",
+    }
+    worker: Worker = spawn_worker("w-retrain", env)
+    settings = client_settings(tmp_path, redis_server.url)
+    path, docs = rh.corpus(tmp_path)
+    first = follow(settings, submit_index(settings, "docs", path=str(path)).id)
+    assert first.state == "succeeded", first.to_dict()
+
+    job = submit_retrain(settings, rh.retrain_spec("docs", good, rh.eval_set(tmp_path)))
+    # the rebuild's batches are the retrain job's progress; kill the worker mid-batch
+    wait_until(lambda: in_flight(settings, job.id, 1), JOB_TIMEOUT, "a rebuild batch in flight")
+    worker.kill9()
+    killed = current(settings, job.id)
+    assert killed.state == "running" and killed.result["stages"]["reindex"]["state"] == "running"
+    assert killed.result["decision"] == "promote"
+    served, count, ids, _ = store_contents(Path(env["EMBER_DATA_DIR"]), "docs")
+    assert served == first.build and count == len(docs) and ids == expected_ids(docs)
+
+    worker.start()  # same node: its unfinished batch is requeued, the rebuild goes on
+    done = follow(settings, job.id)
+    assert done.state == "succeeded", done.to_dict()
+    assert done.result["decision"] == "promoted"
+    assert [done.result["stages"][s]["state"] for s in STAGES] == ["done"] * 4
+    assert done.to_dict()["progress"]["points"] == len(docs)
+    worker.stop()
+    served, count, ids, _ = store_contents(Path(env["EMBER_DATA_DIR"]), "docs")
+    assert served == done.build != first.build
+    assert count == len(docs) and ids == expected_ids(docs)
