@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 _lock = threading.Lock()
 _apps: dict[str, Celery] = {}
 _executor: ThreadPoolExecutor | None = None
-FORMATS = ("auto", "jsonl", "beir", "csv", "dir")
-ON_ERROR = ("fail", "skip")
 
 
 def client_app(settings: Settings) -> Celery:
@@ -131,40 +129,38 @@ def index_spec(
     batch_docs: int | None = None,
     chunk_tokens: int | None = None,
     overlap: int | None = None,
+    keep_versions: int | None = None,
+    payload_indexes: dict[str, str] | None = None,
     encoder_spec: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The checked task spec of an index job and the parameters its record shows (inline
-    documents counted, not copied); ``ValueError`` naming the bad argument."""
-    from indexer.store import check_name
+    """The checked task spec of an index job (an :class:`indexer.spec.IndexSpec` plus the
+    corpus and batching) and the parameters its record shows (inline documents counted, not
+    copied); ``ValueError`` naming the bad argument."""
+    from pydantic import ValidationError
 
-    check_name(collection)
-    if "__" in collection:
-        raise ValueError(f"invalid collection name {collection!r}: '__' is reserved for versions")
+    from indexer.spec import IndexSpec, spec_error
+
+    given: dict[str, Any] = {
+        "collection": collection, "format": fmt, "on_error": on_error,
+        "chunk_tokens": chunk_tokens, "overlap": overlap, "keep_versions": keep_versions,
+        "payload_indexes": payload_indexes,
+    }  # fmt: skip
+    try:
+        checked = IndexSpec.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        raise ValueError(spec_error(exc)) from None
     if (path is None) == (documents is None):
         raise ValueError("give exactly one of path or documents")
     if documents is not None and not documents:
         raise ValueError("documents: empty list")
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown corpus format {fmt!r} (use one of {', '.join(FORMATS)})")
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
-    for name, value in (("batch_docs", batch_docs), ("chunk_tokens", chunk_tokens)):
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if overlap is not None and overlap < 0:
-        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    if batch_docs is not None and batch_docs < 1:
+        raise ValueError(f"batch_docs must be >= 1, got {batch_docs}")
     spec: dict[str, Any] = {
-        "collection": collection,
-        "format": fmt,
-        "on_error": on_error,
+        **checked.model_dump(),
         "batch_docs": batch_docs or settings.job_batch_docs,
     }
     if encoder_spec:  # else whoever runs the job uses its EMBER_ENCODER
         spec["encoder"] = encoder_spec
-    if chunk_tokens is not None:
-        spec["chunk_tokens"] = chunk_tokens
-    if overlap is not None:
-        spec["overlap"] = overlap
     params = dict(spec)
     if path is not None:
         spec["path"] = params["path"] = str(path)
@@ -195,6 +191,8 @@ def submit_index(
     batch_docs: int | None = None,
     chunk_tokens: int | None = None,
     overlap: int | None = None,
+    keep_versions: int | None = None,
+    payload_indexes: dict[str, str] | None = None,
     encoder_spec: str | None = None,
     wait: bool = False,
     store: Store | None = None,
@@ -205,7 +203,7 @@ def submit_index(
     spec, params = index_spec(
         settings, collection, path=path, documents=documents, fmt=fmt, on_error=on_error,
         batch_docs=batch_docs, chunk_tokens=chunk_tokens, overlap=overlap,
-        encoder_spec=encoder_spec,
+        keep_versions=keep_versions, payload_indexes=payload_indexes, encoder_spec=encoder_spec,
     )  # fmt: skip
     owner = None if settings.broker_url else current_owner()
     store = _embedded_store(settings, store)

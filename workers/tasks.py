@@ -52,8 +52,6 @@ if TYPE_CHECKING:
 log = get_task_logger(__name__)
 
 TEST_DELAY_ENV = "EMBER_TEST_BATCH_DELAY_S"
-DEFAULT_CHUNK_TOKENS = 256
-DEFAULT_OVERLAP = 32
 MAX_TRANSIENT_RETRIES = 5
 # encoders.training stages: resumable from their checkpoints (``resume``/``overwrite`` params)
 BUILTIN_STAGES = frozenset({"mntp", "simcse", "supervised", "llara"})
@@ -136,8 +134,10 @@ def _error_text(exc: BaseException) -> str:
 @app.task(name="ember.index", bind=True)
 def index(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Plan an index job: read the input, begin the build, send the batch tasks."""
+    from pydantic import ValidationError
+
     from indexer.pipeline import begin_build, read_corpus
-    from indexer.store import check_name
+    from indexer.spec import IndexSpec, spec_error
 
     store_jobs = jobs()
     job = store_jobs.require(job_id)
@@ -145,7 +145,14 @@ def index(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         return {"job": job_id, "planned": job.planned, "state": job.state}
     store_jobs.update(job_id, state="planning", started_at=job.started_at or time.time())
     try:
-        collection = check_name(str(spec.get("collection") or ""))
+        # the same rules as the client's and the CLI's (a spec from the broker is checked again)
+        try:
+            checked = IndexSpec.model_validate(
+                {k: spec[k] for k in IndexSpec.model_fields if k in spec}
+            )
+        except ValidationError as exc:
+            raise ValueError(spec_error(exc)) from None
+        collection = checked.collection
         skipped: list[str] = []
         path: str | None = None
         if spec.get("path"):
@@ -165,10 +172,11 @@ def index(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         if batch_docs < 1:
             raise ValueError(f"batch_docs must be >= 1, got {batch_docs}")
         encoder = runtime.get_encoder(spec.get("encoder"))
+        checked.check_encoder(encoder)  # chunks longer than it reads: refused before any build
         store = runtime.get_store()
         build = job.build
         if build is None:
-            build = begin_build(store, collection, encoder)
+            build = begin_build(store, collection, encoder, checked.payload_indexes)
             # the encoder and corpus it is made of, for retraining (workers.builds)
             encoder_spec = str(spec.get("encoder") or runtime.settings().encoder)
             record = build_record(job_id, encoder_spec, encoder.fingerprint, {**spec, "path": path})
@@ -181,11 +189,11 @@ def index(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
 
     batches = [records[i : i + batch_docs] for i in range(0, len(records), batch_docs)]
     options = {
-        "chunk_tokens": int(spec.get("chunk_tokens") or DEFAULT_CHUNK_TOKENS),
-        "overlap": int(spec.get("overlap", DEFAULT_OVERLAP)),
+        "chunk_tokens": checked.chunk_tokens,
+        "overlap": checked.overlap,
         "encoder": spec.get("encoder"),
         "first_record": 0,
-        "keep_versions": int(spec.get("keep_versions", 1)),
+        "keep_versions": checked.keep_versions,
     }
     store_jobs.update(
         job_id,
@@ -228,6 +236,7 @@ def index_batch(
 ) -> dict[str, Any]:
     """Validate, chunk, encode and upsert one batch of documents (idempotent)."""
     from indexer.pipeline import chunk_documents, index_chunks
+    from indexer.spec import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP
 
     store_jobs = jobs()
     job = store_jobs.require(job_id)

@@ -46,6 +46,24 @@ def open_store_or_fail(settings: Settings) -> Store:
         raise UserError(str(exc)) from None
 
 
+# IndexSpec fields -> the `ember index` options that set them
+SPEC_OPTIONS = {
+    "collection": "--collection", "chunk_tokens": "--chunk-tokens", "overlap": "--overlap",
+    "keep_versions": "--keep-versions", "payload_indexes": "--payload-index",
+    "format": "--format", "on_error": "--on-error",
+}  # fmt: skip
+
+
+def _spec_option_error(exc: Any) -> str:
+    """``--option: reason`` for the first error of an IndexSpec that does not validate (the
+    overlap-vs-chunk rule belongs to the whole spec: it names --overlap)."""
+    first = exc.errors()[0]
+    loc = [str(p) for p in first.get("loc", ())]
+    option = SPEC_OPTIONS.get(loc[0], loc[0]) if loc else "--overlap"
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{option}: {message}"
+
+
 def load_encoder_or_fail(spec: str) -> Any:
     """The encoder ``spec`` names, or one line naming --encoder (an unknown preset, a folder
     that is not an encoder, a config that does not validate)."""
@@ -201,30 +219,28 @@ def index_command(
     """
     import time
 
+    from pydantic import ValidationError
+
     from indexer.pipeline import BuildError, index_documents
     from indexer.readers import BadRecordError, read_corpus
-    from indexer.store import check_name, check_payload_indexes
+    from indexer.spec import IndexSpec
 
     indexes: dict[str, str] = {}
-    for spec in payload_index:
-        field, _, kind = spec.partition(":")
+    for item in payload_index:
+        field, _, kind = item.partition(":")
         if not field or not kind:
-            raise UserError(f"--payload-index: expected FIELD:TYPE, got {spec!r}")
+            raise UserError(f"--payload-index: expected FIELD:TYPE, got {item!r}")
         indexes[field] = kind
     try:
-        check_payload_indexes(indexes)
-    except ValueError as exc:
-        raise UserError(f"--payload-index: {exc}") from None
+        spec = IndexSpec(
+            collection=collection, format=fmt, on_error=on_error,  # type: ignore[arg-type]
+            chunk_tokens=chunk_tokens, overlap=overlap, keep_versions=keep_versions,
+            payload_indexes=indexes,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise UserError(_spec_option_error(exc)) from None
     if not path.exists():
         raise UserError(f"PATH: no such file or folder: {path}")
-    try:
-        check_name(collection)
-    except ValueError as exc:
-        raise UserError(f"--collection: {exc}") from None
-    if "__" in collection:
-        raise UserError("--collection: '__' is reserved for build versions")
-    if overlap >= chunk_tokens:
-        raise UserError(f"--overlap ({overlap}) must be smaller than --chunk-tokens")
     started = time.perf_counter()
     # read (and validate) everything before the slow encoder load: a bad record fails fast
     try:
@@ -240,10 +256,12 @@ def index_command(
     store = open_store_or_fail(settings)
     try:
         encoder = load_encoder_or_fail(encoder_spec)
+        spec.check_encoder(encoder)
         report = index_documents(
-            docs, collection, encoder, store, chunk_tokens=chunk_tokens, overlap=overlap,
-            batch_size=batch_size, progress=progress, keep_versions=keep_versions,
-            skipped=[str(e) for e in reader.errors], started=started, payload_indexes=indexes,
+            docs, spec.collection, encoder, store, chunk_tokens=spec.chunk_tokens,
+            overlap=spec.overlap, batch_size=batch_size, progress=progress,
+            keep_versions=spec.keep_versions, skipped=[str(e) for e in reader.errors],
+            started=started, payload_indexes=spec.payload_indexes,
         )  # fmt: skip
     except (BuildError, ValueError) as exc:
         raise UserError(str(exc)) from None

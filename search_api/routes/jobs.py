@@ -23,6 +23,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from indexer.spec import IndexSpec
 from search_api.errors import ApiError, field_error
 from search_api.routes import AUTH, LIMITS, error_responses
 from search_api.schemas import Text, ValidUnicode
@@ -35,20 +36,15 @@ router = APIRouter(tags=["jobs"])
 MAX_INLINE_DOCUMENTS = 100_000
 
 
-class IndexJobRequest(BaseModel):
+class IndexJobRequest(IndexSpec):
+    """An :class:`indexer.spec.IndexSpec` (its rules: one place) plus the corpus and batching."""
+
     model_config = ConfigDict(
         extra="forbid",
         regex_engine="python-re",  # the collection pattern needs a look-ahead
         json_schema_extra={"oneOf": [{"required": ["documents"]}, {"required": ["path"]}]},
     )
 
-    collection: str = Field(
-        description="alias to build and serve (a new versioned collection behind it); '__' is "
-        "reserved for version names",
-        min_length=1,
-        max_length=200,
-        pattern=r"^(?!.*__)[A-Za-z0-9][A-Za-z0-9_.-]*$",
-    )
     # Not nullable in the schema: the default None only means "absent" (exactly one of documents
     # or path is required). A `| None` union would locate errors at "documents.list[...]".
     documents: Annotated[list[dict[str, Any]], ValidUnicode] = Field(
@@ -63,24 +59,12 @@ class IndexJobRequest(BaseModel):
         min_length=1,
         max_length=4096,
     )
-    format: Literal["auto", "jsonl", "beir", "csv", "dir"] = "auto"
-    on_error: Literal["fail", "skip"] = Field(
-        default="fail", description="a bad record in a corpus path: fail the job or skip it"
-    )
     batch_docs: int | None = Field(default=None, ge=1, le=100_000, description="docs per task")
-    chunk_tokens: int | None = Field(default=None, ge=1, le=32_768)
-    overlap: int | None = Field(default=None, ge=0, le=32_767)
 
     @model_validator(mode="after")
     def _one_source(self) -> IndexJobRequest:
         if (self.documents is None) == (self.path is None):
             raise ValueError("give exactly one of 'documents' or 'path'")
-        if (
-            self.chunk_tokens is not None
-            and self.overlap is not None
-            and self.overlap >= self.chunk_tokens
-        ):
-            raise ValueError("overlap must be smaller than chunk_tokens")
         return self
 
 
@@ -257,6 +241,8 @@ def create_index_job(
             batch_docs=body.batch_docs,
             chunk_tokens=body.chunk_tokens,
             overlap=body.overlap,
+            keep_versions=body.keep_versions,
+            payload_indexes=body.payload_indexes,
             **resources,
         )
     except ValueError as exc:

@@ -195,3 +195,31 @@ def test_inline_documents_over_the_size_limit_fail_their_batch(settings: Setting
     assert errors == [
         "record 2: document 'huge': 21 characters, more than the limit of 20 (EMBER_MAX_DOC_CHARS)"
     ]
+
+
+def test_index_jobs_get_what_the_cli_gets(settings: Settings) -> None:
+    """One IndexSpec on every path: a job honours keep_versions, creates the payload indexes it
+    names and refuses chunks longer than the encoder reads before anything is written."""
+    docs = [{**d, "year": 2000 + i} for i, d in enumerate(documents(6))]
+    builds = []
+    for _ in range(3):
+        job = submit_index(
+            settings, "docs", documents=docs, keep_versions=0,
+            payload_indexes={"year": "integer"}, wait=True,
+        )  # fmt: skip
+        assert job.state == "succeeded", job.to_dict()
+        builds.append(job.build)
+    _, _, _, names = served(settings, "docs")
+    assert [n for n in names if n.startswith("docs__")] == [builds[-1]]  # keep_versions=0
+    shard = runtime.get_store()._shard(builds[-1])  # type: ignore[attr-defined]
+    assert set(shard.info().payload_schema) == {"doc_id", "source", "year"}
+
+    limit = runtime.get_encoder(None).config.max_length
+    job = submit_index(settings, "other", documents=docs, chunk_tokens=limit + 1, wait=True)
+    assert job.state == "failed" and "more than the encoder reads" in (job.error or "")
+    assert not any(n.startswith("other__") for n in served(settings, "other")[3])
+
+    with pytest.raises(ValueError, match="payload_indexes: payload index 'year': unknown type"):
+        submit_index(settings, "docs", documents=docs, payload_indexes={"year": "number"})
+    with pytest.raises(ValueError, match="overlap must be smaller than chunk_tokens"):
+        submit_index(settings, "docs", documents=docs, chunk_tokens=8, overlap=8)
