@@ -71,6 +71,12 @@ def jobs() -> JobStore:
     return store
 
 
+def job_running(store: JobStore, job_id: str) -> bool:
+    """Whether job ``job_id`` may still write its build (it exists and has not finished)."""
+    job = store.get(job_id)
+    return job is not None and not job.finished
+
+
 def _transient_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
     try:
@@ -161,7 +167,13 @@ def index(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"batch_docs must be >= 1, got {batch_docs}")
         encoder = runtime.get_encoder(spec.get("encoder"))
         store = runtime.get_store()
-        build = job.build or begin_build(store, collection, encoder)
+        # a broker job's batches run in any worker: its build belongs to the job, and a stale
+        # build of another job is one whose job stopped (indexer.builds); in-process (eager)
+        # the build belongs to this process like the CLI's
+        build = job.build or begin_build(
+            store, collection, encoder, job=None if self.request.is_eager else job_id,
+            job_alive=lambda other: job_running(store_jobs, other),
+        )  # fmt: skip
         store_jobs.update(job_id, build=build)
     except Exception as exc:
         store_jobs.finish(job_id, "failed", error=_error_text(exc))
@@ -378,5 +390,6 @@ __all__ = [
     "index",
     "index_batch",
     "index_failed",
+    "job_running",
     "train",
 ]
