@@ -82,7 +82,7 @@ def test_a_zombie_builder_is_gone() -> None:
     proc = subprocess.Popen(["sleep", "60"])
     proc.kill()
     deadline = time.monotonic() + 10
-    while builds._proc_stat(proc.pid) and builds._proc_stat(proc.pid)[0] != "Z":  # type: ignore[index]
+    while (stat := builds._proc_stat(proc.pid)) is not None and stat[0] != "Z":
         assert time.monotonic() < deadline
         time.sleep(0.01)
     try:
