@@ -38,6 +38,7 @@ from indexer.store import (
     Store,
     StoreError,
     as_vector,
+    build_complete,
     check_name,
     check_payload_indexes,
     check_sparse,
@@ -207,6 +208,7 @@ class EdgeStore(Store):
         vectors: dict[str, int],
         payload_indexes: dict[str, str] | None = None,
         sparse: Sequence[str] = (),
+        meta: Mapping[str, Any] | None = None,
     ) -> None:
         check_name(name)
         vectors = check_vectors(vectors)
@@ -243,7 +245,7 @@ class EdgeStore(Store):
                 "vectors": vectors,
                 "payload_indexes": indexes,
                 "sparse": list(sparse),
-                "meta": {},
+                "meta": json.loads(json.dumps(dict(meta or {}))),
             }
             self._save_manifest(manifest)
 
@@ -418,6 +420,7 @@ class EdgeStore(Store):
                         points=self.count(name),
                         vectors={k: int(v) for k, v in meta["vectors"].items()},
                         sparse=tuple(meta.get("sparse") or ()),
+                        complete=build_complete(meta.get("meta")),
                     )
                 )
             return out

@@ -2,8 +2,13 @@
 
 A build never touches what is being served: it writes a fresh versioned collection
 ``<name>__<encoder fingerprint>__v<N>``, checks that the collection holds exactly the expected
-number of points, and only then moves the alias ``<name>`` onto it (atomically). A build that
-fails or is interrupted leaves the alias and its collection untouched.
+number of points, marks it complete, and only then moves the alias ``<name>`` onto it
+(atomically). A build that fails or is interrupted leaves the alias and its collection untouched.
+
+A build is marked unfinished from the moment its collection exists (:mod:`indexer.builds`): an
+unfinished build is never served, searched, listed as searchable or kept as a rollback version,
+and the next build of the same name deletes it once its builder is gone (a ``kill -9``, a lost
+host) while leaving a build that another live process is still writing alone.
 
 The same three steps (:func:`begin_build`, :func:`index_chunks`, :func:`finish_build`) are used by
 the CLI (through :func:`index_corpus`) and by the workers (one chunk task per batch, the alias
@@ -24,11 +29,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from encoders.errors import EmberError
+from indexer import builds
 from indexer.readers import Document, read_corpus
 from indexer.sparse import SPARSE_VECTOR, embed_documents
 from indexer.store import (
+    BUILD_META_KEY,
     DEFAULT_VECTOR,
     CollectionExistsError,
+    CollectionInfo,
     Point,
     Store,
     check_name,
@@ -49,6 +57,7 @@ __all__ = [
     "index_chunks",
     "index_corpus",
     "index_documents",
+    "prune_versions",
     "read_corpus",
 ]
 
@@ -58,7 +67,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = uuid.UUID("6f1d4c1e-2b7a-5e0c-9a53-3c0d8e7f4b21")
 RESERVED_PAYLOAD_KEYS = ("doc_id", "chunk_index", "text", "title", "source")
 DEFAULT_PAYLOAD_INDEXES = {"doc_id": "keyword", "source": "keyword"}
-BUILD_META_KEY = "build"  # collection meta: how the build's vectors were made (Encoder.build_info)
+BUILD_INFO_KEY = "build"  # collection meta: how the build's vectors were made (Encoder.build_info)
 _VERSION_RE = re.compile(r"^(?P<name>.+?)__(?P<fp>[0-9a-zA-Z]+)__v(?P<n>\d+)$")
 
 
@@ -175,21 +184,37 @@ def parse_version(collection: str) -> tuple[str, str, int] | None:
     return (m["name"], m["fp"], int(m["n"])) if m else None
 
 
-def versions(store: Store, name: str) -> list[tuple[int, str]]:
-    """``(N, collection)`` for every versioned collection of ``name``, oldest first."""
+def _versions(infos: Sequence[CollectionInfo], name: str) -> list[tuple[int, CollectionInfo]]:
     out = []
-    for info in store.list_collections():
+    for info in infos:
         parsed = parse_version(info.name)
         if parsed and parsed[0] == name:
-            out.append((parsed[2], info.name))
-    return sorted(out)
+            out.append((parsed[2], info))
+    return sorted(out, key=lambda v: v[0])
+
+
+def versions(store: Store, name: str, *, complete_only: bool = False) -> list[tuple[int, str]]:
+    """``(N, collection)`` for every versioned collection of ``name``, oldest first (only the
+    finished builds with ``complete_only``)."""
+    found = _versions(store.list_collections(), name)
+    return [(n, info.name) for n, info in found if info.complete or not complete_only]
 
 
 def begin_build(
-    store: Store, name: str, encoder: Encoder, payload_indexes: dict[str, str] | None = None
+    store: Store,
+    name: str,
+    encoder: Encoder,
+    payload_indexes: dict[str, str] | None = None,
+    *,
+    job: str | None = None,
+    job_alive: builds.JobAlive | None = None,
 ) -> str:
-    """Create the next version ``<name>__<fingerprint>__v<N>`` (empty) and return its name.
+    """Create the next version ``<name>__<fingerprint>__v<N>`` (empty, marked unfinished) and
+    return its name, after deleting the stale unfinished builds of ``name``
+    (:func:`indexer.builds.remove_stale_builds`).
 
+    ``job``: the broker job the build belongs to (its batches may run in other processes);
+    ``job_alive``: tells whether such a job still runs (the stale rule of job-owned builds).
     ``doc_id`` and ``source`` get keyword payload indexes (plus ``payload_indexes``: field ->
     keyword | integer | float | bool | datetime | text | uuid) so filters on them stay fast on
     engines that use payload indexes (server, edge)."""
@@ -197,18 +222,26 @@ def begin_build(
     indexes = check_payload_indexes({**DEFAULT_PAYLOAD_INDEXES, **(payload_indexes or {})})
     if "__" in name:
         raise ValueError(f"invalid collection name {name!r}: '__' is reserved for versions")
-    existing = versions(store, name)
-    n = existing[-1][0] + 1 if existing else 1
+    existing = _versions(store.list_collections(), name)
+    n = existing[-1][0] + 1 if existing else 1  # never reuses the number of a deleted build
+    builds.remove_stale_builds(
+        store, {info.name: info.complete for _, info in existing}, job_alive=job_alive
+    )
     while True:
         collection = f"{name}__{encoder.fingerprint}__v{n}"
         try:
             store.create_collection(
-                collection, vector_spec(encoder), indexes, sparse=(SPARSE_VECTOR,)
-            )
-            store.update_collection_meta(collection, {BUILD_META_KEY: encoder.build_info()})
-            return collection
+                collection, vector_spec(encoder), indexes, sparse=(SPARSE_VECTOR,),
+                meta={
+                    BUILD_META_KEY: builds.owner_record(job),
+                    BUILD_INFO_KEY: encoder.build_info(),
+                },
+            )  # fmt: skip
         except CollectionExistsError:  # lost a race with a concurrent begin_build: next number
             n += 1
+            continue
+        builds.started(collection)
+        return collection
 
 
 def index_chunks(store: Store, collection: str, encoder: Encoder, chunks: Sequence[Chunk]) -> int:
@@ -229,15 +262,19 @@ def index_chunks(store: Store, collection: str, encoder: Encoder, chunks: Sequen
         for i, c in enumerate(chunks)
     ]
     store.upsert(collection, points)
+    builds.heartbeat(store, collection)
     return len(points)
 
 
 def finish_build(store: Store, name: str, collection: str, expected_points: int) -> None:
-    """Check the build holds ``expected_points`` points, then point alias ``name`` at it.
+    """Check the build holds ``expected_points`` points, mark it complete, then point alias
+    ``name`` at it.
 
-    Raises :class:`BuildError` (alias untouched) when the count differs or when the alias
-    already serves a newer version of ``name`` (a slower, older build must not win).
+    Raises :class:`BuildError` (alias untouched, build still unfinished) when the count differs
+    or when the alias already serves a newer version of ``name`` (a slower, older build must
+    not win).
     """
+    builds.pause_point("upserted", collection)
     store.optimize(collection)
     count = store.count(collection)
     if count != expected_points:
@@ -252,17 +289,21 @@ def finish_build(store: Store, name: str, collection: str, expected_points: int)
         raise BuildError(
             f"alias {name!r} already serves newer build {current}; {collection} not switched in"
         )
+    builds.mark_complete(store, collection)
+    builds.pause_point("completed", collection)
     store.switch_alias(name, collection)
 
 
 def prune_versions(store: Store, name: str, keep: int = 1) -> list[str]:
-    """Delete versions of ``name`` older than the served one, keeping ``keep`` of them for
-    rollback. Newer unserved versions (builds in progress elsewhere) are left alone."""
+    """Delete finished versions of ``name`` older than the served one, keeping the ``keep``
+    newest of them for rollback. Unfinished builds never count as rollback versions and are
+    left to the stale rule (:func:`begin_build`); newer unserved versions (builds in progress
+    elsewhere) are left alone."""
     served = store.get_alias(name)
     parsed = parse_version(served) if served else None
     if parsed is None:
         return []
-    older = [c for n, c in versions(store, name) if n < parsed[2]]
+    older = [c for n, c in versions(store, name, complete_only=True) if n < parsed[2]]
     doomed = older[: max(0, len(older) - keep)]
     for collection in doomed:
         store.delete_collection(collection)
@@ -346,12 +387,14 @@ def index_documents(
                 batch = chunks[i : i + batch_size]
                 index_chunks(store, collection, encoder, batch)
                 bar.update(len(batch))
+                builds.pause_point(f"batch-{i // batch_size + 1}", collection)
         finish_build(store, name, collection, len(chunks))
     except BaseException:
         try:
             store.delete_collection(collection)
         except Exception:  # the original error matters more
             log.warning("could not delete partial build %s", collection, exc_info=True)
+        builds.forget(collection)
         raise
     prune_versions(store, name, keep=keep_versions)
     return IndexReport(

@@ -46,8 +46,9 @@ class EncoderMismatchError(EmberError, ValueError):
 
 
 def check_encoder(store: Store, encoder: Encoder, collection: str) -> str:
-    """Resolve ``collection`` (alias or name) and check it was built by ``encoder``."""
-    resolved = store.resolve(collection)
+    """Resolve ``collection`` (alias or name) and check it was built by ``encoder`` and is a
+    finished build (:class:`~indexer.store.BuildIncompleteError` for a partial one)."""
+    resolved = store.check_complete(store.resolve(collection))
     parsed = parse_version(resolved)
     if parsed is not None and parsed[1] != encoder.fingerprint:
         raise EncoderMismatchError(

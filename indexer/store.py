@@ -19,6 +19,11 @@ Filters are plain dicts so callers never import Qdrant types::
 Several keys are ANDed. An unknown operator or an unsupported value raises ``ValueError`` naming
 the field.
 
+A collection's metadata may hold a build record under :data:`BUILD_META_KEY` (written by
+:mod:`indexer.pipeline`): ``{"complete": false, ...}`` while a build is being written. Such a
+collection is listed with ``complete=False`` and refuses searches (:class:`BuildIncompleteError`);
+a collection without the record (built before it existed) counts as complete.
+
 Embedded stores lock their folder to one process (qdrant-client takes a ``portalocker`` lock on
 ``<folder>/.lock``; the edge store takes an ``fcntl`` lock and qdrant-edge locks each shard). In
 embedded mode the API and the workers therefore share the store by running in one process (the
@@ -58,6 +63,8 @@ DEFAULT_VECTOR = "dense"
 RANGE_OPERATORS = ("gt", "gte", "lt", "lte")
 PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime", "text", "uuid")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+# collection metadata key of the build record (see :func:`build_complete`)
+BUILD_META_KEY = "ember_build"
 
 
 class StoreError(EmberError, RuntimeError):
@@ -81,6 +88,24 @@ class CollectionExistsError(StoreError, ValueError):
     def __init__(self, name: str) -> None:
         super().__init__(f"collection or alias {name!r} already exists")
         self.name = name
+
+
+class BuildIncompleteError(StoreError):
+    """The collection is a build that has not finished: it holds only part of its points."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"collection {name!r} is a build that has not finished (partial, not served); "
+            "search its alias, or wait until the build completes"
+        )
+        self.name = name
+
+
+def build_complete(meta: Mapping[str, Any] | None) -> bool:
+    """False only for a collection whose build record says it is not finished; a collection
+    without a record (made before builds were marked, or not by the pipeline) is complete."""
+    record = (meta or {}).get(BUILD_META_KEY)
+    return not isinstance(record, Mapping) or record.get("complete") is not False
 
 
 @dataclass(frozen=True)
@@ -109,6 +134,7 @@ class CollectionInfo:
     points: int
     vectors: dict[str, int]  # vector name -> dimension
     sparse: tuple[str, ...] = ()  # sparse vector names (IDF modifier); () for old builds
+    complete: bool = True  # False: a build still being written (or abandoned); never served
 
 
 # ---- filters ----------------------------------------------------------------------------------
@@ -285,9 +311,11 @@ class Store(ABC):
         vectors: dict[str, int],
         payload_indexes: dict[str, str] | None = None,
         sparse: Sequence[str] = (),
+        meta: Mapping[str, Any] | None = None,
     ) -> None:
         """Create an empty collection with cosine named vectors and ``sparse`` sparse vectors
-        (Qdrant's IDF modifier: the engine scores them as BM25); ``ValueError`` if it exists."""
+        (Qdrant's IDF modifier: the engine scores them as BM25) and metadata ``meta`` (in the
+        same step: a build is never visible without its record); ``ValueError`` if it exists."""
 
     @abstractmethod
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
@@ -573,6 +601,13 @@ class Store(ABC):
             return collection_or_alias
         raise CollectionNotFoundError(collection_or_alias)
 
+    def check_complete(self, collection: str) -> str:
+        """``collection`` (not an alias) if its build finished; else raises
+        :class:`BuildIncompleteError`."""
+        if not build_complete(self.collection_meta(collection)):
+            raise BuildIncompleteError(collection)
+        return collection
+
     def sparse_names(self, collection: str) -> tuple[str, ...]:
         """The sparse vectors a collection (not an alias) declares; cheaper than
         :meth:`collection_info`, which counts the points of every collection (per search)."""
@@ -682,6 +717,7 @@ class QdrantClientStore(Store):
         vectors: dict[str, int],
         payload_indexes: dict[str, str] | None = None,
         sparse: Sequence[str] = (),
+        meta: Mapping[str, Any] | None = None,
     ) -> None:
         check_name(name)
         vectors = check_vectors(vectors)
@@ -701,6 +737,7 @@ class QdrantClientStore(Store):
                     n: m.SparseVectorParams(modifier=m.Modifier.IDF) for n in sparse
                 }
                 or None,
+                metadata=dict(meta) if meta else None,
             )
             if self.backend == "server":
                 for field, kind in indexes.items():
@@ -942,6 +979,7 @@ class QdrantClientStore(Store):
                         points=int(self.client.count(c.name, exact=True).count),
                         vectors=vectors,
                         sparse=tuple(sorted(sparse)),
+                        complete=build_complete(info.config.metadata),
                     )
                 )
             return out

@@ -309,7 +309,10 @@ class CollectionOut(BaseModel):
         default_factory=list, description="sparse (BM25) vectors; empty: dense search only"
     )
     encoder_fingerprint: str | None = Field(description="encoder that built it (versioned names)")
-    searchable: bool = Field(description="built by the encoder this server runs")
+    complete: bool = Field(
+        default=True, description="false: a build still being written (or abandoned); not served"
+    )
+    searchable: bool = Field(description="a finished build, made by the encoder this server runs")
 
 
 class CollectionsResponse(BaseModel):

@@ -1,6 +1,6 @@
 """What a build records about itself, so a later job can redo it: the encoder and the corpus.
 
-An index job writes one ``ember_build`` entry into its build collection's metadata when it begins
+An index job writes one ``ember_source`` entry into its build collection's metadata when it begins
 the build (before any point is written, so a served build always has it):
 
 * ``encoder``: the spec it was built with (a preset name or an absolute folder) and that
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from indexer.store import Store
 
-BUILD_META_KEY = "ember_build"
+BUILD_META_KEY = "ember_source"  # beside indexer.store's "ember_build" (complete or not)
 
 
 def encoder_spec_of(spec: str) -> str:

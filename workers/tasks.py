@@ -74,6 +74,12 @@ def jobs() -> JobStore:
     return store
 
 
+def job_running(store: JobStore, job_id: str) -> bool:
+    """Whether job ``job_id`` may still write its build (it exists and has not finished)."""
+    job = store.get(job_id)
+    return job is not None and not job.finished
+
+
 def _transient_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
     try:
@@ -174,9 +180,16 @@ def index(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         encoder = runtime.get_encoder(spec.get("encoder"))
         checked.check_encoder(encoder)  # chunks longer than it reads: refused before any build
         store = runtime.get_store()
+        # a broker job's batches run in any worker: its build belongs to the job, and a stale
+        # build of another job is one whose job stopped (indexer.builds); in-process (eager)
+        # the build belongs to this process like the CLI's
         build = job.build
         if build is None:
-            build = begin_build(store, collection, encoder, checked.payload_indexes)
+            build = begin_build(
+                store, collection, encoder, checked.payload_indexes,
+                job=None if self.request.is_eager else job_id,
+                job_alive=lambda other: job_running(store_jobs, other),
+            )  # fmt: skip
             # the encoder and corpus it is made of, for retraining (workers.builds)
             encoder_spec = str(spec.get("encoder") or runtime.settings().encoder)
             record = build_record(job_id, encoder_spec, encoder.fingerprint, {**spec, "path": path})
@@ -408,5 +421,6 @@ __all__ = [
     "index",
     "index_batch",
     "index_failed",
+    "job_running",
     "train",
 ]

@@ -418,7 +418,7 @@ def search_command(
     from indexer.groups import DOC_ID, passages_of
     from indexer.search import EncoderMismatchError, resolve_mode, search
     from indexer.sparse import SparseUnavailableError
-    from indexer.store import CollectionNotFoundError
+    from indexer.store import BuildIncompleteError, CollectionNotFoundError
 
     if list_tasks:
         for name, text in TASKS.items():
@@ -436,7 +436,9 @@ def search_command(
     store = open_store_or_fail(settings)
     try:
         try:
-            store.resolve(collection)
+            store.check_complete(store.resolve(collection))
+        except BuildIncompleteError as exc:
+            raise UserError(f"--collection: {exc}") from None
         except CollectionNotFoundError:
             known = sorted(
                 {a for c in store.list_collections() for a in c.aliases}
@@ -479,7 +481,8 @@ def search_command(
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @store_options
 def collections_command(as_json: bool, data_dir: str | None, backend: str | None) -> None:
-    """List collections with their aliases, point counts and vectors."""
+    """List collections with their aliases, point counts and vectors; a build that has not
+    finished is marked "unfinished" (it is not served and cannot be searched)."""
     settings = settings_for(data_dir, backend)
     store = open_store_or_fail(settings)
     try:
@@ -496,7 +499,8 @@ def collections_command(as_json: bool, data_dir: str | None, backend: str | None
     for info in infos:
         vectors = ", ".join(f"{k}:{v}" for k, v in info.vectors.items())
         aliases = ",".join(info.aliases) or "-"
-        click.echo(f"{info.name:<44} {aliases:<16} {info.points:>8}  {vectors}")
+        state = "" if info.complete else "  (unfinished build: not served)"
+        click.echo(f"{info.name:<44} {aliases:<16} {info.points:>8}  {vectors}{state}")
 
 
 COMMANDS = [index_command, search_command, collections_command]

@@ -59,7 +59,8 @@ def tasks() -> TasksResponse:
 )
 async def collections(state: Annotated[ApiState, Depends(ready_state)]) -> CollectionsResponse:
     """Collections in the store with their aliases, sizes and whether this server can search
-    them (built by the same encoder)."""
+    them (finished builds made by the same encoder; an unfinished build is listed with
+    ``complete: false`` and is never searchable)."""
     from indexer.pipeline import parse_version
 
     assert state.store is not None and state.encoder is not None
@@ -76,7 +77,9 @@ async def collections(state: Annotated[ApiState, Depends(ready_state)]) -> Colle
                 vectors=dict(info.vectors),
                 sparse=list(info.sparse),
                 encoder_fingerprint=fingerprint,
-                searchable=fingerprint in (None, state.encoder.fingerprint)
+                complete=info.complete,
+                searchable=info.complete
+                and fingerprint in (None, state.encoder.fingerprint)
                 and "dense" in info.vectors,
             )
         )

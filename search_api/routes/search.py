@@ -48,11 +48,12 @@ async def search(
 
     The task's instruction (or a custom one) is prepended to the query only; documents were
     encoded without instruction. Concurrent queries are encoded together (micro-batching).
-    A collection built without BM25 vectors answers 409 to ``sparse``/``hybrid``.
+    A collection built without BM25 vectors answers 409 to ``sparse``/``hybrid``; a build that
+    has not finished (searched by its versioned name) answers 409.
     """
     from indexer.search import EncoderMismatchError, check_encoder, resolve_mode, search_prepared
     from indexer.sparse import SparseUnavailableError
-    from indexer.store import CollectionNotFoundError, parse_filter
+    from indexer.store import BuildIncompleteError, CollectionNotFoundError, parse_filter
 
     assert state.store is not None and state.encoder is not None and state.batcher is not None
     store, encoder = state.store, state.encoder
@@ -70,7 +71,7 @@ async def search(
         raise ApiError(
             404, f"collection or alias {name!r} not found", ["body", "collection"]
         ) from None
-    except EncoderMismatchError as exc:
+    except (EncoderMismatchError, BuildIncompleteError) as exc:
         raise ApiError(409, str(exc), ["body", "collection"]) from None
     try:
         mode = await run_in_threadpool(

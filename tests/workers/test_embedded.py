@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from indexer.builds import owner_record
 from indexer.settings import Settings, get_settings
+from indexer.store import BUILD_META_KEY
 from tests.workers.helpers import documents, expected_ids, simcse_params
 from workers import runtime, tasks
 from workers.client import submit_index, submit_train, wait_for
@@ -223,3 +226,32 @@ def test_index_jobs_get_what_the_cli_gets(settings: Settings) -> None:
         submit_index(settings, "docs", documents=docs, payload_indexes={"year": "number"})
     with pytest.raises(ValueError, match="overlap must be smaller than chunk_tokens"):
         submit_index(settings, "docs", documents=docs, chunk_tokens=8, overlap=8)
+
+
+def test_an_index_job_deletes_unfinished_builds_whose_builder_or_job_is_gone(
+    settings: Settings,
+) -> None:
+    docs = documents(6)
+    first = submit_index(settings, "docs", documents=docs, batch_docs=3, wait=True)
+    assert first.state == "succeeded"
+    store, encoder = runtime.get_store(), runtime.get_encoder(None)
+    running = tasks.jobs().create("index", {"collection": "docs"})
+    finished = tasks.jobs().create("index", {"collection": "docs"})
+    tasks.jobs().finish(finished.id, "failed", error="gone")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    owners = {
+        2: owner_record() | {"pid": dead.pid, "pid_start": None},  # a killed CLI run
+        3: owner_record(job=finished.id),  # a broker job that stopped
+        4: owner_record(job=running.id),  # a broker job still running elsewhere
+    }
+    names = {}
+    for n, owner in owners.items():
+        names[n] = f"docs__{encoder.fingerprint}__v{n}"
+        store.create_collection(names[n], {"dense": encoder.dim}, meta={BUILD_META_KEY: owner})
+
+    again = submit_index(settings, "docs", documents=docs, batch_docs=3, wait=True)
+    assert again.state == "succeeded" and again.build.endswith("__v5")
+    collection, count, _, listed = served(settings, "docs")
+    assert (collection, count) == (again.build, 6)
+    assert listed == sorted([first.build, names[4], again.build])
