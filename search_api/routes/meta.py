@@ -80,7 +80,7 @@ async def collections(state: Annotated[ApiState, Depends(ready_state)]) -> Colle
                 complete=info.complete,
                 searchable=info.complete
                 and fingerprint in (None, state.encoder.fingerprint)
-                and "dense" in info.vectors,
+                and set(state.encoder.vector_dims) <= set(info.vectors),  # MoEE sum: hs + rw
             )
         )
     return CollectionsResponse(default=state.settings.api_default_collection, collections=out)

@@ -78,6 +78,10 @@ def test_search_endpoint_fuses_moee_sum_vectors(tmp_path: Path, weight: float) -
             )  # fmt: skip
             assert r.status_code == 200, r.text
             assert [h["payload"]["doc_id"] for h in r.json()["hits"]] == ["d7"]
+            # listed as searchable though it holds no "dense" vector (its own hs + rw)
+            [listed] = client.get("/collections").json()["collections"]
+            assert listed["vectors"] == {"hs": enc.hs_dim, "rw": enc.rw_dim}
+            assert listed["searchable"] is True
     finally:
         store.close()
 
