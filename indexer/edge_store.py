@@ -407,6 +407,11 @@ class EdgeStore(Store):
                 del manifest["aliases"][alias]
                 self._save_manifest(manifest)
 
+    def has_collection(self, name: str) -> bool:
+        with self._lock:
+            self._check_open()
+            return name in self._manifest["collections"] or name in self._manifest["aliases"]
+
     def list_collections(self) -> list[CollectionInfo]:
         with self._lock:
             self._check_open()

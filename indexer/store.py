@@ -597,9 +597,16 @@ class Store(ABC):
         target = self.get_alias(collection_or_alias)
         if target is not None:
             return target
-        if any(c.name == collection_or_alias for c in self.list_collections()):
+        if self.has_collection(collection_or_alias):
             return collection_or_alias
         raise CollectionNotFoundError(collection_or_alias)
+
+    def has_collection(self, name: str) -> bool:
+        """Whether ``name`` is a collection or an alias, without listing and counting every
+        collection (what :meth:`resolve` asks on each search); engines answer it directly."""
+        return self.get_alias(name) is not None or any(
+            c.name == name for c in self.list_collections()
+        )
 
     def check_complete(self, collection: str) -> str:
         """``collection`` (not an alias) if its build finished; else raises
@@ -957,6 +964,10 @@ class QdrantClientStore(Store):
                         m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=alias))
                     ]
                 )
+
+    def has_collection(self, name: str) -> bool:
+        with self._lock:
+            return bool(self.client.collection_exists(name))
 
     def list_collections(self) -> list[CollectionInfo]:
         with self._lock:

@@ -239,3 +239,21 @@ def test_concurrent_searches_during_upserts(store: Store) -> None:
         t.join()
     assert errors == []
     assert store.count("c1") == 250
+
+
+def test_resolving_a_plain_name_does_not_list_and_count_every_collection(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill(store, "c1", n=3)
+    fill(store, "c2", n=3)
+    store.switch_alias("docs", "c2")
+
+    def no_listing() -> None:
+        raise AssertionError("resolve listed every collection")
+
+    monkeypatch.setattr(store, "list_collections", no_listing)
+    assert store.resolve("c1") == "c1" and store.resolve("docs") == "c2"
+    assert store.has_collection("c1") and store.has_collection("docs")
+    assert not store.has_collection("nope")
+    with pytest.raises(CollectionNotFoundError):
+        store.resolve("nope")
