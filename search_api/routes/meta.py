@@ -18,6 +18,7 @@ from search_api.schemas import (
     TasksResponse,
 )
 from search_api.security import require_api_key
+from search_api.served import describe, served_encoders
 from search_api.state import ApiState, get_state, ready_state
 
 router = APIRouter()
@@ -29,13 +30,17 @@ router = APIRouter()
     responses={503: {"model": HealthResponse, "description": "starting or failed"}},
     tags=["service"],
 )
-def health(state: Annotated[ApiState, Depends(get_state)]) -> JSONResponse:
-    """200 with status 'ready' once the encoder is loaded and warmed up, else 503."""
+async def health(state: Annotated[ApiState, Depends(get_state)]) -> JSONResponse:
+    """200 with status 'ready' once the encoder is loaded and warmed up, else 503. ``encoder``,
+    ``dim`` and ``fingerprint`` are the default encoder's; ``encoders`` lists every loaded one
+    with the aliases whose builds it serves."""
     body = HealthResponse(status=state.status, detail=state.error)
     if state.ready and state.encoder is not None:
         body.encoder = state.encoder.config.name
         body.dim = state.encoder.dim
         body.fingerprint = state.encoder.fingerprint
+        if state.encoders is not None:
+            body.encoders, body.loading = await served_encoders(state)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if state.ready else 503)
 
 
@@ -58,14 +63,15 @@ def tasks() -> TasksResponse:
     tags=["search"],
 )
 async def collections(state: Annotated[ApiState, Depends(ready_state)]) -> CollectionsResponse:
-    """Collections in the store with their aliases, sizes and whether this server can search
-    them (built by the same encoder)."""
+    """Collections in the store with their aliases, sizes, the encoder that built them and
+    whether this server can search them (it serves that encoder or may load it)."""
     from indexer.pipeline import parse_version
 
-    assert state.store is not None and state.encoder is not None
+    assert state.store is not None and state.encoders is not None
     infos = await run_in_threadpool(state.store.list_collections)
+    views = await run_in_threadpool(lambda: [describe(state, info) for info in infos])
     out = []
-    for info in infos:
+    for info, (encoder, loaded, searchable, _) in zip(infos, views, strict=True):
         parsed = parse_version(info.name)
         fingerprint = parsed[1] if parsed else None
         out.append(
@@ -76,10 +82,13 @@ async def collections(state: Annotated[ApiState, Depends(ready_state)]) -> Colle
                 vectors=dict(info.vectors),
                 sparse=list(info.sparse),
                 encoder_fingerprint=fingerprint,
-                searchable=fingerprint in (None, state.encoder.fingerprint)
-                and "dense" in info.vectors,
+                encoder=encoder,
+                encoder_loaded=loaded,
+                searchable=searchable and "dense" in info.vectors,
             )
         )
+    # an alias seen on a build of an encoder not loaded: start loading it (room permitting)
+    state.encoders.prefetch(t for t in (v[3] for v in views) if t is not None)
     return CollectionsResponse(default=state.settings.api_default_collection, collections=out)
 
 
