@@ -30,7 +30,7 @@ from indexer.pipeline import (
 from indexer.readers import Document
 from indexer.store import Store
 from indexer.stores import open_store
-from search_api.served import check_spec
+from search_api.served import EncoderRegistry, check_spec
 from tests.search_api.conftest import DOCS, ClientFactory, make_settings
 from workers.builds import build_record, record_build
 
@@ -259,3 +259,46 @@ def test_encoders_past_the_cap_are_unloaded_least_recent_first(
     assert again["fingerprint"] == encoder_b.fingerprint
     assert [h["payload"]["doc_id"] for h in again["hits"]] == brute_force(encoder_b, QUERY)
     assert loaded() == [encoder.fingerprint, encoder_b.fingerprint]
+
+
+def test_a_slow_load_answers_503_with_retry_after_then_serves(
+    make_client: ClientFactory, own_store: Store, encoder_b: Encoder, roots: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    build(own_store, "docs", encoder_b, str(roots["out"] / "retrain" / "b"))
+    load = EncoderRegistry._load_encoder
+    gate = threading.Event()
+
+    def slow(self: EncoderRegistry, spec: str) -> Encoder:
+        gate.wait(30)
+        return load(self, spec)
+
+    monkeypatch.setattr(EncoderRegistry, "_load_encoder", slow)
+    client = make_client(app_store=own_store, **settings_for(roots, api_encoder_wait_s=0.1))
+    r = client.post("/search", json={"query": QUERY, "collection": "docs"})
+    assert r.status_code == 503 and r.headers["retry-after"]
+    assert "loading" in r.json()["message"]
+    assert client.get("/health").json()["loading"] == [encoder_b.fingerprint]
+    gate.set()
+    deadline = time.monotonic() + 30
+    while (r := client.post("/search", json={"query": QUERY, "collection": "docs"})).status_code:
+        if r.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert r.status_code == 200 and r.json()["fingerprint"] == encoder_b.fingerprint
+
+
+def test_an_alias_seen_on_another_encoder_loads_it_ahead(
+    make_client: ClientFactory, own_store: Store, encoder_b: Encoder, roots: dict[str, Path],
+) -> None:  # fmt: skip
+    build(own_store, "docs", encoder_b, str(roots["out"] / "retrain" / "b"))
+    client = make_client(app_store=own_store, **settings_for(roots))
+    (listed,) = client.get("/collections").json()["collections"]
+    assert listed["searchable"] and listed["encoder"] == "tiny-1"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # loading in the background, no search asked for it
+        served = [e["fingerprint"] for e in client.get("/health").json()["encoders"]]
+        if encoder_b.fingerprint in served:
+            break
+        time.sleep(0.05)
+    assert encoder_b.fingerprint in served
