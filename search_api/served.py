@@ -183,24 +183,17 @@ class View(NamedTuple):
 
 
 BatcherFactory = Callable[["Encoder"], MicroBatcher]
-Loader = Callable[[str], "Encoder"]
 
 
 class EncoderRegistry:
     """Loaded encoders by fingerprint. Mutated on the event loop only; :meth:`target` (which
     reads the store) runs on a worker thread and only reads it."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        make_batcher: BatcherFactory,
-        loader: Loader | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, make_batcher: BatcherFactory) -> None:
         self.settings = settings
         self.cap = settings.api_max_encoders
         self.wait_s = settings.api_encoder_wait_s
         self._make_batcher = make_batcher
-        self._loader = loader
         self._served: OrderedDict[str, Served] = OrderedDict()  # least recently used first
         self._default: Served | None = None
         self._loading: dict[str, asyncio.Task[Served]] = {}
@@ -359,26 +352,21 @@ class EncoderRegistry:
         started = time.perf_counter()
         try:
             encoder = await loop.run_in_executor(self._executor, self._load_encoder, spec)
+            if encoder.fingerprint != fingerprint:
+                raise EncoderUnavailableError(
+                    f"collection {target.collection} was built by encoder {fingerprint}, but "
+                    f"its recorded encoder {spec!r} now has fingerprint {encoder.fingerprint} "
+                    "(changed since the build); re-index"
+                )
+            batcher = await self._warm(encoder)
+        except EncoderUnavailableError:
+            raise
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log.error("encoder %r failed to load", spec, exc_info=exc)
             raise EncoderUnavailableError(
                 f"the encoder of collection {target.collection} ({spec!r}) failed to load: {first}"
             ) from None
-        if encoder.fingerprint != fingerprint:
-            raise EncoderUnavailableError(
-                f"collection {target.collection} was built by encoder {fingerprint}, but its "
-                f"recorded encoder {spec!r} now has fingerprint {encoder.fingerprint} "
-                "(changed since the build); re-index"
-            )
-        batcher = self._make_batcher(encoder)
-        await batcher.start()
-        try:
-            # through the batcher, so the first forward also warms its worker thread
-            await batcher.encode([WARMUP_QUERY], "query", instruction_for(DEFAULT_TASK))
-        except BaseException:
-            await batcher.stop()
-            raise
         served = Served(encoder, batcher, spec)
         self._served[fingerprint] = served  # the swap: visible to every request from here on
         log.info(
@@ -388,9 +376,19 @@ class EncoderRegistry:
         self._evict()
         return served
 
+    async def _warm(self, encoder: Encoder) -> MicroBatcher:
+        """Its own micro-batcher, started, after one query through it (which also warms the
+        batcher's worker thread)."""
+        batcher = self._make_batcher(encoder)
+        await batcher.start()
+        try:
+            await batcher.encode([WARMUP_QUERY], "query", instruction_for(DEFAULT_TASK))
+        except BaseException:
+            await batcher.stop()
+            raise
+        return batcher
+
     def _load_encoder(self, spec: str) -> Encoder:
-        if self._loader is not None:
-            return self._loader(spec)
         from encoders import load_encoder  # torch: loaded with the first encoder, not at import
 
         return load_encoder(spec)

@@ -302,3 +302,20 @@ def test_an_alias_seen_on_another_encoder_loads_it_ahead(
             break
         time.sleep(0.05)
     assert encoder_b.fingerprint in served
+
+
+@pytest.mark.parametrize(
+    ("folder", "message"),
+    [("missing", "failed to load"), ("b", "changed since the build")],
+)
+def test_a_recorded_encoder_that_does_not_load_as_recorded_is_409(
+    make_client: ClientFactory, own_store: Store, encoder_b: Encoder, encoder_c: Encoder,
+    roots: dict[str, Path], folder: str, message: str,
+) -> None:  # fmt: skip
+    build(own_store, "docs", encoder_c, str(roots["out"] / "retrain" / folder))
+    client = make_client(app_store=own_store, **settings_for(roots))
+    for _ in range(2):  # the second answer comes from the remembered failure
+        r = client.post("/search", json={"query": QUERY, "collection": "docs"})
+        assert r.status_code == 409 and message in r.json()["message"], r.text
+    (listed,) = client.get("/collections").json()["collections"]
+    assert listed["searchable"] is False
