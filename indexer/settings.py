@@ -50,6 +50,17 @@ class Settings(BaseSettings):
     api_micro_batching: bool = Field(default=True, description="batch concurrent encodes together")
     api_batch_wait_ms: float = Field(default=5.0, ge=0, description="micro-batch fill wait")
     api_max_batch: int = Field(default=32, ge=1, description="max texts per micro-batch forward")
+    api_max_encoders: int = Field(
+        default=2,
+        ge=1,
+        description="encoders the API keeps loaded (EMBER_ENCODER's counts; least recently used "
+        "others are unloaded)",
+    )
+    api_encoder_wait_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="s a /search waits for its collection's encoder to load; longer: 503",
+    )
     # workers (workers/, `ember worker`, `ember jobs`; see deploy/README.md)
     worker_queues: list[str] = Field(
         default=["index", "train"], description="queues `ember worker` consumes by default"

@@ -31,6 +31,7 @@ from search_api.limits import LimitsMiddleware
 from search_api.metrics import Metrics, MetricsMiddleware
 from search_api.routes import embeddings, meta, search, web
 from search_api.security import require_api_key
+from search_api.served import WARMUP_QUERY, EncoderRegistry, Served, encode_fn
 from search_api.state import ApiState
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOBS_MODULE = "search_api.routes.jobs"
-WARMUP_QUERY = "warm up the encoder"
 
 
 def _encode_fn(state: ApiState) -> EncodeFn:
@@ -70,6 +70,8 @@ async def _warm_up(state: ApiState) -> None:
         # through the batcher, so the first forward also warms its worker thread
         await state.batcher.encode([WARMUP_QUERY], "query", instruction_for(DEFAULT_TASK))
         await run_in_threadpool(lambda: encoder.dim)
+        assert state.encoders is not None
+        state.encoders.set_default(Served(encoder, state.batcher, state.settings.encoder))
         state.status = "ready"
         log.info("encoder %s ready (dim %d)", encoder.config.name, encoder.dim)
     except asyncio.CancelledError:
@@ -150,14 +152,19 @@ def create_app(
             from indexer.stores import open_store
 
             state.store = await run_in_threadpool(open_store, settings)
-        state.batcher = MicroBatcher(
-            _encode_fn(state),
-            enabled=settings.api_micro_batching,
-            max_batch=settings.api_max_batch,
-            max_wait_s=settings.api_batch_wait_ms / 1000.0,
-            on_batch=metrics.observe_batch,
-            on_depth=metrics.set_queue_depth,
-        )
+
+        def make_batcher(encode: EncodeFn) -> MicroBatcher:
+            return MicroBatcher(
+                encode,
+                enabled=settings.api_micro_batching,
+                max_batch=settings.api_max_batch,
+                max_wait_s=settings.api_batch_wait_ms / 1000.0,
+                on_batch=metrics.observe_batch,
+                on_depth=metrics.set_queue_depth,
+            )
+
+        state.batcher = make_batcher(_encode_fn(state))
+        state.encoders = EncoderRegistry(settings, lambda enc: make_batcher(encode_fn(enc)))
         await state.batcher.start()
         warm = asyncio.create_task(_warm_up(state), name="ember-warm-up")
         try:
@@ -167,6 +174,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await warm
             state.status = "starting"
+            await state.encoders.close()
             await state.batcher.stop()
             if owns_store and state.store is not None:
                 state.store.close()

@@ -287,6 +287,12 @@ class SearchResponse(BaseModel):
     mode: str = Field("dense", description="the search mode that answered")
     group_by: str | None = Field(None, description="doc_id: document hits; null: chunk hits")
     offset: int = Field(0, description="hits skipped before the first one returned")
+    encoder: str | None = Field(None, description="name of the encoder that answered")
+    fingerprint: str | None = Field(
+        None,
+        description="fingerprint of the encoder that answered: the one in the collection's "
+        "versioned name <name>__<fingerprint>__v<N>",
+    )
     hits: list[SearchHit]
 
 
@@ -312,7 +318,12 @@ class CollectionOut(BaseModel):
     complete: bool = Field(
         default=True, description="false: a build still being written (or abandoned); not served"
     )
-    searchable: bool = Field(description="a finished build, made by the encoder this server runs")
+    encoder: str | None = Field(None, description="name of that encoder, where known")
+    encoder_loaded: bool = Field(False, description="that encoder is loaded in this server")
+    searchable: bool = Field(
+        description="this server serves its encoder or may load it (a spec the build records, "
+        "inside the allowed roots)"
+    )
 
 
 class CollectionsResponse(BaseModel):
@@ -320,11 +331,26 @@ class CollectionsResponse(BaseModel):
     collections: list[CollectionOut]
 
 
+class ServedEncoder(BaseModel):
+    name: str
+    fingerprint: str
+    default: bool = Field(description="EMBER_ENCODER: new collections and /v1/embeddings")
+    serves: list[str] = Field(
+        default_factory=list, description="aliases (or unaliased collections) of its builds"
+    )
+
+
 class HealthResponse(BaseModel):
     status: Literal["ready", "starting", "failed"]
-    encoder: str | None = None
+    encoder: str | None = Field(default=None, description="the default encoder (EMBER_ENCODER)")
     dim: int | None = None
     fingerprint: str | None = None
+    encoders: list[ServedEncoder] | None = Field(
+        default=None, description="every loaded encoder, the default first"
+    )
+    loading: list[str] | None = Field(
+        default=None, description="fingerprints of encoders loading now"
+    )
     detail: str | None = None
 
 

@@ -1,5 +1,8 @@
 """Per-app runtime state, reachable from any route as ``request.app.state.ember``.
 
+``encoder`` and ``batcher`` are the default encoder's (``EMBER_ENCODER``); ``encoders`` holds it
+and every other encoder loaded for a collection it built (:mod:`search_api.served`).
+
 Routers written outside this package (``search_api/routes/jobs.py``) read the served encoder and
 store from here: in embedded mode the store's folder is locked to one process, so in-process jobs
 must share this ``store`` instead of opening their own.
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
     from indexer.store import Store
     from search_api.batcher import MicroBatcher
     from search_api.metrics import Metrics
+    from search_api.served import EncoderRegistry
 
 
 Status = Literal["starting", "ready", "failed"]
@@ -32,6 +36,9 @@ class ApiState:
     encoder: Encoder | None = None
     store: Store | None = None
     batcher: MicroBatcher | None = None
+    # every encoder served, by fingerprint: ``encoder``/``batcher`` above (EMBER_ENCODER, the
+    # default for new collections and /v1/embeddings) and those of collections built by others
+    encoders: EncoderRegistry | None = None
     status: Status = "starting"
     error: str | None = None
 

@@ -27,10 +27,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from indexer.store import SOURCE_META_KEY
+
 if TYPE_CHECKING:
     from indexer.store import Store
 
-BUILD_META_KEY = "ember_source"  # beside indexer.store's "ember_build" (complete or not)
+BUILD_META_KEY = SOURCE_META_KEY  # beside indexer.store's "ember_build" (complete or not)
 
 
 def encoder_spec_of(spec: str) -> str:

@@ -14,6 +14,7 @@ from search_api.errors import ApiError, field_error
 from search_api.routes import AUTH, LIMITS, error_responses
 from search_api.schemas import Passage, SearchHit, SearchRequest, SearchResponse
 from search_api.security import require_api_key
+from search_api.served import EncoderLoadingError, Served
 from search_api.state import ApiState, ready_state
 
 router = APIRouter()
@@ -50,13 +51,17 @@ async def search(
     encoded without instruction. Concurrent queries are encoded together (micro-batching).
     A collection built without BM25 vectors answers 409 to ``sparse``/``hybrid``; a build that
     has not finished (searched by its versioned name) answers 409.
+
+    The query is encoded by the encoder that built the collection (``encoder`` and
+    ``fingerprint`` in the answer; the fingerprint is the one in ``collection``'s versioned
+    name): loaded the first time one of its builds is searched, waited for at most
+    ``EMBER_API_ENCODER_WAIT_S`` (then 503 with Retry-After). A build whose encoder this server
+    cannot load (no recorded spec, or one outside the allowed folders) answers 409.
     """
-    from indexer.search import EncoderMismatchError, check_encoder, resolve_mode, search_prepared
-    from indexer.sparse import SparseUnavailableError
+    from indexer.search import EncoderMismatchError
     from indexer.store import BuildIncompleteError, CollectionNotFoundError, parse_filter
 
-    assert state.store is not None and state.encoder is not None and state.batcher is not None
-    store, encoder = state.store, state.encoder
+    assert state.store is not None and state.encoders is not None
     task, instruction = resolve_instruction(req)
     name = req.collection or state.settings.api_default_collection
     filter = req.filter_dict()
@@ -65,29 +70,59 @@ async def search(
     except ValueError as exc:
         raise field_error(["body", "filter"], str(exc)) from None
 
-    try:
-        resolved = await run_in_threadpool(check_encoder, store, encoder, name)
-    except CollectionNotFoundError:
-        raise ApiError(
-            404, f"collection or alias {name!r} not found", ["body", "collection"]
-        ) from None
-    except (EncoderMismatchError, BuildIncompleteError) as exc:
-        raise ApiError(409, str(exc), ["body", "collection"]) from None
+    for attempt in range(2):
+        try:
+            target = await run_in_threadpool(state.encoders.target, state.store, name)
+            async with state.encoders.lease(target) as served:
+                return await _search_with(
+                    state, req, served, name, target.collection, task, instruction
+                )
+        except CollectionNotFoundError:
+            # an alias moved between resolving it and searching its (then pruned) old build
+            if attempt == 0 and await run_in_threadpool(_is_alias, state, name):
+                continue
+            raise ApiError(
+                404, f"collection or alias {name!r} not found", ["body", "collection"]
+            ) from None
+        except (EncoderMismatchError, BuildIncompleteError) as exc:
+            # no spec recorded, a refused spec, a failed load; or a build not finished
+            raise ApiError(409, str(exc), ["body", "collection"]) from None
+        except EncoderLoadingError as exc:
+            raise ApiError(503, str(exc), ["body", "collection"], RETRY_LOADING) from None
+    raise AssertionError("unreachable")
+
+
+RETRY_LOADING = {"retry-after": "2"}
+
+
+def _is_alias(state: ApiState, name: str) -> bool:
+    assert state.store is not None
+    return state.store.get_alias(name) is not None
+
+
+async def _search_with(
+    state: ApiState, req: SearchRequest, served: Served, name: str, resolved: str,
+    task: str | None, instruction: str | None,
+) -> SearchResponse:  # fmt: skip
+    """Search the resolved build with the encoder leased for it (it stays this request's even
+    if the alias moves meanwhile)."""
+    from indexer.search import resolve_mode, search_prepared
+    from indexer.sparse import SparseUnavailableError
+
+    assert state.store is not None
+    store, encoder = state.store, served.encoder
+    filter = req.filter_dict()
     try:
         mode = await run_in_threadpool(
             resolve_mode, store, resolved, req.mode, state.settings.search_mode
         )
     except SparseUnavailableError as exc:
         raise ApiError(409, str(exc), ["body", "mode"]) from None
-    except CollectionNotFoundError:  # deleted since the check
-        raise ApiError(
-            404, f"collection or alias {name!r} not found", ["body", "collection"]
-        ) from None
     fusion = req.fusion.model_dump(exclude_none=True) if req.fusion else None
 
     vector = None
     if mode != "sparse":
-        vector = await _encode_query(state, req, instruction)
+        vector = await _encode_query(served, req, instruction)
     try:
         batch = None if vector is None else vector[None, :]
         (hits,) = await run_in_threadpool(
@@ -95,10 +130,6 @@ async def search(
             top_k=req.top_k, filter=filter, fusion=fusion, offset=req.offset,
             group_by=req.group_by,
         )  # fmt: skip
-    except CollectionNotFoundError:  # deleted between the check and the search
-        raise ApiError(
-            404, f"collection or alias {name!r} not found", ["body", "collection"]
-        ) from None
     except ValueError as exc:  # the store refused the filter (or the collection's vectors)
         loc = ["body", "filter" if filter else "mode" if mode == "hybrid" else "collection"]
         raise ApiError(422, f"cannot search {name!r}: {exc}", loc) from None
@@ -109,6 +140,8 @@ async def search(
         mode=mode,
         group_by=req.group_by,
         offset=req.offset,
+        encoder=served.name,
+        fingerprint=served.fingerprint,
         hits=[
             SearchHit(
                 id=h.id,
@@ -121,15 +154,14 @@ async def search(
     )
 
 
-async def _encode_query(state: ApiState, req: SearchRequest, instruction: str | None) -> Any:
-    assert state.encoder is not None and state.batcher is not None
-    vectors = await state.batcher.encode([req.query], "query", instruction)
+async def _encode_query(served: Served, req: SearchRequest, instruction: str | None) -> Any:
+    vectors = await served.batcher.encode([req.query], "query", instruction)
     vector = np.asarray(vectors[0], dtype=np.float32)
     if not np.isfinite(vector).all() or float(np.linalg.norm(vector)) < 1e-6:
         # e.g. an instruction so long that truncation left no query token to pool
         raise field_error(
             ["body", "instruction" if instruction and req.instruction else "query"],
             "the query has no text left to encode after the instruction and truncation "
-            f"(query_max_length={state.encoder.config.query_max_length} tokens)",
+            f"(query_max_length={served.encoder.config.query_max_length} tokens)",
         )
     return vector

@@ -70,12 +70,17 @@ def test_health_is_503_until_the_encoder_warmed_up(
     assert client.get("/tasks").status_code == 200  # static routes answer meanwhile
     gated.gate.set()
     wait_ready(client)
-    r = client.get("/health")
-    assert r.json() == {
+    body = client.get("/health").json()
+    (served,) = body.pop("encoders")  # the default only, serving the shared store's aliases
+    assert served["name"] == encoder.config.name and served["default"] is True
+    assert served["fingerprint"] == encoder.fingerprint
+    assert {"default", "small"} <= set(served["serves"])
+    assert body == {
         "status": "ready",
         "encoder": encoder.config.name,
         "dim": encoder.dim,
         "fingerprint": encoder.fingerprint,
+        "loading": [],
     }
     assert client.post("/search", json={"query": "x"}).status_code == 200
 

@@ -81,6 +81,15 @@ def test_retrain_route_promotes_and_shows_every_stage(
         assert result["stages"]["evaluate"]["eval_set"] == str((tmp_path / "eval-set").resolve())
         assert store.get_alias("docs") == done["build"] != indexed["build"]
         assert done["progress"]["points"] == store.count("docs") == rh.N_DOCS
+        # the API follows the promotion, no restart: the candidate's build, by the candidate
+        r = client.post("/search", json={"query": "x", "collection": "docs", "mode": "dense"})
+        assert r.status_code == 200, r.text
+        assert r.json()["collection"] == done["build"]
+        assert (
+            r.json()["fingerprint"]
+            == done["build"].split("__")[1]
+            != indexed["build"].split("__")[1]
+        )
 
 
 def test_cli_retrain_rejects_a_worse_candidate(
