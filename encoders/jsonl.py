@@ -6,7 +6,7 @@ Corpora are read by :mod:`indexer.readers` instead, which turns a bad line into 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 
@@ -16,13 +16,21 @@ def iter_jsonl(
     """``(line number, object)`` for each non-blank line of ``path``; a line that is not a JSON
     object raises ``error`` with ``path:line:`` and the reason."""
     with path.open(encoding="utf-8") as stream:
-        for lineno, raw in enumerate(stream, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise error(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise error(f"{path}:{lineno}: expected a JSON object")
-            yield lineno, record
+        yield from parse_jsonl(stream, lambda n: f"{path}:{n}", error)
+
+
+def parse_jsonl(
+    lines: Iterable[str], where: Callable[[int], str], error: type[Exception] = ValueError
+) -> Iterator[tuple[int, dict[str, object]]]:
+    """:func:`iter_jsonl` over any lines (a stream such as stdin); ``where(n)`` names line
+    ``n`` in the messages."""
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise error(f"{where(lineno)}: invalid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise error(f"{where(lineno)}: expected a JSON object")
+        yield lineno, record

@@ -10,6 +10,7 @@ from typing import IO
 import click
 
 from ember.errors import UserError
+from encoders.jsonl import parse_jsonl
 
 
 def read_texts(stream: IO[str], fmt: str, field: str) -> tuple[list[str], list[object]]:
@@ -19,27 +20,21 @@ def read_texts(stream: IO[str], fmt: str, field: str) -> tuple[list[str], list[o
     """
     texts: list[str] = []
     ids: list[object] = []
-    for lineno, raw in enumerate(stream, start=1):
-        line = raw.rstrip("\n")
-        if fmt == "text":
-            if not line.strip():
-                continue
-            texts.append(line)
-            ids.append(lineno)
-            continue
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"line {lineno}: invalid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise UserError(f"line {lineno}: expected a JSON object")
-        text = record.get(field)
-        if not isinstance(text, str) or not text.strip():
-            raise UserError(f"line {lineno}: field {field!r} is missing or not a non-empty string")
-        texts.append(text)
-        ids.append(record.get("id", lineno))
+    if fmt == "text":
+        for lineno, raw in enumerate(stream, start=1):
+            line = raw.rstrip("\n")
+            if line.strip():
+                texts.append(line)
+                ids.append(lineno)
+    else:
+        for lineno, record in parse_jsonl(stream, "line {}".format, UserError):
+            text = record.get(field)
+            if not isinstance(text, str) or not text.strip():
+                raise UserError(
+                    f"line {lineno}: field {field!r} is missing or not a non-empty string"
+                )
+            texts.append(text)
+            ids.append(record.get("id", lineno))
     if not texts:
         raise UserError("no input texts")
     return texts, ids
