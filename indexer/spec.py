@@ -12,6 +12,7 @@ worker.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -106,12 +107,20 @@ class IndexSpec(BaseModel):
             )
 
 
-def spec_error(exc: Exception) -> str:
-    """One line for a spec that does not validate: ``field: reason`` of its first error."""
+def spec_error(exc: Exception, names: Mapping[str, str] | None = None, whole: str = "spec") -> str:
+    """One line for a spec that does not validate: ``field: reason`` of its first error.
+    ``names`` maps fields to what the caller calls them (CLI options); ``whole`` names a rule
+    of the whole spec (overlap against chunk_tokens), which has no field."""
     errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "spec"
-        msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-        return f"{where}: {msg}"
-    return str(exc)
+    if not callable(errors):
+        return str(exc)
+    first = errors()[0]
+    loc = [str(p) for p in first.get("loc", ())]
+    if not loc:
+        where = whole
+    elif names is not None:
+        where = names.get(loc[0], loc[0])
+    else:
+        where = ".".join(loc)
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{where}: {msg}"

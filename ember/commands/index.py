@@ -54,16 +54,6 @@ SPEC_OPTIONS = {
 }  # fmt: skip
 
 
-def _spec_option_error(exc: Any) -> str:
-    """``--option: reason`` for the first error of an IndexSpec that does not validate (the
-    overlap-vs-chunk rule belongs to the whole spec: it names --overlap)."""
-    first = exc.errors()[0]
-    loc = [str(p) for p in first.get("loc", ())]
-    option = SPEC_OPTIONS.get(loc[0], loc[0]) if loc else "--overlap"
-    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    return f"{option}: {message}"
-
-
 def load_encoder_or_fail(spec: str) -> Any:
     """The encoder ``spec`` names, or one line naming --encoder (an unknown preset, a folder
     that is not an encoder, a config that does not validate)."""
@@ -223,7 +213,7 @@ def index_command(
 
     from indexer.pipeline import BuildError, index_documents
     from indexer.readers import BadRecordError, read_corpus
-    from indexer.spec import IndexSpec
+    from indexer.spec import IndexSpec, spec_error
 
     indexes: dict[str, str] = {}
     for item in payload_index:
@@ -238,7 +228,7 @@ def index_command(
             payload_indexes=indexes,
         )  # fmt: skip
     except ValidationError as exc:
-        raise UserError(_spec_option_error(exc)) from None
+        raise UserError(spec_error(exc, SPEC_OPTIONS, whole="--overlap")) from None
     if not path.exists():
         raise UserError(f"PATH: no such file or folder: {path}")
     started = time.perf_counter()
