@@ -117,7 +117,8 @@ def install_error_handlers(app: FastAPI) -> None:
             return ErrorJSONResponse(
                 status_code=415, content=_body(request, 415, detail, message, "body")
             )
-        items = [_item(err, await request.body()) for err in errors]
+        body = await request.body()  # read once (cached by Starlette): where JSON broke
+        items = [_item(err, body) for err in errors]
         message = "; ".join(f"{_field_name(i['loc'])}: {i['msg']}" for i in items)
         param = _field_name(items[0]["loc"]) if items else None
         return ErrorJSONResponse(
