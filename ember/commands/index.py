@@ -246,8 +246,7 @@ def index_command(
     store = open_store_or_fail(settings)
     try:
         encoder = load_encoder_or_fail(encoder_spec)
-        spec.check_encoder(encoder)
-        report = index_documents(
+        report = index_documents(  # refuses chunks longer than the encoder reads
             docs, spec.collection, encoder, store, chunk_tokens=spec.chunk_tokens,
             overlap=spec.overlap, batch_size=batch_size, progress=progress,
             keep_versions=spec.keep_versions, skipped=[str(e) for e in reader.errors],
