@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         default="auto", description="torch device of worker encoders: auto, cpu, cuda, cuda:N"
     )
 
+    @property
+    def job_output_root(self) -> Path:
+        """Where training jobs write: ``job_output_dir``, else ``<data_dir>/jobs-out`` (the
+        workers confine outputs to it; the API loads retrained encoders from it)."""
+        return self.job_output_dir or Path(self.data_dir) / "jobs-out"
+
 
 def broker_without_qdrant(settings: Settings) -> str | None:
     """The warning for a broker with an embedded store: each worker would write its own

@@ -57,9 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WARMUP_QUERY = "warm up the encoder"
-# workers.paths.OUTPUT_SUBDIR: where jobs write when EMBER_JOB_OUTPUT_DIR is unset (the API
-# does not import workers)
-OUTPUT_SUBDIR = "jobs-out"
 FAILED_RETRY_S = 30.0  # a failed load is not retried on every request
 
 
@@ -149,7 +146,7 @@ def allowed_roots(settings: Settings) -> list[Path]:
     """Folders whose encoders may be loaded because a collection records them."""
     from encoders.registry import PACKAGED  # torch, as in _presets
 
-    roots = [Path(settings.job_output_dir or Path(settings.data_dir) / OUTPUT_SUBDIR), PACKAGED]
+    roots = [settings.job_output_root, PACKAGED]
     default = Path(settings.encoder).expanduser()
     if settings.encoder not in _presets() and default.is_dir():
         roots.insert(0, default)

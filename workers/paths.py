@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 INPUT_SETTING = "EMBER_JOB_INPUT_DIR"
 OUTPUT_SETTING = "EMBER_JOB_OUTPUT_DIR"
-OUTPUT_SUBDIR = "jobs-out"
 # training parameters that name paths (encoders.training.params; ``from_encoder`` is the field
 # name behind the ``from`` alias, accepted too)
 TRAIN_FROM_KEYS = ("from", "from_encoder")
@@ -66,8 +65,7 @@ def input_root(settings: Settings) -> Root:
 
 
 def output_root(settings: Settings) -> Root:
-    folder = settings.job_output_dir or Path(settings.data_dir) / OUTPUT_SUBDIR
-    return Root(folder, OUTPUT_SETTING)
+    return Root(settings.job_output_root, OUTPUT_SETTING)
 
 
 def confine(
