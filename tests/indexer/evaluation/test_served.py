@@ -3,8 +3,10 @@ exact evaluation; checked against a brute-force ranking over the very vectors th
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from indexer.evaluation.served import COLLECTION, evaluate_served
 from indexer.pipeline import chunk_documents
 from indexer.readers import read_corpus
 from tests.indexer.evaluation.test_data import write_beir
+from tests.indexer.evaluation.test_quality_bench import load_bench
 
 WORDS = [
     "vitamin",
@@ -143,3 +146,19 @@ def test_cli_served_bad_options(
     args = ["eval", "beir", str(root), "--encoder", tiny_encoder[1], "--no-progress", *extra]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 1 and message in res.output, res.output
+
+
+def test_quality_bench_served_row(tmp_path: Path, tiny_encoder: tuple[Encoder, str]) -> None:
+    """bench/quality.py --served: a separate row "<label>, served path" per encoder row."""
+    q = load_bench()
+    encoder, _ = tiny_encoder
+    dataset = load_beir(toy_beir(tmp_path / "toy"))
+    runner = object.__new__(q.Runner)
+    runner.args = argparse.Namespace(served_mode="dense", progress=False, mini_only_for=[])
+    runner.sets = [dataset.name]
+    results: dict[str, dict[str, Any]] = {"tiny": {"encoder": {"name": "tiny-bi"}}}
+    runner.served_rows(encoder, [q.Row(label="tiny", kind="encoder")], dataset, None, results)
+    row = results["tiny, served path"]
+    assert row["encoder"] == {"name": "tiny-bi"}
+    assert row["toy"]["path"] == "served" and row["toy"]["chunk_tokens"] == 256
+    assert 0 <= row["toy"]["ndcg@10"] <= 1
