@@ -217,6 +217,8 @@ class Runner:
                     "dtype": dtype,
                     "seconds_incl_encoding": round(time.time() - t0, 1),
                 }
+            if self.args.served:
+                self.served_rows(encoder, rows, ds, instruction, results)
             log(f"  {name}: done")
         if self.sts is not None:
             instruction = default_instruction(encoder, "sts")
@@ -237,6 +239,42 @@ class Runner:
             for mode, row in by_mode.items():
                 results[row.label]["echo"] = echo[mode].as_dict()
         return results
+
+    def served_rows(
+        self,
+        encoder: Any,
+        rows: Sequence[Row],
+        ds: Any,
+        instruction: str | None,
+        results: dict[str, dict[str, Any]],
+    ) -> None:
+        """--served: the same encoder through the served path (chunked, edge store with HNSW,
+        searched as /search does), as a row labelled "<label>, served path"."""
+        from indexer.evaluation.served import evaluate_served
+
+        if rows[0].group:  # poolings sharing one forward pass: no single encoder to index with
+            log(f"  {ds.name}: --served skipped for {row_names(rows)} (pooling group)")
+            return
+        row = rows[0]
+        if ds.name not in self.sets_for(row):
+            return
+        t0 = time.time()
+        result = evaluate_served(
+            encoder, ds, instruction=instruction, mode=self.args.served_mode,
+            show_progress=self.args.progress,
+        )  # fmt: skip
+        label = served_label(row.label)
+        entry = results.setdefault(label, {})
+        entry["encoder"] = dict(results[row.label]["encoder"])
+        entry[ds.name] = {
+            **result.as_dict(),
+            "dtype": encoder.dtype,
+            "seconds_incl_encoding": round(time.time() - t0, 1),
+        }
+
+
+def served_label(label: str) -> str:
+    return f"{label}, served path"
 
 
 def label_matches(label: str, texts: Sequence[str]) -> bool:
@@ -424,6 +462,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "table when bfloat16)",
     )
     p.add_argument("--row", action="append", default=[], metavar="LABEL=SPEC", help="extra row")
+    p.add_argument(
+        "--served",
+        action="store_true",
+        help="also evaluate each encoder row through the served path (chunked, edge store with "
+        "HNSW, one hit per document) as a row '<label>, served path'",
+    )
+    p.add_argument(
+        "--served-mode", choices=["dense", "hybrid"], default="dense", help="with --served"
+    )
     p.add_argument("--no-sts", action="store_true")
     p.add_argument("--no-echo", action="store_true")
     p.add_argument("--note", default=None, help="a note printed under the table")
@@ -444,6 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     runner = Runner(args)
     all_labels = [r.label for r in builtin_rows()] + [r.label for r in more]
+    if args.served:  # each served row right after its exact row
+        all_labels = [x for label in all_labels for x in (label, served_label(label))]
 
     groups: dict[str, list[Row]] = {}
     for row in rows:

@@ -444,6 +444,11 @@ class EdgeStore(Store):
                 shard.close()
             shutil.rmtree(self.root / "shards" / name, ignore_errors=True)
 
+    def indexed_vectors(self, collection_or_alias: str) -> int:
+        """Vectors the engine has put in an HNSW graph; 0 while every segment is below the
+        indexing threshold (then every search is an exact full scan)."""
+        return int(self._shard(self._target(collection_or_alias)).info().indexed_vectors_count)
+
     def optimize(self, collection: str) -> None:
         """Build the HNSW index (segments past the indexing threshold) and flush to disk."""
         shard = self._shard(self._target(collection))

@@ -182,6 +182,37 @@ def _guess_task(dataset: str) -> str:
     help="dense: exact cosine; sparse: Qdrant's BM25 (no encoder); hybrid: both, fused by "
     "Qdrant in one query (documents in a temporary embedded Qdrant collection).",
 )
+@click.option(
+    "--served",
+    is_flag=True,
+    help="Evaluate the served path instead of exact cosine: index the corpus through the "
+    "pipeline (chunked, edge store with HNSW) and search it as /search does (one hit per "
+    "document); --mode dense or hybrid.",
+)
+@click.option(
+    "--chunk-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="--served: tokens per chunk [default: 256, as `ember index`].",
+)
+@click.option(
+    "--overlap",
+    type=click.IntRange(min=0),
+    default=None,
+    help="--served: tokens shared by consecutive chunks [default: 32].",
+)
+@click.option(
+    "--hnsw-ef",
+    type=click.IntRange(min=1),
+    default=None,
+    help="--served: HNSW candidates per search [default: EMBER_EDGE_HNSW_EF, 256].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="--served: keep the index in <DATA_DIR>/edge [default: a temporary folder].",
+)
 @_fusion_options
 @_encoder_options
 def beir_command(
@@ -190,6 +221,11 @@ def beir_command(
     task: str | None,
     bm25: bool,
     mode: str,
+    served: bool,
+    chunk_tokens: int | None,
+    overlap: int | None,
+    hnsw_ef: int | None,
+    data_dir: Path | None,
     fusion: str,
     fusion_k: int,
     fusion_weight: float,
@@ -207,17 +243,30 @@ def beir_command(
 ) -> None:
     """nDCG@10, recall@100 and MRR@10 on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/).
 
-    Dense retrieval is exact cosine over every document (title + " " + text).
+    Dense retrieval is exact cosine over every document (title + " " + text). With --served,
+    the documents are chunked, stored in Qdrant behind HNSW and searched as /search does.
 
     \b
     Examples:
       ember eval beir ../shared/data/beir/scifact-mini --encoder minilm
       ember eval beir ../shared/data/beir/scifact --bm25
+      ember eval beir ../shared/data/beir/scifact-mini --encoder minilm --served
     """
     from indexer.evaluation import EvalDataError, load_beir
     from indexer.evaluation.beir import evaluate_bm25, evaluate_dense
     from indexer.evaluation.hybrid import evaluate_hybrid, evaluate_sparse
 
+    served_only = {
+        "--chunk-tokens": chunk_tokens,
+        "--overlap": overlap,
+        "--hnsw-ef": hnsw_ef,
+        "--data-dir": data_dir,
+    }
+    if not served and any(v is not None for v in served_only.values()):
+        given = ", ".join(k for k, v in served_only.items() if v is not None)
+        raise UserError(f"{given}: only with --served")
+    if served and (bm25 or mode == "sparse"):
+        raise UserError("--served evaluates an encoder: --mode dense or hybrid, no --bm25")
     if (bm25 or mode == "sparse") and (encoder_spec or instruction or no_instruction):
         which = "--bm25" if bm25 else "--mode sparse"
         raise UserError(f"{which} takes no --encoder or instruction options")
@@ -228,9 +277,15 @@ def beir_command(
         dataset = load_beir(path, split)
     except EvalDataError as exc:
         raise UserError(str(exc)) from None
-    if bm25:
+    if served:
+        result, used = _served(
+            dataset, mode, task, encoder_spec, instruction, no_instruction, progress,
+            chunk_tokens=chunk_tokens, overlap=overlap, hnsw_ef=hnsw_ef, data_dir=data_dir,
+            fusion=fusion_spec if mode == "hybrid" else None,
+        )  # fmt: skip
+    elif bm25:
         result = evaluate_bm25(dataset)
-        used = result.details["bm25"]
+        used = str(result.details["bm25"])
     elif mode == "sparse":
         result = evaluate_sparse(dataset)
         used = f"Qdrant sparse: {result.details['bm25']}"
@@ -275,6 +330,50 @@ def beir_command(
     _emit(result.as_dict(), lines, as_json, output)
     if run_file is not None:
         _write_run_file(run_file, result.run, result.system)
+
+
+def _served(
+    dataset: Any,
+    mode: str,
+    task: str | None,
+    encoder_spec: str | None,
+    instruction: str | None,
+    no_instruction: bool,
+    progress: bool,
+    *,
+    chunk_tokens: int | None,
+    overlap: int | None,
+    hnsw_ef: int | None,
+    data_dir: Path | None,
+    fusion: Any,
+) -> tuple[Any, str]:
+    """``ember eval beir --served``: the result and its "system" line."""
+    from indexer.evaluation.served import evaluate_served
+    from indexer.spec import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP
+
+    encoder = _load_encoder(encoder_spec)
+    query_instruction = _instruction(
+        encoder, task or _guess_task(dataset.name), instruction, no_instruction
+    )
+    try:
+        result = evaluate_served(
+            encoder, dataset, instruction=query_instruction, mode=mode,
+            chunk_tokens=DEFAULT_CHUNK_TOKENS if chunk_tokens is None else chunk_tokens,
+            overlap=DEFAULT_OVERLAP if overlap is None else overlap, hnsw_ef=hnsw_ef,
+            fusion=fusion, data_dir=data_dir, show_progress=progress,
+        )  # fmt: skip
+    except ValueError as exc:  # chunk settings the pipeline refuses
+        raise UserError(str(exc)) from None
+    d = result.details
+    used = (
+        f"{encoder.config.name} [{encoder.fingerprint}], instruction: {query_instruction!r}\n"
+        f"served path {d['mode']}: {d['chunks']} chunks of {d['chunk_tokens']} tokens "
+        f"(overlap {d['overlap']}), edge store, HNSW ef {d['hnsw_ef']} "
+        f"({d['hnsw_indexed_vectors']} vectors in the graph), one hit per doc_id"
+    )
+    if mode == "hybrid":
+        used += f", fusion {d['fusion']}"
+    return result, used
 
 
 @eval_group.command("fit-fusion")

@@ -10,6 +10,7 @@ extra document is retrieved so that ``TOP_K`` remain. The scored run is kept on 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,9 +25,11 @@ from indexer.evaluation.metrics import (
     score_scored_run,
 )
 from indexer.evaluation.retrieval import BM25Index, BM25Params, exact_top_k
+from indexer.groups import DOC_ID
 
 if TYPE_CHECKING:
     from encoders import Encoder
+    from indexer.store import Hit
 
 TOP_K = 100  # deepest cut-off any reported metric needs (recall@100)
 # BEIR datasets whose queries are corpus documents: the self-hit is excluded (ignore_identical_ids)
@@ -72,11 +75,19 @@ def scored_run_from_indices(
     }
 
 
-def _retrieval_depth(dataset: BeirDataset) -> int:
+def scored_run_from_hits(query_ids: Sequence[str], hits: Sequence[Sequence[Hit]]) -> ScoredRunDict:
+    """A run of document hits (grouped by ``doc_id``, as ``/search`` returns them)."""
+    return {
+        q: [(str(h.payload[DOC_ID]), float(h.score)) for h in row]
+        for q, row in zip(query_ids, hits, strict=True)
+    }
+
+
+def retrieval_depth(dataset: BeirDataset) -> int:
     return TOP_K + 1 if excludes_self(dataset) else TOP_K
 
 
-def _score(dataset: BeirDataset, run: ScoredRunDict) -> tuple[RetrievalScores, ScoredRunDict]:
+def score_beir(dataset: BeirDataset, run: ScoredRunDict) -> tuple[RetrievalScores, ScoredRunDict]:
     """BEIR scoring of a retrieved run; also returns the run as scored (for a run file)."""
     exclude = excludes_self(dataset)
     scores = score_scored_run(run, dataset.qrels, exclude_self=exclude, depth=TOP_K)
@@ -91,7 +102,7 @@ def dense_run(
     qids = dataset.eval_query_ids
     if query_vectors.shape[0] != len(qids) or doc_vectors.shape[0] != len(dataset.doc_ids):
         raise ValueError("vector rows do not match the dataset's queries / documents")
-    indices, scores = exact_top_k(query_vectors, doc_vectors, _retrieval_depth(dataset))
+    indices, scores = exact_top_k(query_vectors, doc_vectors, retrieval_depth(dataset))
     return scored_run_from_indices(dataset, qids, indices, scores)
 
 
@@ -99,7 +110,7 @@ def score_dense(
     dataset: BeirDataset, query_vectors: np.ndarray, doc_vectors: np.ndarray
 ) -> RetrievalScores:
     """Score precomputed vectors: ``query_vectors`` rows follow ``dataset.eval_query_ids``."""
-    return _score(dataset, dense_run(dataset, query_vectors, doc_vectors))[0]
+    return score_beir(dataset, dense_run(dataset, query_vectors, doc_vectors))[0]
 
 
 def encode_dataset(
@@ -137,7 +148,7 @@ def evaluate_dense(
     """Documents instruction-free (``encode_documents``), queries with ``instruction``
     (``encode_queries``, query max length)."""
     docs, queries = encode_dataset(encoder, dataset, instruction, cache, show_progress)
-    scores, run = _score(dataset, dense_run(dataset, queries, docs))
+    scores, run = score_beir(dataset, dense_run(dataset, queries, docs))
     return BeirResult(
         dataset=dataset.name,
         split=dataset.split,
@@ -152,10 +163,8 @@ def evaluate_dense(
 def evaluate_bm25(dataset: BeirDataset, params: BM25Params | None = None) -> BeirResult:
     index = BM25Index(dataset.doc_texts, params)
     qids = dataset.eval_query_ids
-    indices, doc_scores = index.search(
-        [dataset.queries[q] for q in qids], _retrieval_depth(dataset)
-    )
-    scores, run = _score(dataset, scored_run_from_indices(dataset, qids, indices, doc_scores))
+    indices, doc_scores = index.search([dataset.queries[q] for q in qids], retrieval_depth(dataset))
+    scores, run = score_beir(dataset, scored_run_from_indices(dataset, qids, indices, doc_scores))
     return BeirResult(
         dataset=dataset.name,
         split=dataset.split,
