@@ -250,7 +250,7 @@ class Runner:
     ) -> None:
         """--served: the same encoder through the served path (chunked, edge store with HNSW,
         searched as /search does), as a row labelled "<label>, served path"."""
-        from indexer.evaluation.served import evaluate_served
+        from indexer.evaluation.served import evaluate_served_modes
 
         if rows[0].group:  # poolings sharing one forward pass: no single encoder to index with
             log(f"  {ds.name}: --served skipped for {row_names(rows)} (pooling group)")
@@ -259,22 +259,28 @@ class Runner:
         if ds.name not in self.sets_for(row):
             return
         t0 = time.time()
-        result = evaluate_served(
-            encoder, ds, instruction=instruction, mode=self.args.served_mode,
-            show_progress=self.args.progress,
-        )  # fmt: skip
-        label = served_label(row.label)
-        entry = results.setdefault(label, {})
-        entry["encoder"] = dict(results[row.label]["encoder"])
-        entry[ds.name] = {
-            **result.as_dict(),
-            "dtype": encoder.dtype,
-            "seconds_incl_encoding": round(time.time() - t0, 1),
-        }
+        modes = served_modes(self.args)
+        served = evaluate_served_modes(
+            encoder, ds, instruction=instruction, modes=modes, show_progress=self.args.progress
+        )  # one index, searched in each mode
+        for mode, result in zip(modes, served, strict=True):
+            label = served_label(row.label, mode)
+            entry = results.setdefault(label, {})
+            entry["encoder"] = dict(results[row.label]["encoder"])
+            entry[ds.name] = {
+                **result.as_dict(),
+                "dtype": encoder.dtype,
+                "seconds_incl_encoding": round(time.time() - t0, 1),
+            }
 
 
-def served_label(label: str) -> str:
-    return f"{label}, served path"
+def served_label(label: str, mode: str = "dense") -> str:
+    return f"{label}, served path" + ("" if mode == "dense" else f" {mode}")
+
+
+def served_modes(args: argparse.Namespace) -> list[str]:
+    """--served-mode (repeatable; default dense), deduplicated in order."""
+    return list(dict.fromkeys(args.served_mode or ["dense"]))
 
 
 def label_matches(label: str, texts: Sequence[str]) -> bool:
@@ -469,7 +475,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "HNSW, one hit per document) as a row '<label>, served path'",
     )
     p.add_argument(
-        "--served-mode", choices=["dense", "hybrid"], default="dense", help="with --served"
+        "--served-mode",
+        action="append",
+        choices=["dense", "hybrid"],
+        default=[],
+        help="with --served (repeatable; default dense): each mode searches the same index, "
+        "hybrid rows are labelled '<label>, served path hybrid'",
     )
     p.add_argument("--no-sts", action="store_true")
     p.add_argument("--no-echo", action="store_true")
@@ -492,7 +503,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner = Runner(args)
     all_labels = [r.label for r in builtin_rows()] + [r.label for r in more]
     if args.served:  # each served row right after its exact row
-        all_labels = [x for label in all_labels for x in (label, served_label(label))]
+        all_labels = [
+            x
+            for label in all_labels
+            for x in (label, *(served_label(label, m) for m in served_modes(args)))
+        ]
 
     groups: dict[str, list[Row]] = {}
     for row in rows:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,12 +76,38 @@ def evaluate_served(
     """Index ``dataset``'s corpus through the pipeline (chunked, HNSW at ``hnsw_ef``, default
     the configured one), search its judged queries as ``/search`` does (``mode`` dense or
     hybrid, one hit per document) and score the top documents like the exact evaluation."""
-    if mode not in SERVED_MODES:
-        raise ValueError(f"served-path mode must be one of {SERVED_MODES}, got {mode!r}")
+    return evaluate_served_modes(
+        encoder, dataset, instruction=instruction, modes=(mode,), chunk_tokens=chunk_tokens,
+        overlap=overlap, hnsw_ef=hnsw_ef, fusion=fusion, data_dir=data_dir,
+        show_progress=show_progress,
+    )[0]  # fmt: skip
+
+
+def evaluate_served_modes(
+    encoder: Encoder,
+    dataset: BeirDataset,
+    *,
+    instruction: str | None,
+    modes: Sequence[str] = ("dense",),
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    overlap: int = DEFAULT_OVERLAP,
+    hnsw_ef: int | None = None,
+    fusion: Fusion | None = None,
+    data_dir: str | Path | None = None,
+    show_progress: bool = False,
+) -> list[BeirResult]:
+    """:func:`evaluate_served` for several search modes over ONE index (indexing is what costs
+    time): one result per entry of ``modes``, in order."""
+    if isinstance(modes, str):
+        raise TypeError("modes is a sequence of modes, e.g. ('dense', 'hybrid')")
+    bad = [m for m in modes if m not in SERVED_MODES]
+    if bad or not modes:
+        raise ValueError(f"served-path mode must be one of {SERVED_MODES}, got {bad or modes!r}")
     ef = default_hnsw_ef() if hnsw_ef is None else hnsw_ef
     reader = read_corpus(dataset.path, fmt="beir", on_error="fail")
     docs = list(reader)
     qids = dataset.eval_query_ids
+    searched: list[tuple[str, list, float]] = []
     with served_store(data_dir, ef) as store:
         t0 = time.perf_counter()
         report = index_documents(
@@ -89,40 +115,46 @@ def evaluate_served(
             progress=show_progress,
         )  # fmt: skip
         index_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        hits = search_batch(
-            store, encoder, COLLECTION, [dataset.queries[q] for q in qids],
-            instruction=instruction, top_k=retrieval_depth(dataset), mode=mode, fusion=fusion,
-            group_by=DOC_ID,
-        )  # fmt: skip
-        search_s = time.perf_counter() - t0
+        for mode in modes:
+            t0 = time.perf_counter()
+            hits = search_batch(
+                store, encoder, COLLECTION, [dataset.queries[q] for q in qids],
+                instruction=instruction, top_k=retrieval_depth(dataset), mode=mode,
+                fusion=fusion, group_by=DOC_ID,
+            )  # fmt: skip
+            searched.append((mode, hits, time.perf_counter() - t0))
         # the engine counts the sparse (inverted-index) vectors too: one per chunk
         dense_indexed = max(0, store.indexed_vectors(COLLECTION) - report.chunks)
-    scores, run = score_beir(dataset, scored_run_from_hits(qids, hits))
-    details: dict[str, object] = {
-        "fingerprint": encoder.fingerprint,
-        "instruction": instruction,
-        "path": "served",
-        "mode": mode,
-        "chunk_tokens": chunk_tokens,
-        "overlap": overlap,
-        "chunks": report.chunks,
-        "store": "edge",
-        "hnsw_ef": ef,
-        # 0: every segment below the indexing threshold, so every search was exact
-        "hnsw_indexed_vectors": dense_indexed,
-        "group_by": DOC_ID,
-        "index_seconds": round(index_s, 1),
-        "search_seconds": round(search_s, 2),
-    }
-    if mode == "hybrid":
-        details["fusion"] = fusion.as_dict() if fusion is not None else "collection default"
-    return BeirResult(
-        dataset=dataset.name,
-        split=dataset.split,
-        system=encoder.config.name,
-        scores=scores,
-        n_docs=report.documents,
-        details=details,
-        run=run,
-    )
+    results = []
+    for mode, hits, search_s in searched:
+        scores, run = score_beir(dataset, scored_run_from_hits(qids, hits))
+        details: dict[str, object] = {
+            "fingerprint": encoder.fingerprint,
+            "instruction": instruction,
+            "path": "served",
+            "mode": mode,
+            "chunk_tokens": chunk_tokens,
+            "overlap": overlap,
+            "chunks": report.chunks,
+            "store": "edge",
+            "hnsw_ef": ef,
+            # 0: every segment below the indexing threshold, so every search was exact
+            "hnsw_indexed_vectors": dense_indexed,
+            "group_by": DOC_ID,
+            "index_seconds": round(index_s, 1),
+            "search_seconds": round(search_s, 2),
+        }
+        if mode == "hybrid":
+            details["fusion"] = fusion.as_dict() if fusion is not None else "collection default"
+        results.append(
+            BeirResult(
+                dataset=dataset.name,
+                split=dataset.split,
+                system=encoder.config.name,
+                scores=scores,
+                n_docs=report.documents,
+                details=details,
+                run=run,
+            )
+        )
+    return results

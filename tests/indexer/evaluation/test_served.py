@@ -149,12 +149,15 @@ def test_cli_served_bad_options(
 
 
 def test_quality_bench_served_row(tmp_path: Path, tiny_encoder: tuple[Encoder, str]) -> None:
-    """bench/quality.py --served: a separate row "<label>, served path" per encoder row."""
+    """bench/quality.py --served: a separate row "<label>, served path" per encoder row, and
+    "<label>, served path hybrid" when --served-mode hybrid is given too (same index)."""
     q = load_bench()
     encoder, _ = tiny_encoder
     dataset = load_beir(toy_beir(tmp_path / "toy"))
     runner = object.__new__(q.Runner)
-    runner.args = argparse.Namespace(served_mode="dense", progress=False, mini_only_for=[])
+    runner.args = argparse.Namespace(
+        served_mode=["dense", "hybrid"], progress=False, mini_only_for=[]
+    )
     runner.sets = [dataset.name]
     results: dict[str, dict[str, Any]] = {"tiny": {"encoder": {"name": "tiny-bi"}}}
     runner.served_rows(encoder, [q.Row(label="tiny", kind="encoder")], dataset, None, results)
@@ -162,3 +165,25 @@ def test_quality_bench_served_row(tmp_path: Path, tiny_encoder: tuple[Encoder, s
     assert row["encoder"] == {"name": "tiny-bi"}
     assert row["toy"]["path"] == "served" and row["toy"]["chunk_tokens"] == 256
     assert 0 <= row["toy"]["ndcg@10"] <= 1
+    hybrid = results["tiny, served path hybrid"]["toy"]
+    assert hybrid["mode"] == "hybrid" and row["toy"]["mode"] == "dense"
+    assert hybrid["index_seconds"] == row["toy"]["index_seconds"]
+
+
+def test_served_modes_share_one_index(tmp_path: Path, tiny_encoder: tuple[Encoder, str]) -> None:
+    """evaluate_served_modes indexes once and scores each mode exactly as a one-mode run does."""
+    from indexer.evaluation.served import evaluate_served_modes
+
+    encoder, _ = tiny_encoder
+    dataset = load_beir(toy_beir(tmp_path / "toy"))
+    kw: dict[str, Any] = {"instruction": None, "chunk_tokens": 8, "overlap": 2}
+    both = evaluate_served_modes(encoder, dataset, modes=("dense", "hybrid"), **kw)
+    assert [r.details["mode"] for r in both] == ["dense", "hybrid"]
+    assert both[0].details["index_seconds"] == both[1].details["index_seconds"]  # one index
+    for result, mode in zip(both, ("dense", "hybrid"), strict=True):
+        alone = evaluate_served(encoder, dataset, mode=mode, **kw)
+        assert result.run == alone.run
+        assert result.scores == alone.scores
+    assert both[0].run != both[1].run  # the modes really differ
+    with pytest.raises(ValueError, match="served-path mode"):
+        evaluate_served_modes(encoder, dataset, modes=("dense", "sparse"), **kw)
