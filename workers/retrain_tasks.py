@@ -6,10 +6,14 @@ With a broker, ``ember.retrain`` (queue ``train``; also what beat sends) sends t
 order. Each stage reads its inputs from the job record, so a redelivered stage (its worker died)
 runs again from the record; a finished stage is not run twice. The decisions and the record's
 shape are in :mod:`workers.retrain`.
+
+``EMBER_TEST_EVALUATE_DELAY_S`` (tests only) sleeps that long in the evaluate stage after it is
+recorded as running, so tests can kill a worker while it evaluates.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -38,6 +42,7 @@ from workers.retrain_spec import RetrainSpec, parse_spec
 from workers.tasks import BUILTIN_STAGES, _error_text, index, jobs
 
 RETRAIN_SUBDIR = "retrain"
+TEST_EVALUATE_DELAY_ENV = "EMBER_TEST_EVALUATE_DELAY_S"
 
 
 def _spec(job_id: str) -> tuple[JobStore, RetrainSpec, dict[str, Any]] | None:
@@ -163,6 +168,7 @@ def retrain_evaluate(self: Task, job_id: str) -> dict[str, Any]:
             eval_set = confine_input(runtime.settings(), eval_set, ("eval_set",))
         update_stage(store_jobs, job_id, "evaluate", state="running", eval_set=eval_set,
                      split=spec.split)  # fmt: skip
+        time.sleep(float(os.environ.get(TEST_EVALUATE_DELAY_ENV) or 0))
         dataset = load_beir(eval_set, spec.split)
         candidate = runtime.get_encoder(candidate_spec)
         scores = {

@@ -1,6 +1,7 @@
 """The retrain pipeline as a Celery chain on a real redis-server and ``ember worker``: a worker
-killed (``kill -9``) during the reindex stage leaves the alias on its old complete build; the
-restarted worker finishes the rebuild and only then moves the alias."""
+killed (``kill -9``) during the train, evaluate or reindex stage leaves the alias on its old
+complete build; the restarted worker runs the interrupted stage again from the job record and
+only then moves the alias."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.workers import retrain_helpers as rh
 from tests.workers.conftest import RedisServer, Worker, wait_until
 from tests.workers.helpers import client_settings, expected_ids, store_contents
 from tests.workers.test_worker_process import JOB_TIMEOUT, current, follow, in_flight
 from workers.client import submit_index, submit_retrain
+from workers.jobs import Job
 from workers.retrain_spec import STAGES
 
 
@@ -55,6 +59,64 @@ def test_kill9_during_reindex_keeps_the_old_build_served(
     assert [done.result["stages"][s]["state"] for s in STAGES] == ["done"] * 4
     assert done.to_dict()["progress"]["points"] == len(docs)
     worker.stop()
+    served, count, ids, _ = store_contents(Path(env["EMBER_DATA_DIR"]), "docs")
+    assert served == done.build != first.build
+    assert count == len(docs) and ids == expected_ids(docs)
+
+
+def _stage_running(settings: Any, job_id: str, stage: str) -> bool:
+    job: Job = current(settings, job_id)
+    return job.result.get("stages", {}).get(stage, {}).get("state") == "running"
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluate"])
+def test_kill9_during_train_or_evaluate_resumes_and_promotes_once(
+    redis_server: RedisServer,
+    worker_env: dict[str, str],
+    spawn_worker: Any,
+    tmp_path: Path,
+    tiny_model: Path,
+    stage: str,
+) -> None:
+    good, bad = rh.encoders(tmp_path, tiny_model)
+    env = {
+        **worker_env,
+        "EMBER_BROKER_URL": redis_server.url,
+        "EMBER_ENCODER": str(bad),
+        "EMBER_TRAINER_MODULES": json.dumps([rh.TRAINER_MODULE]),
+    }
+    if stage == "evaluate":
+        env["EMBER_TEST_EVALUATE_DELAY_S"] = "4"
+    worker: Worker = spawn_worker(f"w-retrain-{stage}", env)
+    settings = client_settings(tmp_path, redis_server.url)
+    path, docs = rh.corpus(tmp_path)
+    first = follow(settings, submit_index(settings, "docs", path=str(path)).id)
+    assert first.state == "succeeded", first.to_dict()
+
+    spec = rh.retrain_spec("docs", good, rh.eval_set(tmp_path))
+    if stage == "train":
+        spec["params"]["delay_s"] = 4  # a partial output folder exists while it sleeps
+    job = submit_retrain(settings, spec)
+    wait_until(lambda: _stage_running(settings, job.id, stage), JOB_TIMEOUT, f"{stage} running")
+    worker.kill9()
+    killed = current(settings, job.id)
+    assert killed.state == "running", killed.to_dict()
+    assert killed.result["stages"][stage]["state"] == "running"
+    assert killed.result["decision"] is None  # nothing decided yet
+    served, count, ids, _ = store_contents(Path(env["EMBER_DATA_DIR"]), "docs")
+    assert served == first.build and count == len(docs) and ids == expected_ids(docs)
+    if stage == "train":
+        out = Path(killed.result["stages"]["train"]["output"])
+        assert (out / "partial").is_file()  # the killed run's half-written candidate
+
+    worker.start()  # same node name: the interrupted stage's message goes back to its queue
+    done = follow(settings, job.id)
+    assert done.state == "succeeded", done.to_dict()
+    assert done.result["decision"] == "promoted"
+    assert [done.result["stages"][s]["state"] for s in STAGES] == ["done"] * 4
+    worker.stop()
+    out = Path(done.result["stages"]["train"]["output"])
+    assert not (out / "partial").exists() and (out / "trained_from.json").is_file()
     served, count, ids, _ = store_contents(Path(env["EMBER_DATA_DIR"]), "docs")
     assert served == done.build != first.build
     assert count == len(docs) and ids == expected_ids(docs)
