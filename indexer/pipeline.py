@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from encoders.errors import EmberError
-from indexer import builds
+from indexer import builds, sources
 from indexer.readers import Document, read_corpus
 from indexer.sparse import SPARSE_VECTOR, embed_documents
 from indexer.store import (
     BUILD_META_KEY,
     DEFAULT_VECTOR,
+    SOURCE_META_KEY,
     CollectionExistsError,
     CollectionInfo,
     Point,
@@ -208,6 +209,7 @@ def begin_build(
     *,
     job: str | None = None,
     job_alive: builds.JobAlive | None = None,
+    source: dict[str, Any] | None = None,
 ) -> str:
     """Create the next version ``<name>__<fingerprint>__v<N>`` (empty, marked unfinished) and
     return its name, after deleting the stale unfinished builds of ``name``
@@ -215,6 +217,8 @@ def begin_build(
 
     ``job``: the broker job the build belongs to (its batches may run in other processes);
     ``job_alive``: tells whether such a job still runs (the stale rule of job-owned builds).
+    ``source``: what the build is made of (:func:`indexer.sources.source_record`), written with
+    the collection.
     ``doc_id`` and ``source`` get keyword payload indexes (plus ``payload_indexes``: field ->
     keyword | integer | float | bool | datetime | text | uuid) so filters on them stay fast on
     engines that use payload indexes (server, edge)."""
@@ -235,6 +239,7 @@ def begin_build(
                 meta={
                     BUILD_META_KEY: builds.owner_record(job),
                     BUILD_INFO_KEY: encoder.build_info(),
+                    **({SOURCE_META_KEY: source} if source is not None else {}),
                 },
             )  # fmt: skip
         except CollectionExistsError:  # lost a race with a concurrent begin_build: next number
@@ -324,8 +329,13 @@ def index_corpus(
     progress: bool = True,
     keep_versions: int = 1,
     payload_indexes: dict[str, str] | None = None,
+    encoder_spec: str | None = None,
 ) -> IndexReport:
     """Index a corpus into a new version of ``name`` and serve it under alias ``name``.
+
+    ``encoder_spec``: the spec ``encoder`` was loaded from; given, the build records its source
+    (encoder spec, corpus path, chunking: :mod:`indexer.sources`) so a retrain can redo it and
+    the API can load its encoder.
 
     The whole corpus is read and chunked first, so a bad record (``on_error="fail"``) stops the
     run before a collection exists. A failure while encoding or writing deletes the partial
@@ -336,10 +346,16 @@ def index_corpus(
     docs = list(reader)
     if not docs:
         raise ValueError(f"{path}: no documents to index")
+    source = None
+    if encoder_spec is not None:
+        corpus = {"path": str(path), "format": fmt, "on_error": on_error,
+                  "chunk_tokens": chunk_tokens, "overlap": overlap}  # fmt: skip
+        source = sources.source_record(None, encoder_spec, encoder.fingerprint, corpus)
     return index_documents(
         docs, name, encoder, store, chunk_tokens=chunk_tokens, overlap=overlap,
         batch_size=batch_size, progress=progress, keep_versions=keep_versions,
         skipped=[str(e) for e in reader.errors], started=started, payload_indexes=payload_indexes,
+        source=source,
     )  # fmt: skip
 
 
@@ -357,8 +373,10 @@ def index_documents(
     skipped: Sequence[str] = (),
     started: float | None = None,
     payload_indexes: dict[str, str] | None = None,
+    source: dict[str, Any] | None = None,
 ) -> IndexReport:
-    """:func:`index_corpus` for documents already read (``skipped``: the reader's errors)."""
+    """:func:`index_corpus` for documents already read (``skipped``: the reader's errors;
+    ``source``: the build's source record, :func:`indexer.sources.source_record`)."""
     from tqdm.auto import tqdm
 
     if batch_size < 1:
@@ -377,7 +395,7 @@ def index_documents(
     if not chunks:
         raise ValueError("the documents produced no text to index")
 
-    collection = begin_build(store, name, encoder, payload_indexes)
+    collection = begin_build(store, name, encoder, payload_indexes, source=source)
     try:
         with tqdm(
             total=len(chunks), desc=f"index {name}", unit="chunk", disable=not progress,

@@ -65,7 +65,7 @@ PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime", "text"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 # collection metadata key of the build record (see :func:`build_complete`)
 BUILD_META_KEY = "ember_build"  # the build's owner and whether it finished (indexer.builds)
-# what an index job built it from: encoder spec + fingerprint, corpus, chunking (workers.builds;
+# what an index job built it from: encoder spec + fingerprint, corpus, chunking (indexer.sources;
 # read by the API to load the encoder of a collection it serves)
 SOURCE_META_KEY = "ember_source"
 

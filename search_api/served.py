@@ -3,7 +3,7 @@ it is asked to search.
 
 A versioned collection ``<name>__<fingerprint>__v<N>`` names the fingerprint of the encoder whose
 vectors it holds; its metadata records how to load that encoder (``ember_source.encoder.spec``,
-written by every index job, :mod:`workers.builds`; else the preset named by the ``build`` record
+written by every index job, :mod:`indexer.sources`; else the preset named by the ``build`` record
 of :func:`indexer.pipeline.begin_build`). When an alias moves onto a build of another encoder (a
 retrain promotion), the next ``/search`` on it finds that fingerprint unloaded, loads the encoder
 in a background thread, warms it through its own micro-batcher and only then adds it to the

@@ -4,7 +4,7 @@ One retrain job (kind ``retrain``) runs four stages, each recorded in ``result["
 its state (``pending | running | done | failed | skipped``), times and what it produced:
 
 1. **train**: a registered trainer, ``from`` the encoder serving the alias (what the serving build
-   records, :mod:`workers.builds`), into a new encoder folder (the candidate);
+   records, :mod:`indexer.sources`), into a new encoder folder (the candidate);
 2. **evaluate**: candidate and current encoder on the same BEIR split (exact dense retrieval,
    :func:`indexer.evaluation.beir.evaluate_dense`); both scores and the gain are recorded. The
    candidate is promoted only if ``candidate - current >= min_gain``; otherwise the job ends
@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from encoders.errors import EmberError
-from workers.builds import read_build
+from indexer.sources import read_source
 from workers.retrain_spec import STAGES, RetrainSpec, initial_result
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def current_encoder_spec(store: Store, build: str, spec: RetrainSpec, settings: 
     :func:`check_fingerprint`)."""
     if spec.current_encoder:
         return spec.current_encoder
-    recorded = read_build(store, build).get("encoder") or {}
+    recorded = read_source(store, build).get("encoder") or {}
     if isinstance(recorded.get("spec"), str) and recorded["spec"]:
         return str(recorded["spec"])
     return settings.encoder
@@ -123,7 +123,7 @@ def check_fingerprint(encoder: Encoder, encoder_spec: str, build: str) -> None:
 def corpus_of(store: Store, build: str, spec: RetrainSpec) -> dict[str, Any]:
     """Where the rebuild reads its documents: the caller's ``corpus``, else the corpus path the
     serving build records; its chunking is the serving build's."""
-    record = read_build(store, build)
+    record = read_source(store, build)
     chunking = dict(record.get("chunking") or {})
     if spec.corpus:
         return {"path": spec.corpus, "format": spec.format, "on_error": "fail", **chunking}

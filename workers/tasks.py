@@ -39,9 +39,9 @@ from celery import Task, chord, signals
 from celery.utils.log import get_task_logger
 
 from encoders.errors import EmberError
+from indexer.sources import source_record
 from workers import runtime
 from workers.app import INDEX_QUEUE, TRAIN_QUEUE, app
-from workers.builds import build_record, record_build
 from workers.jobs import JobNotFoundError, JobStore, job_store_url, open_job_store
 from workers.paths import confine_input, confine_train_params
 from workers.retrain import settle_parent
@@ -185,15 +185,16 @@ def index(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         # the build belongs to this process like the CLI's
         build = job.build
         if build is None:
+            # the encoder and corpus it is made of, for retraining (indexer.sources)
+            encoder_spec = str(spec.get("encoder") or runtime.settings().encoder)
+            source = source_record(
+                job_id, encoder_spec, encoder.fingerprint, {**spec, "path": path}
+            )
             build = begin_build(
                 store, collection, encoder, checked.payload_indexes,
                 job=None if self.request.is_eager else job_id,
-                job_alive=lambda other: job_running(store_jobs, other),
+                job_alive=lambda other: job_running(store_jobs, other), source=source,
             )  # fmt: skip
-            # the encoder and corpus it is made of, for retraining (workers.builds)
-            encoder_spec = str(spec.get("encoder") or runtime.settings().encoder)
-            record = build_record(job_id, encoder_spec, encoder.fingerprint, {**spec, "path": path})
-            record_build(store, build, record)
         store_jobs.update(job_id, build=build)
     except Exception as exc:
         store_jobs.finish(job_id, "failed", error=_error_text(exc))

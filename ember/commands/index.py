@@ -213,6 +213,7 @@ def index_command(
 
     from indexer.pipeline import BuildError, index_documents
     from indexer.readers import BadRecordError, read_corpus
+    from indexer.sources import source_record
     from indexer.spec import IndexSpec, spec_error
 
     indexes: dict[str, str] = {}
@@ -246,11 +247,16 @@ def index_command(
     store = open_store_or_fail(settings)
     try:
         encoder = load_encoder_or_fail(encoder_spec)
+        # what the build is made of, so `ember jobs retrain` can rebuild it (indexer.sources)
+        source = source_record(None, encoder_spec, encoder.fingerprint, {
+            "path": str(path), "format": fmt, "on_error": on_error,
+            "chunk_tokens": spec.chunk_tokens, "overlap": spec.overlap,
+        })  # fmt: skip
         report = index_documents(  # refuses chunks longer than the encoder reads
             docs, spec.collection, encoder, store, chunk_tokens=spec.chunk_tokens,
             overlap=spec.overlap, batch_size=batch_size, progress=progress,
             keep_versions=spec.keep_versions, skipped=[str(e) for e in reader.errors],
-            started=started, payload_indexes=spec.payload_indexes,
+            started=started, payload_indexes=spec.payload_indexes, source=source,
         )  # fmt: skip
     except (BuildError, ValueError) as exc:
         raise UserError(str(exc)) from None

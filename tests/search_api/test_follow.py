@@ -28,11 +28,11 @@ from indexer.pipeline import (
     parse_version,
 )
 from indexer.readers import Document
+from indexer.sources import record_source, source_record
 from indexer.store import Store
 from indexer.stores import open_store
 from search_api.served import EncoderRegistry, check_spec
 from tests.search_api.conftest import DOCS, ClientFactory, make_settings
-from workers.builds import build_record, record_build
 
 QUERY = "vitamin d and infection"
 
@@ -49,8 +49,8 @@ def build(store: Store, alias: str, encoder: Encoder, spec: str | None) -> str:
     point), then the checked alias switch."""
     collection = begin_build(store, alias, encoder)
     if spec is not None:
-        record = build_record("job-test", spec, encoder.fingerprint, {"documents": DOCS})
-        record_build(store, collection, record)
+        record = source_record("job-test", spec, encoder.fingerprint, {"documents": DOCS})
+        record_source(store, collection, record)
     chunks = list(chunk_documents(documents(), encoder.tokenizer))
     index_chunks(store, collection, encoder, chunks)
     finish_build(store, alias, collection, len(chunks))

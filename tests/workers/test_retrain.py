@@ -16,10 +16,10 @@ import pytest
 from encoders import load_encoder
 from indexer.pipeline import index_corpus, parse_version, point_id
 from indexer.settings import Settings
+from indexer.sources import read_source
 from tests.workers import retrain_helpers as rh
 from workers import runtime, tasks
 from workers.app import build_beat_schedule
-from workers.builds import read_build
 from workers.client import submit_index, submit_retrain
 from workers.retrain_spec import STAGES, parse_spec
 from workers.training import unregister_trainer
@@ -69,7 +69,7 @@ def test_a_better_candidate_is_promoted(
     first = submit_index(settings, "docs", path=str(path), batch_docs=5, wait=True)
     assert first.state == "succeeded", first.to_dict()
     store = runtime.get_store()
-    record = read_build(store, str(first.build))  # builds record their encoder and corpus
+    record = read_source(store, str(first.build))  # builds record their encoder and corpus
     assert record["encoder"]["spec"] == str(bad.resolve())
     assert record["corpus"] == {"path": str(path.resolve()), "format": "auto", "on_error": "fail"}
 
@@ -96,7 +96,7 @@ def test_a_better_candidate_is_promoted(
     assert build == job.build == result["build"] != first.build
     assert parse_version(build) == ("docs", load_encoder(str(out)).fingerprint, 2)
     assert store.count(build) == len(docs)
-    assert read_build(store, build)["encoder"]["spec"] == str(out)
+    assert read_source(store, build)["encoder"]["spec"] == str(out)
     assert data["progress"]["batches_done"] == data["progress"]["batches_total"] >= 1
     assert data["progress"]["points"] == len(docs)
     for i in (0, 7):
@@ -138,8 +138,8 @@ def test_a_build_without_a_corpus_fails_the_retrain_and_keeps_the_alias(
     path, docs = rh.corpus(tmp_path)
     runtime.provide(settings=settings)
     store = runtime.get_store()
-    # ember index (index_corpus) records nothing: the fingerprint finds EMBER_ENCODER, but the
-    # corpus must be given
+    # index_corpus without encoder_spec records no source (as builds made before sources were
+    # recorded): the fingerprint finds EMBER_ENCODER, but the corpus must be given
     report = index_corpus(path, "docs", load_encoder(str(bad)), store, progress=False)
     evals = rh.eval_set(tmp_path)
     job = submit_retrain(settings, rh.retrain_spec("docs", good, evals), wait=True)
@@ -190,3 +190,35 @@ def test_beat_runs_the_retrain_pipeline_and_old_entries_stay_valid() -> None:
         build_beat_schedule(Settings(retrain_schedule=[bad]))
     with pytest.raises(ValueError, match="unknown field 'alias'"):
         build_beat_schedule(Settings(retrain_schedule=[{**entries[0], "alias": "docs"}]))
+
+
+def test_a_build_made_by_ember_index_is_retrained_from_its_recorded_corpus(
+    tmp_path: Path, encs: tuple[Path, Path], cleanup: None
+) -> None:
+    """`ember index` records the build's source (encoder spec, corpus path, chunking), so a
+    retrain of its alias needs neither corpus nor current_encoder."""
+    from click.testing import CliRunner
+
+    from ember.cli import cli
+
+    good, bad = encs
+    settings = make_settings(tmp_path, good)  # EMBER_ENCODER is NOT the encoder it was built with
+    path, docs = rh.corpus(tmp_path)
+    res = CliRunner().invoke(cli, [
+        "index", str(path), "-c", "docs", "--data-dir", str(settings.data_dir), "--encoder",
+        str(bad), "--chunk-tokens", "64", "--overlap", "8", "--no-progress",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    runtime.provide(settings=settings)
+    store = runtime.get_store()
+    built = str(store.get_alias("docs"))
+    source = read_source(store, built)
+    assert source["encoder"]["spec"] == str(bad.resolve())
+    assert source["corpus"] == {"path": str(path.resolve()), "format": "auto", "on_error": "fail"}
+    assert source["chunking"] == {"chunk_tokens": 64, "overlap": 8} and source["job"] is None
+
+    job = submit_retrain(settings, rh.retrain_spec("docs", good, rh.eval_set(tmp_path)), wait=True)
+    assert job.state == "succeeded" and job.result["decision"] == "promoted", job.result
+    assert job.result["current"]["encoder"] == str(bad.resolve())  # from the record
+    assert job.result["current"]["corpus"]["chunk_tokens"] == 64  # rebuilt chunked the same way
+    assert store.get_alias("docs") == job.build != built and store.count("docs") == len(docs)
