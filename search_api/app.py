@@ -7,7 +7,8 @@ embedded store. The encoder is loaded and warmed up in the background after star
 
 Routers live in :mod:`search_api.routes`; ``search_api.routes.jobs`` (the job API, written with
 the workers) is included when it exists, behind the same API keys. The app never imports
-``workers`` itself.
+``workers`` itself. ``/docs`` and ``/redoc`` load their Swagger UI / ReDoc assets from the app
+(fastapi-offline's packaged copies), never from a CDN, so they work without network.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi_offline import FastAPIOffline
 
 from indexer.settings import broker_without_qdrant
 from search_api.batcher import EncodeFn, MicroBatcher, Mode
@@ -180,7 +182,9 @@ def create_app(
                 state.store.close()
                 state.store = None
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI with /docs (Swagger UI) and /redoc served from the assets packaged
+    # in fastapi-offline (under /static-offline-docs), not from a CDN, so they work offline
+    app = FastAPIOffline(
         title="Ember search API",
         version="0.1.0",
         description=(

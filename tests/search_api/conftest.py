@@ -1,10 +1,12 @@
 """Fixtures for the API tests: a tiny random encoder, an embedded store indexed by the real
-pipeline, TestClients with the lifespan entered, and a real uvicorn server on a loopback port."""
+pipeline, TestClients with the lifespan entered, a real uvicorn server on a loopback port, and
+headless Chromium (Playwright driving Debian's /usr/bin/chromium; no browser download)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -17,6 +19,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from playwright.sync_api import sync_playwright
 
 from encoders.testing import tiny_encoder
 from indexer.pipeline import index_corpus
@@ -39,6 +42,16 @@ DOCS: list[dict[str, Any]] = [
     {"id": "claim", "text": "Given a scientific claim, documents support or refute the claim.",
      "source": "pubmed", "year": 2016, "lang": "en"},
 ]  # fmt: skip
+
+CHROMIUM = os.environ.get("EMBER_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 # A wait long enough that concurrent requests of a test always meet in one micro-batch; a batch
 # closes as soon as it is full, so this bounds latency, it is not what the tests assert.
@@ -193,3 +206,16 @@ def live_server(tmp_path: Path, encoder: Any, store: Store) -> Iterator[Callable
 
     with stack:
         yield factory
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's, at ``EMBER_CHROMIUM``), closed after the test."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} not found: run `make system-deps` (Debian package chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()

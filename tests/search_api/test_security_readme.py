@@ -8,7 +8,7 @@ import pytest
 from tests.search_api.conftest import ClientFactory
 
 OPEN = [("GET", "/health"), ("GET", "/tasks"), ("GET", "/metrics"), ("GET", "/"),
-        ("GET", "/docs"), ("GET", "/openapi.json")]  # fmt: skip
+        ("GET", "/docs"), ("GET", "/redoc"), ("GET", "/openapi.json")]  # fmt: skip
 KEYED = [
     ("POST", "/search", {"query": "fox"}),
     ("GET", "/collections", None),

@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from playwright.sync_api import sync_playwright
 
 from encoders.instructions import TASKS
 from tests.search_api.conftest import DOCS, LiveServer
-
-CHROMIUM = os.environ.get("EMBER_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def test_page_is_served_with_its_controls(client: TestClient) -> None:
@@ -39,18 +28,6 @@ def test_page_is_served_with_its_controls(client: TestClient) -> None:
     for route in ('"/tasks"', '"/collections"', '"/search"', '"/health"'):
         assert route in html
     assert "innerHTML" not in html
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} not found: run `make system-deps` (Debian package chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_search_in_headless_chromium(
