@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from ember.commands.options import chunk_options
 from ember.errors import UserError
 
 if TYPE_CHECKING:
@@ -58,9 +61,46 @@ def _encoder_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--progress/--no-progress", default=True, help="Progress bars on stderr."),
     ]
+
+    @functools.wraps(f)
+    def packed(**kwargs: Any) -> Any:
+        run = EvalRun(**{name: kwargs.pop(name) for name in EvalRun.__dataclass_fields__})
+        return f(run=run, **kwargs)
+
+    wrapped: Callable[..., Any] = packed
     for option in reversed(options):
-        f = option(f)
-    return f
+        wrapped = option(wrapped)
+    return wrapped
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """What every encoder evaluation takes (the options of :func:`_encoder_options`)."""
+
+    encoder_spec: str | None
+    instruction: str | None
+    no_instruction: bool
+    cache_dir: Path | None
+    no_cache: bool
+    as_json: bool
+    output: Path | None
+    progress: bool
+
+    @property
+    def names_encoder(self) -> bool:
+        return bool(self.encoder_spec or self.instruction or self.no_instruction)
+
+    def load_encoder(self) -> Encoder:
+        return _load_encoder(self.encoder_spec)
+
+    def instruction_for(self, encoder: Encoder, task: str) -> str | None:
+        return _instruction(encoder, task, self.instruction, self.no_instruction)
+
+    def cache(self) -> VectorCache:
+        return _cache(self.cache_dir, self.no_cache)
+
+    def emit(self, result: dict[str, Any], lines: list[str]) -> None:
+        _emit(result, lines, self.as_json, self.output)
 
 
 def _fusion_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -189,18 +229,7 @@ def _guess_task(dataset: str) -> str:
     "pipeline (chunked, edge store with HNSW) and search it as /search does (one hit per "
     "document); --mode dense or hybrid.",
 )
-@click.option(
-    "--chunk-tokens",
-    type=click.IntRange(min=1),
-    default=None,
-    help="--served: tokens per chunk [default: 256, as `ember index`].",
-)
-@click.option(
-    "--overlap",
-    type=click.IntRange(min=0),
-    default=None,
-    help="--served: tokens shared by consecutive chunks [default: 32].",
-)
+@chunk_options(min_tokens=1, defaults=False, when="--served: ")
 @click.option(
     "--hnsw-ef",
     type=click.IntRange(min=1),
@@ -231,14 +260,7 @@ def beir_command(
     fusion_weight: float,
     fusion_scale: float,
     fusion_prefetch: int,
-    encoder_spec: str | None,
-    instruction: str | None,
-    no_instruction: bool,
-    cache_dir: Path | None,
-    no_cache: bool,
-    as_json: bool,
-    output: Path | None,
-    progress: bool,
+    run: EvalRun,
     run_file: Path | None,
 ) -> None:
     """nDCG@10, recall@100 and MRR@10 on a BEIR folder (corpus.jsonl, queries.jsonl, qrels/).
@@ -267,7 +289,7 @@ def beir_command(
         raise UserError(f"{given}: only with --served")
     if served and (bm25 or mode == "sparse"):
         raise UserError("--served evaluates an encoder: --mode dense or hybrid, no --bm25")
-    if (bm25 or mode == "sparse") and (encoder_spec or instruction or no_instruction):
+    if (bm25 or mode == "sparse") and run.names_encoder:
         which = "--bm25" if bm25 else "--mode sparse"
         raise UserError(f"{which} takes no --encoder or instruction options")
     if bm25 and mode != "dense":
@@ -279,7 +301,7 @@ def beir_command(
         raise UserError(str(exc)) from None
     if served:
         result, used = _served(
-            dataset, mode, task, encoder_spec, instruction, no_instruction, progress,
+            dataset, mode, task, run,
             chunk_tokens=chunk_tokens, overlap=overlap, hnsw_ef=hnsw_ef, data_dir=data_dir,
             fusion=fusion_spec if mode == "hybrid" else None,
         )  # fmt: skip
@@ -290,31 +312,31 @@ def beir_command(
         result = evaluate_sparse(dataset)
         used = f"Qdrant sparse: {result.details['bm25']}"
     elif mode == "hybrid":
-        encoder = _load_encoder(encoder_spec)
+        encoder = run.load_encoder()
         task_name = task or _guess_task(dataset.name)
-        query_instruction = _instruction(encoder, task_name, instruction, no_instruction)
+        query_instruction = run.instruction_for(encoder, task_name)
         (result,) = evaluate_hybrid(
             encoder,
             dataset,
             instruction=query_instruction,
             fusions=[fusion_spec],
-            cache=_cache(cache_dir, no_cache),
-            show_progress=progress,
+            cache=run.cache(),
+            show_progress=run.progress,
         )
         used = (
             f"{encoder.config.name} [{encoder.fingerprint}] + Qdrant BM25, fusion "
             f"{fusion_spec.as_dict()}, instruction: {query_instruction!r}"
         )
     else:
-        encoder = _load_encoder(encoder_spec)
+        encoder = run.load_encoder()
         task_name = task or _guess_task(dataset.name)
-        query_instruction = _instruction(encoder, task_name, instruction, no_instruction)
+        query_instruction = run.instruction_for(encoder, task_name)
         result = evaluate_dense(
             encoder,
             dataset,
             instruction=query_instruction,
-            cache=_cache(cache_dir, no_cache),
-            show_progress=progress,
+            cache=run.cache(),
+            show_progress=run.progress,
         )
         used = f"{encoder.config.name} [{encoder.fingerprint}], instruction: {query_instruction!r}"
     s = result.scores
@@ -327,7 +349,7 @@ def beir_command(
     ]
     if dataset.missing_docs:
         lines.append(f"warning: {dataset.missing_docs} judged documents are not in the corpus")
-    _emit(result.as_dict(), lines, as_json, output)
+    run.emit(result.as_dict(), lines)
     if run_file is not None:
         _write_run_file(run_file, result.run, result.system)
 
@@ -336,10 +358,7 @@ def _served(
     dataset: Any,
     mode: str,
     task: str | None,
-    encoder_spec: str | None,
-    instruction: str | None,
-    no_instruction: bool,
-    progress: bool,
+    run: EvalRun,
     *,
     chunk_tokens: int | None,
     overlap: int | None,
@@ -351,16 +370,14 @@ def _served(
     from indexer.evaluation.served import evaluate_served
     from indexer.spec import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP
 
-    encoder = _load_encoder(encoder_spec)
-    query_instruction = _instruction(
-        encoder, task or _guess_task(dataset.name), instruction, no_instruction
-    )
+    encoder = run.load_encoder()
+    query_instruction = run.instruction_for(encoder, task or _guess_task(dataset.name))
     try:
         result = evaluate_served(
             encoder, dataset, instruction=query_instruction, mode=mode,
             chunk_tokens=DEFAULT_CHUNK_TOKENS if chunk_tokens is None else chunk_tokens,
             overlap=DEFAULT_OVERLAP if overlap is None else overlap, hnsw_ef=hnsw_ef,
-            fusion=fusion, data_dir=data_dir, show_progress=progress,
+            fusion=fusion, data_dir=data_dir, show_progress=run.progress,
         )  # fmt: skip
     except ValueError as exc:  # chunk settings the pipeline refuses
         raise UserError(str(exc)) from None
@@ -394,14 +411,7 @@ def fit_fusion_command(
     task: str | None,
     collection: str | None,
     data_dir: str | None,
-    encoder_spec: str | None,
-    instruction: str | None,
-    no_instruction: bool,
-    cache_dir: Path | None,
-    no_cache: bool,
-    as_json: bool,
-    output: Path | None,
-    progress: bool,
+    run: EvalRun,
 ) -> None:
     """Fit the hybrid fusion on a training split: RRF (k=60), DBSF and weighted formulas
     w * cos + (1 - w) * s / (s + c) over a grid of w and c, scored by nDCG@10 through Qdrant.
@@ -421,16 +431,14 @@ def fit_fusion_command(
         dataset = load_beir(path, split)
     except EvalDataError as exc:
         raise UserError(str(exc)) from None
-    encoder = _load_encoder(encoder_spec)
-    query_instruction = _instruction(
-        encoder, task or _guess_task(dataset.name), instruction, no_instruction
-    )
+    encoder = run.load_encoder()
+    query_instruction = run.instruction_for(encoder, task or _guess_task(dataset.name))
     fit = fit_fusion(
         encoder,
         dataset,
         instruction=query_instruction,
-        cache=_cache(cache_dir, no_cache),
-        show_progress=progress,
+        cache=run.cache(),
+        show_progress=run.progress,
     )
     by_method: dict[str, dict[str, Any]] = {}
     for row in fit.table:
@@ -460,7 +468,7 @@ def fit_fusion_command(
         finally:
             store.close()
         lines.append(f"stored with collection {collection!r}")
-    _emit(result, lines, as_json, output)
+    run.emit(result, lines)
 
 
 @eval_group.command("sts")
@@ -472,14 +480,7 @@ def sts_command(
     path: Path,
     split: str,
     task: str,
-    encoder_spec: str | None,
-    instruction: str | None,
-    no_instruction: bool,
-    cache_dir: Path | None,
-    no_cache: bool,
-    as_json: bool,
-    output: Path | None,
-    progress: bool,
+    run: EvalRun,
 ) -> None:
     """Spearman correlation between STS-B gold scores and the cosine of the two sentences.
 
@@ -493,10 +494,10 @@ def sts_command(
         pairs = load_sts(path, split)
     except EvalDataError as exc:
         raise UserError(str(exc)) from None
-    encoder = _load_encoder(encoder_spec)
-    used = _instruction(encoder, task, instruction, no_instruction)
+    encoder = run.load_encoder()
+    used = run.instruction_for(encoder, task)
     result = evaluate_sts(
-        encoder, pairs, instruction=used, cache=_cache(cache_dir, no_cache), show_progress=progress
+        encoder, pairs, instruction=used, cache=run.cache(), show_progress=run.progress
     )
     lines = [
         f"{pairs.path}: {result.n_pairs} pairs",
@@ -504,7 +505,7 @@ def sts_command(
         f"Spearman  {100 * result.spearman:.2f}",
         f"Pearson   {100 * result.pearson:.2f}",
     ]
-    _emit(result.as_dict(), lines, as_json, output)
+    run.emit(result.as_dict(), lines)
 
 
 @eval_group.command("echo")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ember.commands.options import chunk_options, int_option
 from ember.errors import UserError
 
 if TYPE_CHECKING:
@@ -139,34 +140,9 @@ def dtype_option(f: Any) -> Any:
     help="Bad records: fail = stop at the first (file:line), nothing served changes; "
     "skip = report each on stderr and go on.",
 )
-@click.option(
-    "--chunk-tokens",
-    type=click.IntRange(min=8),
-    default=256,
-    show_default=True,
-    help="Tokens per chunk (the encoder's tokenizer).",
-)
-@click.option(
-    "--overlap",
-    type=click.IntRange(min=0),
-    default=32,
-    show_default=True,
-    help="Tokens shared by consecutive chunks of a document.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Chunks encoded and written per step.",
-)
-@click.option(
-    "--keep-versions",
-    type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    help="Previous builds kept for rollback.",
-)
+@chunk_options(min_tokens=8, defaults=True)
+@int_option("--batch-size", default=64, min=1, help="Chunks encoded and written per step.")
+@int_option("--keep-versions", default=1, min=0, help="Previous builds kept for rollback.")
 @click.option(
     "--payload-index",
     "payload_index",

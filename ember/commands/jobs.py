@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ember.commands.options import chunk_options, json_object
 from ember.errors import UserError
 
 if TYPE_CHECKING:
@@ -161,6 +162,19 @@ def _finish(job: Job, as_json: bool) -> None:
         sys.exit(1)
 
 
+def _report(settings: Settings, job: Job, *, embedded: bool, wait: bool, as_json: bool) -> None:
+    """A submitted job: in-process it has run, so print its record; with a broker print its
+    id, then follow it to its end when --wait asks (else say how to follow it)."""
+    if embedded:
+        _finish(job, as_json)
+        return
+    click.echo(job.id)
+    if wait:
+        _finish(_follow(settings, job.id, None), as_json)
+    else:
+        click.echo(f"queued; follow it with: ember jobs show {job.id} --wait", err=True)
+
+
 @click.group("jobs")
 def jobs_group() -> None:
     """Index and training jobs: submit them, list them, follow their progress."""
@@ -226,8 +240,7 @@ def show_command(job_id: str, as_json: bool, wait: bool) -> None:
     default=None,
     help="Documents per batch task [env EMBER_JOB_BATCH_DOCS; default 64].",
 )
-@click.option("--chunk-tokens", type=click.IntRange(min=1), default=None, help="Default 256.")
-@click.option("--overlap", type=click.IntRange(min=0), default=None, help="Default 32.")
+@chunk_options(min_tokens=1, defaults=False)
 @click.option("--wait/--no-wait", default=False, help="With a broker: follow the job to its end.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final JSON record.")
 def index_command(
@@ -260,14 +273,7 @@ def index_command(
         )  # fmt: skip
     except (ValueError, StoreError) as exc:  # a locked store: one line, no job record
         raise UserError(str(exc)) from None
-    if embedded:
-        _finish(job, as_json)
-        return
-    click.echo(job.id)
-    if wait:
-        _finish(_follow(settings, job.id, None), as_json)
-    else:
-        click.echo(f"queued; follow it with: ember jobs show {job.id} --wait", err=True)
+    _report(settings, job, embedded=embedded, wait=wait, as_json=as_json)
 
 
 @jobs_group.command("train")
@@ -279,24 +285,14 @@ def train_command(trainer: str, params: str, wait: bool, as_json: bool) -> None:
     """Run TRAINER (from EMBER_TRAINER_MODULES) as a job on the `train` queue."""
     from workers.client import submit_train
 
-    try:
-        parsed: Any = json.loads(params)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--params: invalid JSON ({exc.msg})") from None
-    if not isinstance(parsed, dict):
-        raise UserError("--params: expected a JSON object")
+    parsed = json_object("--params", params)
     settings = _settings()
     embedded = not settings.broker_url
     try:
         job = submit_train(settings, trainer, parsed, wait=embedded)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    if embedded:
-        _finish(job, as_json)
-        return
-    click.echo(job.id)
-    if wait:
-        _finish(_follow(settings, job.id, None), as_json)
+    _report(settings, job, embedded=embedded, wait=wait, as_json=as_json)
 
 
 @jobs_group.command("retrain")
@@ -360,12 +356,7 @@ def retrain_command(
     """
     from workers.client import submit_retrain
 
-    try:
-        parsed: Any = json.loads(params)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--params: invalid JSON ({exc.msg})") from None
-    if not isinstance(parsed, dict):
-        raise UserError("--params: expected a JSON object")
+    parsed = json_object("--params", params)
     settings = _settings()
     embedded = not settings.broker_url
 
@@ -383,14 +374,7 @@ def retrain_command(
         job = submit_retrain(settings, spec, wait=embedded)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    if embedded:
-        _finish(job, as_json)
-        return
-    click.echo(job.id)
-    if wait:
-        _finish(_follow(settings, job.id, None), as_json)
-    else:
-        click.echo(f"queued; follow it with: ember jobs show {job.id} --wait", err=True)
+    _report(settings, job, embedded=embedded, wait=wait, as_json=as_json)
 
 
 def _require_broker(settings: Settings, what: str) -> None:
