@@ -21,6 +21,7 @@ from ember.commands.index import (
     settings_for,
     store_options,
 )
+from ember.commands.options import int_option
 from ember.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,11 +77,10 @@ def demo_subset(folder: Path, docs: int) -> tuple[list[dict[str, Any]], dict[str
     help="BEIR folder to index [default: ../shared/data/beir/scifact-mini, else the copy "
     "bundled in indexer/data/scifact-demo].",
 )
-@click.option(
+@int_option(
     "--docs",
-    type=click.IntRange(min=0),
     default=150,
-    show_default=True,
+    min=0,
     help="Documents to index: those judged relevant for the test queries, then others up to "
     "this many (0 = all; all 500 take several minutes with smollm2-ember on 2 CPU cores).",
 )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ember.commands.options import chunk_options
+from ember.commands.options import chunk_options, int_option
 from ember.errors import UserError
 
 if TYPE_CHECKING:
@@ -598,18 +598,16 @@ def _write_run_file(path: Path, run: dict[str, list[tuple[str, float]]], system:
 @eval_group.command("score")
 @click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
 @click.argument("qrels_path", metavar="QRELS", type=click.Path(path_type=Path))
-@click.option(
+@int_option(
     "--k",
     default=10,
-    show_default=True,
-    type=click.IntRange(min=1),
+    min=1,
     help="Cut-off of nDCG and MRR.",
 )
-@click.option(
+@int_option(
     "--depth",
     default=100,
-    show_default=True,
-    type=click.IntRange(min=1),
+    min=1,
     help="Documents kept per query before scoring (BEIR's top_k).",
 )
 @click.option(

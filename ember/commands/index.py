@@ -311,19 +311,18 @@ def parse_filter_option(raw: str | None) -> dict[str, Any] | None:
     "see `ember search --list-tasks`. Default: web_search.",
 )
 @click.option("--instruction", default=None, help="A custom query instruction (overrides --task).")
-@click.option(
+@int_option(
     "--top-k",
     "-k",
-    type=click.IntRange(min=1, max=1000),
     default=10,
-    show_default=True,
+    min=1,
+    max=1000,
     help="Number of hits: documents (chunks with --chunks).",
 )
-@click.option(
+@int_option(
     "--offset",
-    type=click.IntRange(min=0),
     default=0,
-    show_default=True,
+    min=0,
     help="Skip that many hits: the next page is --offset OFFSET+TOP_K.",
 )
 @click.option(

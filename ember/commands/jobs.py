@@ -175,6 +175,14 @@ def _report(settings: Settings, job: Job, *, embedded: bool, wait: bool, as_json
         click.echo(f"queued; follow it with: ember jobs show {job.id} --wait", err=True)
 
 
+def submit_options(f: Any) -> Any:
+    """--wait and --json, as every submitting command takes them (see :func:`_report`)."""
+    f = click.option("--json", "as_json", is_flag=True, help="Print the final JSON record.")(f)
+    return click.option(
+        "--wait/--no-wait", default=False, help="With a broker: follow the job to its end."
+    )(f)
+
+
 @click.group("jobs")
 def jobs_group() -> None:
     """Index and training jobs: submit them, list them, follow their progress."""
@@ -241,8 +249,7 @@ def show_command(job_id: str, as_json: bool, wait: bool) -> None:
     help="Documents per batch task [env EMBER_JOB_BATCH_DOCS; default 64].",
 )
 @chunk_options(min_tokens=1, defaults=False)
-@click.option("--wait/--no-wait", default=False, help="With a broker: follow the job to its end.")
-@click.option("--json", "as_json", is_flag=True, help="Print the final JSON record.")
+@submit_options
 def index_command(
     path: str,
     collection: str,
@@ -279,8 +286,7 @@ def index_command(
 @jobs_group.command("train")
 @click.argument("trainer")
 @click.option("--params", default="{}", help="Trainer parameters as a JSON object.")
-@click.option("--wait/--no-wait", default=False, help="With a broker: follow the job to its end.")
-@click.option("--json", "as_json", is_flag=True, help="Print the final JSON record.")
+@submit_options
 def train_command(trainer: str, params: str, wait: bool, as_json: bool) -> None:
     """Run TRAINER (from EMBER_TRAINER_MODULES) as a job on the `train` queue."""
     from workers.client import submit_train
@@ -326,8 +332,7 @@ def train_command(trainer: str, params: str, wait: bool, as_json: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True)
 @click.option("--current-encoder", default=None, help="For builds that record no encoder.")
 @click.option("--keep-versions", type=click.IntRange(0, 100), default=1, show_default=True)
-@click.option("--wait/--no-wait", default=False, help="With a broker: follow the job to its end.")
-@click.option("--json", "as_json", is_flag=True, help="Print the final JSON record.")
+@submit_options
 def retrain_command(
     alias: str,
     trainer: str,

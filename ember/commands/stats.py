@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ember.commands.options import int_option
 from ember.errors import UserError
 
 
@@ -20,11 +21,10 @@ from ember.errors import UserError
     required=True,
     help="Folder for the standardised encoder (encoder_config.json [+ whitening.npy]).",
 )
-@click.option(
+@int_option(
     "--limit",
     default=1000,
-    show_default=True,
-    type=click.IntRange(2),
+    min=2,
     help="Documents drawn (seeded) from the corpus to fit on.",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the document sample.")
