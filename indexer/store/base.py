@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,12 +25,28 @@ from indexer.store.model import (
     BuildIncompleteError,
     CollectionInfo,
     CollectionNotFoundError,
+    CollectionSpec,
     Hit,
     Point,
     as_vector,
     build_complete,
+    check_name,
+    check_payload_indexes,
     check_search_args,
+    check_sparse,
+    check_vectors,
 )
+
+
+@dataclass(frozen=True)
+class HybridQuery:
+    """One hybrid query: the dense vector ``using`` and the sparse ``sparse_using``, fused."""
+
+    dense: list[float]
+    sparse: SparseVector
+    using: str
+    sparse_using: str
+    fusion: Fusion
 
 
 class Store(ABC):
@@ -39,7 +56,6 @@ class Store(ABC):
     location: str = ""  # folder or URL, for messages
     closed: bool = False
 
-    @abstractmethod
     def create_collection(
         self,
         name: str,
@@ -51,10 +67,44 @@ class Store(ABC):
         """Create an empty collection with cosine named vectors and ``sparse`` sparse vectors
         (Qdrant's IDF modifier: the engine scores them as BM25) and metadata ``meta`` (in the
         same step: a build is never visible without its record); ``ValueError`` if it exists."""
+        check_name(name)
+        vectors = check_vectors(vectors)
+        spec = CollectionSpec(
+            vectors=vectors,
+            sparse=check_sparse(sparse, vectors),
+            payload_indexes=check_payload_indexes(payload_indexes),
+            meta=meta,
+        )
+        self._create_collection(name, spec)
 
     @abstractmethod
+    def _create_collection(self, name: str, spec: CollectionSpec) -> None:
+        """Create the checked collection; :class:`CollectionExistsError` if ``name`` is taken
+        (by a collection or an alias)."""
+
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
         """Insert or overwrite points by id (idempotent)."""
+        if not points:
+            return
+        self._upsert(collection, [self._point(p, self._point_vectors(p)) for p in points])
+
+    def _point_vectors(self, point: Point) -> dict[str, Any]:
+        """A point's checked dense vectors and its non-empty sparse vectors, by name."""
+        dense = {name: as_vector(v, name) for name, v in point.vectors.items()}
+        sparse = {name: self._sparse_vector(v) for name, v in point.sparse.items() if v}
+        return {**dense, **sparse}
+
+    @abstractmethod
+    def _sparse_vector(self, vector: SparseVector) -> Any:
+        """The engine's sparse vector."""
+
+    @abstractmethod
+    def _point(self, point: Point, vectors: dict[str, Any]) -> Any:
+        """The engine's point of ``point`` with its ``vectors`` (:meth:`_point_vectors`)."""
+
+    @abstractmethod
+    def _upsert(self, collection: str, points: list[Any]) -> None:
+        """Write engine points (:meth:`_point`) into ``collection`` (not an alias)."""
 
     @abstractmethod
     def count(self, collection: str) -> int: ...
@@ -74,28 +124,12 @@ class Store(ABC):
         """A nearest-neighbour request on the sparse vector ``using`` (BM25 with IDF)."""
 
     @abstractmethod
-    def _hybrid_request(
-        self,
-        dense: list[float],
-        sparse: SparseVector,
-        *,
-        using: str,
-        sparse_using: str,
-        limit: int,
-        filter: Any,
-        fusion: Fusion,
-    ) -> Any:
+    def _hybrid_request(self, query: HybridQuery, limit: int, filter: Any) -> Any:
         """One query: a dense and a sparse prefetch (both filtered), fused by the engine."""
 
     @abstractmethod
     def _run(self, collection_or_alias: str, requests: Sequence[Any]) -> list[list[Hit]]:
         """Run query requests in one batch call, one hit list per request."""
-
-    def _run_some(self, collection_or_alias: str, requests: Sequence[Any]) -> list[list[Hit]]:
-        """:meth:`_run` where a request may be None (an empty query: no hits)."""
-        live = [r for r in requests if r is not None]
-        found = iter(self._run(collection_or_alias, live) if live else [])
-        return [[] if r is None else next(found) for r in requests]
 
     def _filter(self, filter: Mapping[str, Any] | None) -> Any:
         return build_filter(parse_filter(filter), self.filters)
@@ -209,17 +243,8 @@ class Store(ABC):
                 if not q:  # nothing for BM25 to match: the dense list alone
                     out.append(self._dense_request(dense, using, limit, qfilter))
                     continue
-                out.append(
-                    self._hybrid_request(
-                        dense,
-                        q,
-                        using=using,
-                        sparse_using=sparse_using,
-                        limit=min(limit, candidates),
-                        filter=qfilter,
-                        fusion=fusion,
-                    )
-                )
+                hybrid = HybridQuery(dense, q, using, sparse_using, fusion)
+                out.append(self._hybrid_request(hybrid, min(limit, candidates), qfilter))
             return out
 
         return self._ranked(

@@ -14,21 +14,18 @@ import numpy as np
 
 from indexer.groups import rank_key
 from indexer.sparse import Fusion, SparseVector
-from indexer.store.base import Store
+from indexer.store.base import HybridQuery, Store
 from indexer.store.filters import FilterFactory
 from indexer.store.model import (
     CollectionExistsError,
     CollectionInfo,
     CollectionNotFoundError,
+    CollectionSpec,
     Hit,
     Point,
-    StoreError,
-    as_vector,
+    StoreLockedError,
     build_complete,
     check_name,
-    check_payload_indexes,
-    check_sparse,
-    check_vectors,
 )
 
 
@@ -86,11 +83,7 @@ class QdrantClientStore(Store):
                 # self._lock serialises every call instead
                 self.client = QdrantClient(path=str(path), force_disable_check_same_thread=True)
             except RuntimeError as exc:
-                raise StoreError(
-                    f"embedded store {path} is locked by another process; embedded mode is one "
-                    "process per folder (run the API and workers together, or use a Qdrant "
-                    "server: EMBER_QDRANT_URL)"
-                ) from exc
+                raise StoreLockedError(path) from exc
         else:
             assert url is not None
             self.backend = "server"
@@ -114,19 +107,14 @@ class QdrantClientStore(Store):
     def _aliases(self) -> dict[str, str]:
         return {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
 
+    def _check(self, name: str, *, alias: bool = True) -> None:
+        """Raise :class:`CollectionNotFoundError` unless ``name`` is a collection (or, with
+        ``alias``, an alias)."""
+        if not self._exists(name) and not (alias and name in self._aliases()):
+            raise CollectionNotFoundError(name)
+
     # -- interface
-    def create_collection(
-        self,
-        name: str,
-        vectors: dict[str, int],
-        payload_indexes: dict[str, str] | None = None,
-        sparse: Sequence[str] = (),
-        meta: Mapping[str, Any] | None = None,
-    ) -> None:
-        check_name(name)
-        vectors = check_vectors(vectors)
-        sparse = check_sparse(sparse, vectors)
-        indexes = check_payload_indexes(payload_indexes)
+    def _create_collection(self, name: str, spec: CollectionSpec) -> None:
         m = self._models()
         with self._lock:
             if self._exists(name) or name in self._aliases():
@@ -135,101 +123,66 @@ class QdrantClientStore(Store):
                 name,
                 vectors_config={
                     v: m.VectorParams(size=d, distance=m.Distance.COSINE)
-                    for v, d in vectors.items()
+                    for v, d in spec.vectors.items()
                 },
                 sparse_vectors_config={
-                    n: m.SparseVectorParams(modifier=m.Modifier.IDF) for n in sparse
+                    n: m.SparseVectorParams(modifier=m.Modifier.IDF) for n in spec.sparse
                 }
                 or None,
-                metadata=dict(meta) if meta else None,
+                metadata=dict(spec.meta) if spec.meta else None,
             )
             if self.backend == "server":
-                for field, kind in indexes.items():
+                for field, kind in spec.payload_indexes.items():
                     self.client.create_payload_index(
                         name, field, field_schema=m.PayloadSchemaType(kind), wait=True
                     )
 
-    def upsert(self, collection: str, points: Sequence[Point]) -> None:
-        if not points:
-            return
-        m = self._models()
-        structs = [
-            m.PointStruct(
-                id=p.id,
-                vector={
-                    **{name: as_vector(v, name) for name, v in p.vectors.items()},
-                    **{
-                        name: m.SparseVector(indices=list(v.indices), values=list(v.values))
-                        for name, v in p.sparse.items()
-                        if v
-                    },
-                },
-                payload=p.payload,
-            )
-            for p in points
-        ]
+    def _sparse_vector(self, vector: SparseVector) -> Any:
+        return self._models().SparseVector(indices=list(vector.indices), values=list(vector.values))
+
+    def _point(self, point: Point, vectors: dict[str, Any]) -> Any:
+        return self._models().PointStruct(id=point.id, vector=vectors, payload=point.payload)
+
+    def _upsert(self, collection: str, points: list[Any]) -> None:
         with self._lock:
-            if not self._exists(collection):
-                raise CollectionNotFoundError(collection)
-            self.client.upsert(collection, points=structs, wait=True)
+            self._check(collection, alias=False)
+            self.client.upsert(collection, points=points, wait=True)
 
     def count(self, collection: str) -> int:
         with self._lock:
-            if not self._exists(collection) and collection not in self._aliases():
-                raise CollectionNotFoundError(collection)
+            self._check(collection)
             return int(self.client.count(collection, exact=True).count)
 
     def _dense_request(self, vector: list[float], using: str, limit: int, filter: Any) -> Any:
-        m = self._models()
-        return m.QueryRequest(
+        return self._models().QueryRequest(
             query=vector, using=using, limit=limit, filter=filter, with_payload=True
         )
 
     def _sparse_request(self, query: SparseVector, using: str, limit: int, filter: Any) -> Any:
-        m = self._models()
-        return m.QueryRequest(
-            query=self._sparse(query), using=using, limit=limit, filter=filter, with_payload=True
-        )
+        return self._models().QueryRequest(
+            query=self._sparse_vector(query), using=using, limit=limit, filter=filter,
+            with_payload=True,
+        )  # fmt: skip
 
-    def _hybrid_request(
-        self,
-        dense: list[float],
-        sparse: SparseVector,
-        *,
-        using: str,
-        sparse_using: str,
-        limit: int,
-        filter: Any,
-        fusion: Fusion,
-    ) -> Any:
+    def _hybrid_request(self, query: HybridQuery, limit: int, filter: Any) -> Any:
         m = self._models()
-        candidates = max(fusion.prefetch, limit)
+        candidates = max(query.fusion.prefetch, limit)
+        sparse = self._sparse_vector(query.sparse)
         return m.QueryRequest(
             prefetch=[
-                m.Prefetch(query=dense, using=using, limit=candidates, filter=filter),
-                m.Prefetch(
-                    query=self._sparse(sparse), using=sparse_using, limit=candidates, filter=filter
-                ),
+                m.Prefetch(query=query.dense, using=query.using, limit=candidates, filter=filter),
+                m.Prefetch(query=sparse, using=query.sparse_using, limit=candidates, filter=filter),
             ],
-            query=self._fusion_query(fusion),
+            query=self._fusion_query(query.fusion),
             limit=limit,
             with_payload=True,
         )
 
     def _run(self, collection_or_alias: str, requests: Sequence[Any]) -> list[list[Hit]]:
         with self._lock:
-            if not self._exists(collection_or_alias) and (
-                collection_or_alias not in self._aliases()
-            ):
-                raise CollectionNotFoundError(collection_or_alias)
+            self._check(collection_or_alias)
             responses = self.client.query_batch_points(collection_or_alias, requests=requests)
-        return [
-            [
-                Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
-                for p in r.points
-            ]
-            for r in responses
-        ]
+        return [[Hit.scored(p) for p in r.points] for r in responses]
 
     def _run_groups(
         self, collection_or_alias: str, requests: Sequence[Any], *, group_by: str, groups: int,
@@ -245,10 +198,7 @@ class QdrantClientStore(Store):
             return None
         out: list[list[Hit]] = []
         with self._lock:
-            if not self._exists(collection_or_alias) and (
-                collection_or_alias not in self._aliases()
-            ):
-                raise CollectionNotFoundError(collection_or_alias)
+            self._check(collection_or_alias)
             for r in requests:
                 result = self.client.query_points_groups(
                     collection_or_alias, group_by=group_by, query=r.query, using=r.using,
@@ -257,20 +207,11 @@ class QdrantClientStore(Store):
                 )  # fmt: skip
                 hits = []
                 for g in result.groups:
-                    members = sorted(
-                        (
-                            Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
-                            for p in g.hits
-                        ),
-                        key=rank_key,
-                    )
+                    members = sorted((Hit.scored(p) for p in g.hits), key=rank_key)
                     if members:
                         hits.append(replace(members[0], passages=tuple(members)))
                 out.append(hits)
         return out
-
-    def _sparse(self, vec: SparseVector) -> Any:
-        return self._models().SparseVector(indices=list(vec.indices), values=list(vec.values))
 
     def _fusion_query(self, fusion: Fusion) -> Any:
         m = self._models()
@@ -294,8 +235,7 @@ class QdrantClientStore(Store):
 
     def sparse_names(self, collection: str) -> tuple[str, ...]:
         with self._lock:
-            if not self._exists(collection):
-                raise CollectionNotFoundError(collection)
+            self._check(collection, alias=False)
             sparse = self.client.get_collection(collection).config.params.sparse_vectors
             return tuple(sorted(sparse or {}))
 
@@ -316,10 +256,7 @@ class QdrantClientStore(Store):
         if not ids:
             return {}
         with self._lock:
-            if not self._exists(collection_or_alias) and (
-                collection_or_alias not in self._aliases()
-            ):
-                raise CollectionNotFoundError(collection_or_alias)
+            self._check(collection_or_alias)
             records = self.client.retrieve(
                 collection_or_alias, ids=list(ids), with_vectors=list(names), with_payload=False
             )
@@ -337,8 +274,7 @@ class QdrantClientStore(Store):
         check_name(alias, "alias")
         m = self._models()
         with self._lock:
-            if not self._exists(collection):
-                raise CollectionNotFoundError(collection)
+            self._check(collection, alias=False)
             if self._exists(alias):
                 raise ValueError(f"alias {alias!r} would shadow a collection of that name")
             ops: list[Any] = []

@@ -7,9 +7,9 @@ An edge *shard* is one collection, so this store adds the collection layer aroun
     <root>/shards/<name>/       one EdgeShard per collection
     <root>/.lock                fcntl lock: one process owns the folder
 
-``manifest.json`` is the source of truth: it is replaced atomically (write a temporary file,
-fsync, ``os.replace``), so an alias switch or a collection create/delete is all-or-nothing even if
-the process dies mid-way. A shard folder the manifest does not name (a crash between creating
+``manifest.json`` is the source of truth (:mod:`indexer.store.manifest`): it is replaced
+atomically, so an alias switch or a collection create/delete is all-or-nothing even if the process
+dies mid-way. A shard folder the manifest does not name (a crash between creating
 the shard and recording it) is removed when the store is opened.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import shutil
 import threading
 from collections.abc import Mapping, Sequence
@@ -28,33 +27,21 @@ from typing import Any
 import numpy as np
 
 from indexer.sparse import Fusion, SparseVector
-from indexer.store.base import Store
+from indexer.store.base import HybridQuery, Store
 from indexer.store.filters import FilterFactory
+from indexer.store.manifest import Manifest
 from indexer.store.model import (
     CollectionExistsError,
     CollectionInfo,
     CollectionNotFoundError,
+    CollectionSpec,
     Hit,
     Point,
     StoreError,
-    as_vector,
+    StoreLockedError,
     build_complete,
     check_name,
-    check_payload_indexes,
-    check_sparse,
-    check_vectors,
 )
-
-_SCHEMA = {
-    "keyword": "Keyword",
-    "integer": "Integer",
-    "float": "Float",
-    "bool": "Bool",
-    "datetime": "Datetime",
-    "text": "Text",
-    "uuid": "Uuid",
-}
-
 
 # HNSW candidates per search; chosen by measurement (bench/search_latency.py --hnsw-ef sweep,
 # see bench/RESULTS.md "Embedded store")
@@ -72,10 +59,6 @@ def _match_value(value: Any) -> Any:
     as the integer 0/1 (bool subclasses int), so ``MatchValue(True)`` never matches a boolean
     payload. ``numpy.bool_`` is not an int and is extracted as a bool."""
     return _edge().MatchValue(np.bool_(value) if isinstance(value, bool) else value)
-
-
-def _sparse(vec: SparseVector) -> Any:
-    return _edge().SparseVector(list(vec.indices), list(vec.values))
 
 
 def _fusion_query(fusion: Fusion) -> Any:
@@ -134,50 +117,16 @@ class EdgeStore(Store):
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._lock_file.close()
-            raise StoreError(
-                f"embedded store {self.root} is locked by another process; embedded mode is one "
-                "process per folder (run the API and workers together, or use a Qdrant server: "
-                "EMBER_QDRANT_URL)"
-            ) from None
+            raise StoreLockedError(self.root) from None
         self.closed = False
         self._shards: dict[str, Any] = {}
-        self._manifest = self._load_manifest()
+        self._manifest = Manifest(self.root)
         self._remove_orphans()
 
     # ---- manifest -------------------------------------------------------------------------
-    @property
-    def _manifest_path(self) -> Path:
-        return self.root / "manifest.json"
-
-    def _load_manifest(self) -> dict[str, Any]:
-        if not self._manifest_path.exists():
-            return {"collections": {}, "aliases": {}}
-        try:
-            data = json.loads(self._manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise StoreError(f"{self._manifest_path}: unreadable ({exc})") from None
-        data.setdefault("collections", {})
-        data.setdefault("aliases", {})
-        return dict(data)
-
-    def _save_manifest(self, manifest: dict[str, Any]) -> None:
-        tmp = self._manifest_path.with_name("manifest.json.tmp")
-        with tmp.open("w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._manifest_path)
-        with contextlib.suppress(OSError):  # make the rename itself durable
-            dir_fd = os.open(self.root, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        self._manifest = manifest
-
     def _remove_orphans(self) -> None:
         for folder in (self.root / "shards").iterdir():
-            if folder.name not in self._manifest["collections"]:
+            if folder.name not in self._manifest.collections:
                 shutil.rmtree(folder, ignore_errors=True)
 
     # ---- shards ---------------------------------------------------------------------------
@@ -189,7 +138,7 @@ class EdgeStore(Store):
         """The open shard of a collection (aliases are not followed here)."""
         with self._lock:
             self._check_open()
-            if collection not in self._manifest["collections"]:
+            if collection not in self._manifest.collections:
                 raise CollectionNotFoundError(collection)
             shard = self._shards.get(collection)
             if shard is None:
@@ -199,74 +148,55 @@ class EdgeStore(Store):
 
     def _target(self, collection_or_alias: str) -> str:
         with self._lock:
-            return str(self._manifest["aliases"].get(collection_or_alias, collection_or_alias))
+            return str(self._manifest.aliases.get(collection_or_alias, collection_or_alias))
 
     # ---- interface ------------------------------------------------------------------------
-    def create_collection(
-        self,
-        name: str,
-        vectors: dict[str, int],
-        payload_indexes: dict[str, str] | None = None,
-        sparse: Sequence[str] = (),
-        meta: Mapping[str, Any] | None = None,
-    ) -> None:
-        check_name(name)
-        vectors = check_vectors(vectors)
-        sparse = check_sparse(sparse, vectors)
-        indexes = check_payload_indexes(payload_indexes)
+    def _create_collection(self, name: str, spec: CollectionSpec) -> None:
         e = _edge()
         with self._lock:
             self._check_open()
-            if name in self._manifest["collections"] or name in self._manifest["aliases"]:
+            if name in self._manifest.collections or name in self._manifest.aliases:
                 raise CollectionExistsError(name)
             path = self.root / "shards" / name
             shutil.rmtree(path, ignore_errors=True)
             config = e.EdgeConfig(
                 vectors={
                     v: e.EdgeVectorParams(size=d, distance=e.Distance.Cosine)
-                    for v, d in vectors.items()
+                    for v, d in spec.vectors.items()
                 },
                 sparse_vectors={
-                    n: e.EdgeSparseVectorParams(modifier=e.Modifier.Idf) for n in sparse
+                    n: e.EdgeSparseVectorParams(modifier=e.Modifier.Idf) for n in spec.sparse
                 }
                 or None,
             )
             shard = e.EdgeShard.create(str(path), config)
-            for field, kind in indexes.items():
+            for field, kind in spec.payload_indexes.items():
                 shard.update(
                     e.UpdateOperation.create_field_index(
-                        field, getattr(e.PayloadSchemaType, _SCHEMA[kind])
+                        field, getattr(e.PayloadSchemaType, kind.capitalize())
                     )
                 )
             shard.flush()
             self._shards[name] = shard
-            manifest = json.loads(json.dumps(self._manifest))
+            manifest = self._manifest.copy()
             manifest["collections"][name] = {
-                "vectors": vectors,
-                "payload_indexes": indexes,
-                "sparse": list(sparse),
-                "meta": json.loads(json.dumps(dict(meta or {}))),
+                "vectors": spec.vectors,
+                "payload_indexes": spec.payload_indexes,
+                "sparse": list(spec.sparse),
+                "meta": json.loads(json.dumps(dict(spec.meta or {}))),
             }
-            self._save_manifest(manifest)
+            self._manifest.save(manifest)
 
-    def upsert(self, collection: str, points: Sequence[Point]) -> None:
-        if not points:
-            return
-        e = _edge()
-        batch = [
-            e.Point(
-                id=p.id,
-                vector={
-                    **{name: as_vector(v, name) for name, v in p.vectors.items()},
-                    **{name: _sparse(v) for name, v in p.sparse.items() if v},
-                },
-                payload=p.payload,
-            )
-            for p in points
-        ]
+    def _sparse_vector(self, vector: SparseVector) -> Any:
+        return _edge().SparseVector(list(vector.indices), list(vector.values))
+
+    def _point(self, point: Point, vectors: dict[str, Any]) -> Any:
+        return _edge().Point(id=point.id, vector=vectors, payload=point.payload)
+
+    def _upsert(self, collection: str, points: list[Any]) -> None:
         shard = self._shard(collection)
         try:
-            shard.update(e.UpdateOperation.upsert_points(batch))
+            shard.update(_edge().UpdateOperation.upsert_points(points))
         except Exception as exc:  # qdrant-edge raises plain Exception for bad input
             raise ValueError(f"upsert into {collection!r}: {exc}") from None
 
@@ -290,40 +220,31 @@ class EdgeStore(Store):
         e = _edge()
         return e.QueryRequest(
             limit=limit,
-            query=e.Query.Nearest(_sparse(query), using=using),
+            query=e.Query.Nearest(self._sparse_vector(query), using=using),
             filter=filter,
             with_payload=True,
         )
 
-    def _hybrid_request(
-        self,
-        dense: list[float],
-        sparse: SparseVector,
-        *,
-        using: str,
-        sparse_using: str,
-        limit: int,
-        filter: Any,
-        fusion: Fusion,
-    ) -> Any:
+    def _hybrid_request(self, query: HybridQuery, limit: int, filter: Any) -> Any:
         e = _edge()
-        candidates = max(fusion.prefetch, limit)
+        candidates = max(query.fusion.prefetch, limit)
+        sparse = self._sparse_vector(query.sparse)
         return e.QueryRequest(
             limit=limit,
             prefetches=[
                 e.Prefetch(
                     candidates,
-                    query=e.Query.Nearest(dense, using=using),
+                    query=e.Query.Nearest(query.dense, using=query.using),
                     filter=filter,
                     params=self._params(candidates),
                 ),
                 e.Prefetch(
                     candidates,
-                    query=e.Query.Nearest(_sparse(sparse), using=sparse_using),
+                    query=e.Query.Nearest(sparse, using=query.sparse_using),
                     filter=filter,
                 ),
             ],
-            query=_fusion_query(fusion),
+            query=_fusion_query(query.fusion),
             with_payload=True,
         )
 
@@ -337,37 +258,36 @@ class EdgeStore(Store):
                 results = shard.query_batch(e.QueryBatchRequest(list(requests)))
         except Exception as exc:  # qdrant-edge raises plain Exception for bad input
             raise ValueError(f"search in {collection_or_alias!r}: {exc}") from None
-        return [
-            [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in res]
-            for res in results
-        ]
+        return [[Hit.scored(p) for p in res] for res in results]
 
     def sparse_names(self, collection: str) -> tuple[str, ...]:
         with self._lock:
             self._check_open()
-            meta = self._manifest["collections"].get(collection)
+            meta = self._manifest.collections.get(collection)
             if meta is None:
                 raise CollectionNotFoundError(collection)
             return tuple(meta.get("sparse") or ())
 
+    def _entry(self, collection_or_alias: str) -> str:
+        """The collection a name refers to (an alias is followed), known to the manifest."""
+        self._check_open()
+        name = self._target(collection_or_alias)
+        if name not in self._manifest.collections:
+            raise CollectionNotFoundError(collection_or_alias)
+        return name
+
     def collection_meta(self, collection_or_alias: str) -> dict[str, Any]:
         with self._lock:
-            self._check_open()
-            name = self._target(collection_or_alias)
-            if name not in self._manifest["collections"]:
-                raise CollectionNotFoundError(collection_or_alias)
-            return dict(self._manifest["collections"][name].get("meta") or {})
+            name = self._entry(collection_or_alias)
+            return dict(self._manifest.collections[name].get("meta") or {})
 
     def update_collection_meta(self, collection_or_alias: str, meta: Mapping[str, Any]) -> None:
         with self._lock:
-            self._check_open()
-            name = self._target(collection_or_alias)
-            if name not in self._manifest["collections"]:
-                raise CollectionNotFoundError(collection_or_alias)
-            manifest = json.loads(json.dumps(self._manifest))
+            name = self._entry(collection_or_alias)
+            manifest = self._manifest.copy()
             entry = manifest["collections"][name]
             entry["meta"] = {**(entry.get("meta") or {}), **json.loads(json.dumps(dict(meta)))}
-            self._save_manifest(manifest)
+            self._manifest.save(manifest)
 
     def retrieve_vectors(
         self, collection_or_alias: str, ids: Sequence[str], names: Sequence[str]
@@ -383,41 +303,41 @@ class EdgeStore(Store):
 
     def get_alias(self, alias: str) -> str | None:
         with self._lock:
-            target = self._manifest["aliases"].get(alias)
+            target = self._manifest.aliases.get(alias)
             return str(target) if target is not None else None
 
     def switch_alias(self, alias: str, collection: str) -> None:
         check_name(alias, "alias")
         with self._lock:
             self._check_open()
-            if collection not in self._manifest["collections"]:
+            if collection not in self._manifest.collections:
                 raise CollectionNotFoundError(collection)
-            if alias in self._manifest["collections"]:
+            if alias in self._manifest.collections:
                 raise ValueError(f"alias {alias!r} would shadow a collection of that name")
             self._shard(collection).flush()  # the new target is durable before it serves
-            manifest = json.loads(json.dumps(self._manifest))
+            manifest = self._manifest.copy()
             manifest["aliases"][alias] = collection
-            self._save_manifest(manifest)
+            self._manifest.save(manifest)
 
     def delete_alias(self, alias: str) -> None:
         with self._lock:
             self._check_open()
-            if alias in self._manifest["aliases"]:
-                manifest = json.loads(json.dumps(self._manifest))
+            if alias in self._manifest.aliases:
+                manifest = self._manifest.copy()
                 del manifest["aliases"][alias]
-                self._save_manifest(manifest)
+                self._manifest.save(manifest)
 
     def has_collection(self, name: str) -> bool:
         with self._lock:
             self._check_open()
-            return name in self._manifest["collections"] or name in self._manifest["aliases"]
+            return name in self._manifest.collections or name in self._manifest.aliases
 
     def list_collections(self) -> list[CollectionInfo]:
         with self._lock:
             self._check_open()
             out = []
-            for name, meta in sorted(self._manifest["collections"].items()):
-                aliases = sorted(a for a, t in self._manifest["aliases"].items() if t == name)
+            for name, meta in sorted(self._manifest.collections.items()):
+                aliases = sorted(a for a, t in self._manifest.aliases.items() if t == name)
                 out.append(
                     CollectionInfo(
                         name=name,
@@ -433,12 +353,12 @@ class EdgeStore(Store):
     def delete_collection(self, name: str) -> None:
         with self._lock:
             self._check_open()
-            if name not in self._manifest["collections"]:
+            if name not in self._manifest.collections:
                 return
-            manifest = json.loads(json.dumps(self._manifest))
+            manifest = self._manifest.copy()
             del manifest["collections"][name]
             manifest["aliases"] = {a: t for a, t in manifest["aliases"].items() if t != name}
-            self._save_manifest(manifest)  # gone from the manifest first: a crash leaves an orphan
+            self._manifest.save(manifest)  # gone from the manifest first: a crash leaves an orphan
             shard = self._shards.pop(name, None)
             if shard is not None:
                 shard.close()

@@ -34,6 +34,17 @@ class StoreError(EmberError, RuntimeError):
     """A store operation failed for a reason the user can act on (missing collection, lock)."""
 
 
+class StoreLockedError(StoreError):
+    """An embedded store folder is held by another process."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(
+            f"embedded store {path} is locked by another process; embedded mode is one process "
+            "per folder (run the API and workers together, or use a Qdrant server: "
+            "EMBER_QDRANT_URL)"
+        )
+
+
 class CollectionNotFoundError(StoreError, KeyError):
     status = 404
 
@@ -79,6 +90,11 @@ class Hit:
     # a document hit (grouped search): its best chunks, best first (the first is the hit itself)
     passages: tuple[Hit, ...] = ()
 
+    @classmethod
+    def scored(cls, point: Any) -> Hit:
+        """The hit of an engine's scored point (``id``, ``score``, ``payload``)."""
+        return cls(id=str(point.id), score=float(point.score), payload=dict(point.payload or {}))
+
 
 @dataclass(frozen=True)
 class Point:
@@ -88,6 +104,16 @@ class Point:
     sparse: dict[str, SparseVector] = dataclass_field(
         default_factory=dict
     )  # name -> BM25 term weights
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """A new collection's checked layout (:meth:`indexer.store.Store.create_collection`)."""
+
+    vectors: dict[str, int]  # dense vector name -> dimension (cosine)
+    sparse: tuple[str, ...]  # sparse vector names (IDF modifier)
+    payload_indexes: dict[str, str]  # field -> payload index type
+    meta: Mapping[str, Any] | None  # the collection's metadata (the build record, ...)
 
 
 @dataclass(frozen=True)
