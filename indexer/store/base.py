@@ -10,14 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.groups import (
-    GROWTH,
-    PASSAGES,
-    check_page,
-    first_fetch,
-    page_of_chunks,
-    page_of_groups,
-)
+from indexer.groups import PASSAGES, Page, settle_each
 from indexer.sparse import SPARSE_VECTOR, Fusion, SparseVector
 from indexer.store.filters import FilterFactory, build_filter, parse_filter
 from indexer.store.model import (
@@ -174,10 +167,8 @@ class Store(ABC):
         def requests(limit: int) -> list[Any]:
             return [self._dense_request(v, using, limit, qfilter) for v in dense]
 
-        return self._ranked(
-            collection_or_alias, requests, top_k=top_k, offset=offset, group_by=group_by,
-            group_size=group_size,
-        )  # fmt: skip
+        page = Page(top_k, offset, group_by, group_size)
+        return self._ranked(collection_or_alias, len(dense), requests, page)
 
     def search_sparse_batch(
         self,
@@ -201,10 +192,8 @@ class Store(ABC):
         def requests(limit: int) -> list[Any]:
             return [self._sparse_request(q, using, limit, qfilter) if q else None for q in queries]
 
-        return self._ranked(
-            collection_or_alias, requests, top_k=top_k, offset=offset, group_by=group_by,
-            group_size=group_size,
-        )  # fmt: skip
+        page = Page(top_k, offset, group_by, group_size)
+        return self._ranked(collection_or_alias, len(queries), requests, page)
 
     def search_hybrid_batch(
         self,
@@ -247,10 +236,8 @@ class Store(ABC):
                 out.append(self._hybrid_request(hybrid, min(limit, candidates), qfilter))
             return out
 
-        return self._ranked(
-            collection_or_alias, requests, top_k=top_k, offset=offset, group_by=group_by,
-            group_size=group_size,
-        )  # fmt: skip
+        page = Page(top_k, offset, group_by, group_size)
+        return self._ranked(collection_or_alias, len(dense_vectors), requests, page)
 
     def _run_groups(
         self, collection_or_alias: str, requests: Sequence[Any], *, group_by: str, groups: int,
@@ -263,54 +250,32 @@ class Store(ABC):
         return None
 
     def _ranked(
-        self,
-        collection_or_alias: str,
-        requests: Callable[[int], Sequence[Any]],
-        *,
-        top_k: int,
-        offset: int = 0,
-        group_by: str | None = None,
-        group_size: int = PASSAGES,
-    ) -> list[list[Hit]]:
+        self, collection_or_alias: str, queries: int, requests: Callable[[int], Sequence[Any]],
+        page: Page,
+    ) -> list[list[Hit]]:  # fmt: skip
         """Run ``requests(limit)`` (one request per query, None for an empty query) until each
-        query's page ``[offset, offset + top_k)`` is settled (:mod:`indexer.groups`): chunk
-        hits, or one hit per ``payload[group_by]``, grouped by the engine where it can
-        (:meth:`_run_groups`), else from chunk hits fetched ``GROWTH`` times deeper each round."""
-        check_page(top_k, offset, group_size)
-        limit = first_fetch(top_k, offset, group_by)
-        groups = offset + top_k + 1
-        pages: dict[int, list[Hit]] = {}
-        pending: list[int] | None = None  # None: every query
-        while pending is None or pending:
+        query's ``page`` is settled (:mod:`indexer.groups`): chunk hits, or one hit per
+        ``payload[group_by]``, grouped by the engine where it can (:meth:`_run_groups`), else
+        from chunk hits fetched ``GROWTH`` times deeper each round."""
+
+        def attempt(pending: list[int], scale: int) -> list[list[Hit] | None]:
+            limit, groups = page.first_fetch * scale, (page.offset + page.top_k) * scale + 1
             built = requests(limit)
-            todo = list(range(len(built))) if pending is None else pending
-            batch = [built[i] for i in todo]
+            batch = [built[i] for i in pending]
             live = [r for r in batch if r is not None]
             engine = None
-            if group_by is not None and live:
+            if page.group_by is not None and live:
                 engine = self._run_groups(
-                    collection_or_alias, live, group_by=group_by, groups=groups,
-                    group_size=group_size,
+                    collection_or_alias, live, group_by=page.group_by, groups=groups,
+                    group_size=page.group_size,
                 )  # fmt: skip
             found = iter(engine if engine is not None else self._run(collection_or_alias, live))
-            unsettled = []
-            for i, request in zip(todo, batch, strict=True):
-                hits = [] if request is None else next(found)
-                if engine is not None:
-                    page = page_of_groups(hits, fetched=groups, offset=offset, top_k=top_k)
-                else:
-                    page = page_of_chunks(
-                        hits, fetched=limit, offset=offset, top_k=top_k, group_by=group_by,
-                        group_size=group_size,
-                    )  # fmt: skip
-                if page is None:
-                    unsettled.append(i)
-                else:
-                    pages[i] = page
-            pending = unsettled
-            limit *= GROWTH
-            groups = (groups - 1) * GROWTH + 1
-        return [pages[i] for i in range(len(pages))]
+            hits = [[] if request is None else next(found) for request in batch]
+            if engine is not None:
+                return [page.of_groups(h, groups) for h in hits]
+            return [page.of_chunks(h, limit) for h in hits]
+
+        return settle_each(queries, attempt)
 
     @abstractmethod
     def collection_meta(self, collection_or_alias: str) -> dict[str, Any]:
