@@ -88,6 +88,16 @@ def encoder_token_limit(encoder: Any) -> int | None:
     return limit // 2 if getattr(config, "echo", False) else limit
 
 
+def check_chunk_fits(encoder: Any, chunk_tokens: int) -> None:
+    """Refuse chunks longer than ``encoder`` reads (the rest of each would be cut off)."""
+    limit = encoder_token_limit(encoder)
+    if limit is not None and chunk_tokens > limit:
+        raise ValueError(
+            f"chunk_tokens ({chunk_tokens}) is more than the encoder reads ({limit} tokens): "
+            "the rest of every chunk would be cut off"
+        )
+
+
 def embed_text(chunk: Chunk) -> str:
     """What is encoded for a chunk: its title (context for every chunk) then its text."""
     title = str(chunk.payload.get("title") or "")

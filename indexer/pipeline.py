@@ -11,9 +11,11 @@ and the next build of the same name deletes it once its builder is gone (a ``kil
 host) while leaving a build that another live process is still writing alone.
 
 The same three steps (:func:`begin_build`, :func:`index_chunks`, :func:`finish_build`) are used by
-the CLI (through :func:`index_corpus`) and by the workers (one chunk task per batch, the alias
-switch in the chord callback). :func:`index_chunks` is idempotent: point ids are
-``uuid5(NAMESPACE, "<doc id>:<chunk index>")``, so a redelivered batch overwrites the same points.
+the CLI (``ember index`` through :func:`index_documents`; ``ember demo`` and the benchmarks through
+:func:`index_corpus`, which reads the corpus first) and by the workers (one chunk task per batch,
+the alias switch in the chord callback). :func:`index_chunks` is idempotent: point ids are
+``uuid5(NAMESPACE, "<doc id>:<chunk index>")`` (:mod:`indexer.chunking`), so a redelivered batch
+overwrites the same points.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from indexer import builds, sources
 from indexer.chunking import (
     NAMESPACE,
     Chunk,
+    check_chunk_fits,
     chunk_documents,
     embed_text,
     encoder_token_limit,
@@ -41,7 +44,6 @@ from indexer.readers import Document, read_corpus
 from indexer.sparse import SPARSE_VECTOR, embed_documents
 from indexer.store import (
     BUILD_META_KEY,
-    DEFAULT_VECTOR,
     SOURCE_META_KEY,
     CollectionExistsError,
     CollectionInfo,
@@ -74,7 +76,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RESERVED_PAYLOAD_KEYS = ("doc_id", "chunk_index", "text", "title", "source")
 DEFAULT_PAYLOAD_INDEXES = {"doc_id": "keyword", "source": "keyword"}
 BUILD_INFO_KEY = "build"  # collection meta: how the build's vectors were made (Encoder.build_info)
 _VERSION_RE = re.compile(r"^(?P<name>.+?)__(?P<fp>[0-9a-zA-Z]+)__v(?P<n>\d+)$")
@@ -96,23 +97,6 @@ class IndexReport:
 
 
 # ---- builds -----------------------------------------------------------------------------------
-def vector_spec(encoder: Encoder) -> dict[str, int]:
-    """Named vectors the encoder produces (one ``dense`` vector for a plain encoder)."""
-    spec = getattr(encoder, "vector_dims", None)
-    if isinstance(spec, dict) and spec:
-        return {str(k): int(v) for k, v in spec.items()}
-    return {DEFAULT_VECTOR: int(encoder.dim)}
-
-
-def encode_chunks(encoder: Encoder, texts: Sequence[str]) -> dict[str, Any]:
-    """Vectors per name for document ``texts`` (no instruction): ``encoder.encode_named`` where
-    the encoder has several outputs (MoEE ``dense`` + ``rw``), else ``{"dense": ...}``."""
-    named = getattr(encoder, "encode_named", None)
-    if callable(named):
-        return dict(named(list(texts)))
-    return {DEFAULT_VECTOR: encoder.encode_documents(list(texts))}
-
-
 def parse_version(collection: str) -> tuple[str, str, int] | None:
     """``(name, fingerprint, N)`` of a versioned collection name, or None."""
     m = _VERSION_RE.match(collection)
@@ -169,7 +153,7 @@ def begin_build(
         collection = f"{name}__{encoder.fingerprint}__v{n}"
         try:
             store.create_collection(
-                collection, vector_spec(encoder), indexes, sparse=(SPARSE_VECTOR,),
+                collection, dict(encoder.vector_dims), indexes, sparse=(SPARSE_VECTOR,),
                 meta={
                     BUILD_META_KEY: builds.owner_record(job),
                     BUILD_INFO_KEY: encoder.build_info(),
@@ -189,7 +173,8 @@ def index_chunks(store: Store, collection: str, encoder: Encoder, chunks: Sequen
     if not chunks:
         return 0
     texts = [embed_text(c) for c in chunks]
-    vectors = encode_chunks(encoder, texts)
+    # documents: no instruction; the encoder's declared named vectors (MoEE sum: hs + rw)
+    vectors = encoder.encode_named(texts)
     sparse = embed_documents(texts)
     points = [
         Point(
@@ -319,12 +304,7 @@ def index_documents(
     started = time.perf_counter() if started is None else started
     if not docs:
         raise ValueError("no documents to index")
-    limit = encoder_token_limit(encoder)
-    if limit is not None and chunk_tokens > limit:
-        raise ValueError(
-            f"chunk_tokens ({chunk_tokens}) is more than the encoder reads ({limit} tokens): "
-            "the rest of every chunk would be cut off"
-        )
+    check_chunk_fits(encoder, chunk_tokens)
     chunks = list(chunk_documents(docs, encoder.tokenizer, chunk_tokens, overlap))
     if not chunks:
         raise ValueError("the documents produced no text to index")
