@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -40,6 +40,17 @@ class HybridQuery:
     using: str
     sparse_using: str
     fusion: Fusion
+
+
+class SearchOptions(TypedDict, total=False):
+    """The keyword options of :meth:`Store.search_batch` (their defaults are there)."""
+
+    using: str
+    top_k: int
+    filter: dict[str, Any] | None
+    offset: int
+    group_by: str | None
+    group_size: int
 
 
 class Store(ABC):
@@ -128,22 +139,10 @@ class Store(ABC):
         return build_filter(parse_filter(filter), self.filters)
 
     def search(
-        self,
-        collection_or_alias: str,
-        vector: np.ndarray,
-        *,
-        using: str = DEFAULT_VECTOR,
-        top_k: int = 10,
-        filter: dict[str, Any] | None = None,
-        offset: int = 0,
-        group_by: str | None = None,
-        group_size: int = PASSAGES,
+        self, collection_or_alias: str, vector: np.ndarray, **options: Unpack[SearchOptions]
     ) -> list[Hit]:
-        arr = np.asarray(vector)[None, :]
-        return self.search_batch(
-            collection_or_alias, arr, using=using, top_k=top_k, filter=filter, offset=offset,
-            group_by=group_by, group_size=group_size,
-        )[0]  # fmt: skip
+        """:meth:`search_batch` for one query vector."""
+        return self.search_batch(collection_or_alias, np.asarray(vector)[None, :], **options)[0]
 
     def search_batch(
         self,
