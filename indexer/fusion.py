@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from encoders.vectors import l2_normalize
-from indexer.groups import GROWTH as PAGE_GROWTH
-from indexer.groups import PASSAGES, check_page, first_fetch, page_of_chunks
+from indexer.groups import PASSAGES, Page, settle_each
 from indexer.store import DEFAULT_VECTOR, Hit, Store
 
 if TYPE_CHECKING:
@@ -67,30 +66,27 @@ def fused_search_batch(
     rows = {a.shape[0] for a in arrays.values()}
     if len(rows) != 1:
         raise ValueError(f"every named query array needs the same number of rows, got {rows}")
-    n_queries = rows.pop()
-    results: list[list[Hit] | None] = [None] * n_queries
-    depth = max(pool or GROWTH * top_k, top_k, 1)
-    pending = list(range(n_queries))
-    while pending:
+    first = max(pool or GROWTH * top_k, top_k, 1)
+
+    def attempt(pending: list[int], scale: int) -> list[list[Hit] | None]:
+        depth = first * scale
         lists = {
             n: store.search_batch(
                 collection, arrays[n][pending], using=n, top_k=depth, filter=filter
             )
             for n in names
         }
-        unsettled = []
+        out: list[list[Hit] | None] = []
         for slot, q in enumerate(pending):
             per_name = {n: lists[n][slot] for n in names}
             hits = _rescore(store, collection, {n: arrays[n][q] for n in names}, weights, per_name)
             exhausted = any(len(h) < depth for h in per_name.values())
             threshold = sum(weights[n] * per_name[n][-1].score for n in names if per_name[n])
-            if exhausted or (len(hits) >= top_k and hits[top_k - 1].score >= threshold):
-                results[q] = hits[:top_k]
-            else:
-                unsettled.append(q)
-        pending = unsettled
-        depth *= GROWTH
-    return [r if r is not None else [] for r in results]
+            settled = exhausted or (len(hits) >= top_k and hits[top_k - 1].score >= threshold)
+            out.append(hits[:top_k] if settled else None)
+        return out
+
+    return settle_each(rows.pop(), attempt, GROWTH)
 
 
 def fused_search_page(
@@ -107,30 +103,18 @@ def fused_search_page(
 ) -> list[list[Hit]]:
     """:func:`fused_search_batch`'s ranking, hits ``offset`` to ``offset + top_k``: chunk hits,
     or one hit per distinct ``payload[group_by]`` (its best chunks as passages)."""
-    check_page(top_k, offset, group_size)
+    page = Page(top_k, offset, group_by, group_size)
     arrays = {n: np.atleast_2d(np.asarray(queries[n], dtype=np.float32)) for n in queries}
-    n_queries = max((a.shape[0] for a in arrays.values()), default=0)
-    pages: list[list[Hit]] = [[] for _ in range(n_queries)]
-    limit = first_fetch(top_k, offset, group_by)
-    pending = list(range(n_queries))
-    while pending:
+
+    def attempt(pending: list[int], scale: int) -> list[list[Hit] | None]:
+        limit = page.first_fetch * scale
         found = fused_search_batch(
             store, collection, {n: a[pending] for n, a in arrays.items()}, weights, top_k=limit,
             filter=filter,
         )  # fmt: skip
-        unsettled = []
-        for q, hits in zip(pending, found, strict=True):
-            page = page_of_chunks(
-                hits, fetched=limit, offset=offset, top_k=top_k, group_by=group_by,
-                group_size=group_size,
-            )  # fmt: skip
-            if page is None:
-                unsettled.append(q)
-            else:
-                pages[q] = page
-        pending = unsettled
-        limit *= PAGE_GROWTH
-    return pages
+        return [page.of_chunks(hits, limit) for hits in found]
+
+    return settle_each(max((a.shape[0] for a in arrays.values()), default=0), attempt)
 
 
 def _rescore(

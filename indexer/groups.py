@@ -23,8 +23,8 @@ show fewer than ``group_size`` when its other chunks rank below the candidates f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -129,6 +129,54 @@ def page_of_groups(
         offset=offset,
         top_k=top_k,
     )
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which hits a search answers: ``[offset, offset + top_k)`` of the chunk ranking, or with
+    ``group_by`` of the documents' (each with its best ``group_size`` chunks as passages)."""
+
+    top_k: int = 10
+    offset: int = 0
+    group_by: str | None = None
+    group_size: int = PASSAGES
+
+    def __post_init__(self) -> None:
+        check_page(self.top_k, self.offset, self.group_size)
+
+    @property
+    def first_fetch(self) -> int:
+        return first_fetch(self.top_k, self.offset, self.group_by)
+
+    def of_chunks(self, hits: Sequence[Hit], fetched: int) -> list[Hit] | None:
+        """:func:`page_of_chunks` of this page."""
+        return page_of_chunks(
+            hits, fetched=fetched, offset=self.offset, top_k=self.top_k, group_by=self.group_by,
+            group_size=self.group_size,
+        )  # fmt: skip
+
+    def of_groups(self, groups: Sequence[Hit], fetched: int) -> list[Hit] | None:
+        """:func:`page_of_groups` of this page."""
+        return page_of_groups(groups, fetched=fetched, offset=self.offset, top_k=self.top_k)
+
+
+Attempt = Callable[[list[int], int], Sequence["list[Hit] | None"]]
+
+
+def settle_each(queries: int, attempt: Attempt, growth: int = GROWTH) -> list[list[Hit]]:
+    """The answer of each of ``queries`` queries: ``attempt(pending, scale)`` answers the queries
+    ``pending`` with what fetching ``scale`` times the first depth settles (None for a query it
+    does not settle); those are asked again ``growth`` times deeper, until none is left."""
+    answers: dict[int, list[Hit]] = {}
+    pending, scale = list(range(queries)), 1
+    while pending:
+        found = attempt(pending, scale)
+        for q, answer in zip(pending, found, strict=True):
+            if answer is not None:
+                answers[q] = answer
+        pending = [q for q in pending if q not in answers]
+        scale *= growth
+    return [answers[q] for q in range(queries)]
 
 
 def passages_of(hit: Hit) -> list[dict[str, Any]]:

@@ -11,9 +11,11 @@ and the next build of the same name deletes it once its builder is gone (a ``kil
 host) while leaving a build that another live process is still writing alone.
 
 The same three steps (:func:`begin_build`, :func:`index_chunks`, :func:`finish_build`) are used by
-the CLI (through :func:`index_corpus`) and by the workers (one chunk task per batch, the alias
-switch in the chord callback). :func:`index_chunks` is idempotent: point ids are
-``uuid5(NAMESPACE, "<doc id>:<chunk index>")``, so a redelivered batch overwrites the same points.
+the CLI (``ember index`` through :func:`index_documents`; ``ember demo`` and the benchmarks through
+:func:`index_corpus`, which reads the corpus first) and by the workers (one chunk task per batch,
+the alias switch in the chord callback). :func:`index_chunks` is idempotent: point ids are
+``uuid5(NAMESPACE, "<doc id>:<chunk index>")`` (:mod:`indexer.chunking`), so a redelivered batch
+overwrites the same points.
 """
 
 from __future__ import annotations
@@ -22,19 +24,26 @@ import logging
 import re
 import sys
 import time
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from encoders.errors import EmberError
 from indexer import builds, sources
+from indexer.chunking import (
+    NAMESPACE,
+    Chunk,
+    check_chunk_fits,
+    chunk_documents,
+    embed_text,
+    encoder_token_limit,
+    point_id,
+)
 from indexer.readers import Document, read_corpus
 from indexer.sparse import SPARSE_VECTOR, embed_documents
 from indexer.store import (
     BUILD_META_KEY,
-    DEFAULT_VECTOR,
     SOURCE_META_KEY,
     CollectionExistsError,
     CollectionInfo,
@@ -54,19 +63,19 @@ __all__ = [
     "IndexReport",
     "begin_build",
     "chunk_documents",
+    "embed_text",
+    "encoder_token_limit",
     "finish_build",
     "index_chunks",
     "index_corpus",
     "index_documents",
+    "point_id",
     "prune_versions",
     "read_corpus",
 ]
 
 log = logging.getLogger(__name__)
 
-# Fixed namespace for chunk point ids: uuid5(NAMESPACE, f"{doc_id}:{index}").
-NAMESPACE = uuid.UUID("6f1d4c1e-2b7a-5e0c-9a53-3c0d8e7f4b21")
-RESERVED_PAYLOAD_KEYS = ("doc_id", "chunk_index", "text", "title", "source")
 DEFAULT_PAYLOAD_INDEXES = {"doc_id": "keyword", "source": "keyword"}
 BUILD_INFO_KEY = "build"  # collection meta: how the build's vectors were made (Encoder.build_info)
 _VERSION_RE = re.compile(r"^(?P<name>.+?)__(?P<fp>[0-9a-zA-Z]+)__v(?P<n>\d+)$")
@@ -74,15 +83,6 @@ _VERSION_RE = re.compile(r"^(?P<name>.+?)__(?P<fp>[0-9a-zA-Z]+)__v(?P<n>\d+)$")
 
 class BuildError(EmberError, RuntimeError):
     """A build could not be finished (count mismatch, stale version); the alias is untouched."""
-
-
-@dataclass(frozen=True)
-class Chunk:
-    doc_id: str
-    index: int
-    text: str
-    point_id: str
-    payload: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -96,89 +96,7 @@ class IndexReport:
     errors: list[str] = field(default_factory=list)
 
 
-def point_id(doc_id: str, index: int) -> str:
-    return str(uuid.uuid5(NAMESPACE, f"{doc_id}:{index}"))
-
-
-# ---- chunking ---------------------------------------------------------------------------------
-def _windows(n_tokens: int, size: int, overlap: int) -> Iterator[tuple[int, int]]:
-    if n_tokens <= size:
-        yield 0, n_tokens
-        return
-    step = size - overlap
-    start = 0
-    while True:
-        end = min(start + size, n_tokens)
-        yield start, end
-        if end == n_tokens:
-            return
-        start += step
-
-
-def chunk_documents(
-    docs: Iterable[Document], tokenizer: Any, chunk_tokens: int = 256, overlap: int = 32
-) -> Iterator[Chunk]:
-    """Split each document's text into windows of ``chunk_tokens`` tokens that overlap by
-    ``overlap`` tokens. Chunk text is sliced from the original text with the tokenizer's
-    character offsets, so it is exact (no decode round trip). A document that fits in one window
-    gives one chunk; a whitespace-only one gives none (readers reject those).
-    """
-    if chunk_tokens < 1:
-        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
-    if not 0 <= overlap < chunk_tokens:
-        raise ValueError(f"overlap must be >= 0 and < chunk_tokens ({chunk_tokens}), got {overlap}")
-    for doc in docs:
-        text = doc.text
-        enc = tokenizer(
-            text, add_special_tokens=False, return_offsets_mapping=True, truncation=False
-        )
-        offsets = [(a, b) for a, b in enc["offset_mapping"] if b > a]
-        base = {"title": doc.title, "source": doc.source, **doc.metadata}
-        if not offsets:
-            continue
-        for index, (start, end) in enumerate(_windows(len(offsets), chunk_tokens, overlap)):
-            a, b = offsets[start][0], offsets[end - 1][1]
-            if len(offsets) <= chunk_tokens:  # one window: keep the whole text, spaces included
-                a, b = 0, len(text)
-            piece = text[a:b]
-            payload = {**base, "doc_id": doc.id, "chunk_index": index, "text": piece}
-            yield Chunk(doc.id, index, piece, point_id(doc.id, index), payload)
-
-
-def encoder_token_limit(encoder: Any) -> int | None:
-    """Text tokens the encoder reads per document (its ``max_length``; half of it for Echo
-    encoders, which read the text twice), or None when unknown."""
-    config = getattr(encoder, "config", None)
-    limit = getattr(config, "max_length", None)
-    if not isinstance(limit, int):
-        return None
-    return limit // 2 if getattr(config, "echo", False) else limit
-
-
-def embed_text(chunk: Chunk) -> str:
-    """What is encoded for a chunk: its title (context for every chunk) then its text."""
-    title = str(chunk.payload.get("title") or "")
-    return f"{title}\n{chunk.text}" if title else chunk.text
-
-
 # ---- builds -----------------------------------------------------------------------------------
-def vector_spec(encoder: Encoder) -> dict[str, int]:
-    """Named vectors the encoder produces (one ``dense`` vector for a plain encoder)."""
-    spec = getattr(encoder, "vector_dims", None)
-    if isinstance(spec, dict) and spec:
-        return {str(k): int(v) for k, v in spec.items()}
-    return {DEFAULT_VECTOR: int(encoder.dim)}
-
-
-def encode_chunks(encoder: Encoder, texts: Sequence[str]) -> dict[str, Any]:
-    """Vectors per name for document ``texts`` (no instruction): ``encoder.encode_named`` where
-    the encoder has several outputs (MoEE ``dense`` + ``rw``), else ``{"dense": ...}``."""
-    named = getattr(encoder, "encode_named", None)
-    if callable(named):
-        return dict(named(list(texts)))
-    return {DEFAULT_VECTOR: encoder.encode_documents(list(texts))}
-
-
 def parse_version(collection: str) -> tuple[str, str, int] | None:
     """``(name, fingerprint, N)`` of a versioned collection name, or None."""
     m = _VERSION_RE.match(collection)
@@ -235,7 +153,7 @@ def begin_build(
         collection = f"{name}__{encoder.fingerprint}__v{n}"
         try:
             store.create_collection(
-                collection, vector_spec(encoder), indexes, sparse=(SPARSE_VECTOR,),
+                collection, dict(encoder.vector_dims), indexes, sparse=(SPARSE_VECTOR,),
                 meta={
                     BUILD_META_KEY: builds.owner_record(job),
                     BUILD_INFO_KEY: encoder.build_info(),
@@ -255,7 +173,8 @@ def index_chunks(store: Store, collection: str, encoder: Encoder, chunks: Sequen
     if not chunks:
         return 0
     texts = [embed_text(c) for c in chunks]
-    vectors = encode_chunks(encoder, texts)
+    # documents: no instruction; the encoder's declared named vectors (MoEE sum: hs + rw)
+    vectors = encoder.encode_named(texts)
     sparse = embed_documents(texts)
     points = [
         Point(
@@ -385,12 +304,7 @@ def index_documents(
     started = time.perf_counter() if started is None else started
     if not docs:
         raise ValueError("no documents to index")
-    limit = encoder_token_limit(encoder)
-    if limit is not None and chunk_tokens > limit:
-        raise ValueError(
-            f"chunk_tokens ({chunk_tokens}) is more than the encoder reads ({limit} tokens): "
-            "the rest of every chunk would be cut off"
-        )
+    check_chunk_fits(encoder, chunk_tokens)
     chunks = list(chunk_documents(docs, encoder.tokenizer, chunk_tokens, overlap))
     if not chunks:
         raise ValueError("the documents produced no text to index")

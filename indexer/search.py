@@ -12,7 +12,7 @@ so searching it with a different encoder - whose vectors live in another space -
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -59,29 +59,26 @@ def check_encoder(store: Store, encoder: Encoder, collection: str) -> str:
     return resolved
 
 
+class QueryOptions(TypedDict, total=False):
+    """The keyword options of :func:`search_batch` (their defaults are there)."""
+
+    instruction: str | None
+    top_k: int
+    filter: dict[str, Any] | None
+    using: str
+    mode: str | None
+    fusion: Fusion | Mapping[str, Any] | None
+    offset: int
+    group_by: str | None
+    group_size: int
+
+
 def search(
-    store: Store,
-    encoder: Encoder,
-    collection: str,
-    query: str,
-    *,
-    instruction: str | None = None,
-    top_k: int = 10,
-    filter: dict[str, Any] | None = None,
-    using: str = DEFAULT_VECTOR,
-    mode: str | None = "dense",
-    fusion: Fusion | Mapping[str, Any] | None = None,
-    offset: int = 0,
-    group_by: str | None = None,
-    group_size: int = PASSAGES,
+    store: Store, encoder: Encoder, collection: str, query: str, **options: Unpack[QueryOptions]
 ) -> list[Hit]:
     """Top ``top_k`` hits for ``query`` in ``collection`` (an alias or a collection name),
-    after the first ``offset``."""
-    return search_batch(
-        store, encoder, collection, [query], instruction=instruction, top_k=top_k,
-        filter=filter, using=using, mode=mode, fusion=fusion, offset=offset, group_by=group_by,
-        group_size=group_size,
-    )[0]  # fmt: skip
+    after the first ``offset``: :func:`search_batch` for one query."""
+    return search_batch(store, encoder, collection, [query], **options)[0]
 
 
 def collection_fusion(store: Store, collection: str) -> Fusion:

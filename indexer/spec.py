@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from indexer.chunking import check_chunk_fits
 from indexer.store import PAYLOAD_INDEX_TYPES, check_name, check_payload_indexes
 
 DEFAULT_CHUNK_TOKENS = 256
@@ -97,14 +98,7 @@ class IndexSpec(BaseModel):
 
     def check_encoder(self, encoder: Any) -> None:
         """Refuse chunks longer than ``encoder`` reads (the rest of each would be cut off)."""
-        from indexer.pipeline import encoder_token_limit
-
-        limit = encoder_token_limit(encoder)
-        if limit is not None and self.chunk_tokens > limit:
-            raise ValueError(
-                f"chunk_tokens ({self.chunk_tokens}) is more than the encoder reads ({limit} "
-                "tokens): the rest of every chunk would be cut off"
-            )
+        check_chunk_fits(encoder, self.chunk_tokens)
 
 
 def spec_error(exc: Exception, names: Mapping[str, str] | None = None, whole: str = "spec") -> str:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from indexer.edge_store import EdgeStore
 from indexer.evaluation.beir import BeirResult, retrieval_depth, score_beir, scored_run_from_hits
@@ -60,27 +60,31 @@ def default_hnsw_ef() -> int:
     return get_settings().edge_hnsw_ef
 
 
+class ServedOptions(TypedDict, total=False):
+    """The keyword options of :func:`evaluate_served_modes` (their defaults are there)."""
+
+    chunk_tokens: int
+    overlap: int
+    hnsw_ef: int | None
+    fusion: Fusion | None
+    data_dir: str | Path | None
+    show_progress: bool
+
+
 def evaluate_served(
     encoder: Encoder,
     dataset: BeirDataset,
     *,
     instruction: str | None,
     mode: str = "dense",
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-    overlap: int = DEFAULT_OVERLAP,
-    hnsw_ef: int | None = None,
-    fusion: Fusion | None = None,
-    data_dir: str | Path | None = None,
-    show_progress: bool = False,
+    **options: Unpack[ServedOptions],
 ) -> BeirResult:
     """Index ``dataset``'s corpus through the pipeline (chunked, HNSW at ``hnsw_ef``, default
     the configured one), search its judged queries as ``/search`` does (``mode`` dense or
     hybrid, one hit per document) and score the top documents like the exact evaluation."""
     return evaluate_served_modes(
-        encoder, dataset, instruction=instruction, modes=(mode,), chunk_tokens=chunk_tokens,
-        overlap=overlap, hnsw_ef=hnsw_ef, fusion=fusion, data_dir=data_dir,
-        show_progress=show_progress,
-    )[0]  # fmt: skip
+        encoder, dataset, instruction=instruction, modes=(mode,), **options
+    )[0]
 
 
 def evaluate_served_modes(

@@ -90,13 +90,13 @@ class Exploding:
     def __init__(self, inner: Any, fail_at: int, exc: BaseException) -> None:
         self.inner, self.fail_at, self.exc, self.calls = inner, fail_at, exc, 0
         self.tokenizer, self.fingerprint, self.dim = inner.tokenizer, inner.fingerprint, inner.dim
-        self.build_info = inner.build_info
+        self.build_info, self.vector_dims = inner.build_info, inner.vector_dims
 
-    def encode_documents(self, texts: list[str], **kw: Any) -> np.ndarray:
+    def encode_named(self, texts: list[str], **kw: Any) -> dict[str, np.ndarray]:
         self.calls += 1
         if self.calls == self.fail_at:
             raise self.exc
-        return np.asarray(self.inner.encode_documents(texts, **kw))
+        return dict(self.inner.encode_named(texts, **kw))
 
 
 @BOTH
