@@ -35,8 +35,8 @@ from encoders.config import CONFIG_FILE, Attention, EncoderConfig
 from encoders.encoder import Encoder
 from encoders.registry import resolve_config
 from encoders.training.checkpoints import CHECKPOINTS as CHECKPOINTS
+from encoders.training.checkpoints import TrainState, load_checkpoint, save_checkpoint
 from encoders.training.checkpoints import checkpoint_steps as checkpoint_steps
-from encoders.training.checkpoints import load_checkpoint, save_checkpoint
 from encoders.training.model import (
     ADAPTER_DIR,
     BASE_DIR,
@@ -228,13 +228,12 @@ class Trainer(ABC):
         optimizer = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
         warmup = math.ceil(p.warmup_ratio * p.max_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(p.max_steps, warmup))
+        run = TrainState(named, optimizer, scheduler)
         start = 0
         if p.resume:
             steps = checkpoint_steps(self.out)
             if steps:
-                start = load_checkpoint(
-                    self.out, self.name, self.params, steps[-1], named, optimizer, scheduler
-                )
+                start = load_checkpoint(self.out, self.name, self.params, steps[-1], run)
                 log.info("resumed %s from step %d", self.name, start)
             else:
                 log.info("--resume: no checkpoint in %s, starting from step 0", self.out)
@@ -276,9 +275,7 @@ class Trainer(ABC):
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}")
                 if done % p.save_steps == 0 or done == p.max_steps:
-                    save_checkpoint(
-                        self.out, self.name, self.params, done, named, optimizer, scheduler
-                    )
+                    save_checkpoint(self.out, self.name, self.params, done, run)
                 if self.callback is not None:
                     self.callback(done, metrics)
         ran = p.max_steps - start

@@ -9,7 +9,7 @@ import logging
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -22,6 +22,15 @@ from encoders.training.run import TrainingError
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+
+
+class TrainState(NamedTuple):
+    """What a checkpoint holds besides the RNG states: the trainable tensors by parameter name,
+    the optimizer and the learning-rate scheduler."""
+
+    named: list[tuple[str, nn.Parameter]]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
 
 
 def _rng_states() -> dict[str, Any]:
@@ -62,9 +71,7 @@ def save_checkpoint(
     stage: str,
     params: TrainParams,
     step: int,
-    named: list[tuple[str, nn.Parameter]],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    run: TrainState,
 ) -> None:
     """Write ``out/checkpoints/step-N`` (atomically: a temporary folder renamed) and keep the
     newest ``params.save_total_limit``."""
@@ -73,12 +80,14 @@ def save_checkpoint(
     tmp = root / f".step-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({n: t.detach().contiguous() for n, t in named}, str(tmp / "trainable.safetensors"))
+    save_file(
+        {n: t.detach().contiguous() for n, t in run.named}, str(tmp / "trainable.safetensors")
+    )
     state = {
         "stage": stage,
         "step": step,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
         "rng": _rng_states(),
         "data_position": {"step": step, "examples_seen": step * params.batch_size},
         "params": params.model_dump(mode="json"),
@@ -95,11 +104,9 @@ def load_checkpoint(
     stage: str,
     params: TrainParams,
     step: int,
-    named: list[tuple[str, nn.Parameter]],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    run: TrainState,
 ) -> int:
-    """Restore checkpoint ``step`` into ``named``, the optimizer, the scheduler and the RNGs;
+    """Restore checkpoint ``step`` into ``run`` (trainables, optimizer, scheduler) and the RNGs;
     returns the step. A checkpoint of another stage or of incompatible params is refused."""
     folder = out / CHECKPOINTS / f"step-{step}"
     state = torch.load(folder / "trainer_state.pt", weights_only=False)
@@ -125,13 +132,13 @@ def load_checkpoint(
             saved.get("max_steps"),
         )
     tensors = load_file(str(folder / "trainable.safetensors"))
-    names = {n for n, _ in named}
+    names = {n for n, _ in run.named}
     if set(tensors) != names:
         raise TrainingError(f"{folder}: its tensors do not match this model's trainables")
     with torch.no_grad():
-        for n, param in named:
+        for n, param in run.named:
             param.copy_(tensors[n])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
     _restore_rng(state["rng"])
     return int(state["step"])
