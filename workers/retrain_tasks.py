@@ -39,7 +39,8 @@ from workers.retrain import (
     update_stage,
 )
 from workers.retrain_spec import RetrainSpec, parse_spec
-from workers.tasks import BUILTIN_STAGES, _error_text, index, jobs
+from workers.task_common import BUILTIN_STAGES, error_text, jobs
+from workers.tasks import index
 
 RETRAIN_SUBDIR = "retrain"
 TEST_EVALUATE_DELAY_ENV = "EMBER_TEST_EVALUATE_DELAY_S"
@@ -143,7 +144,7 @@ def retrain_train(self: Task, job_id: str) -> dict[str, Any]:
             shutil.rmtree(params["out"], ignore_errors=True)  # a half-written folder: start over
         output = run_trainer(spec.trainer, params)
     except Exception as exc:
-        fail_stage(store_jobs, job_id, "train", _error_text(exc))
+        fail_stage(store_jobs, job_id, "train", error_text(exc))
         raise
     update_stage(store_jobs, job_id, "train", state="done", output=str(output))
     return {"job": job_id, "train": str(output)}
@@ -178,7 +179,7 @@ def retrain_evaluate(self: Task, job_id: str) -> dict[str, Any]:
         ours, theirs = scores["current"][spec.metric], scores["candidate"][spec.metric]
         promote, reason = decide(float(ours), float(theirs), spec)
     except Exception as exc:
-        fail_stage(store_jobs, job_id, "evaluate", _error_text(exc))
+        fail_stage(store_jobs, job_id, "evaluate", error_text(exc))
         raise
     summary = {
         "candidate": {"encoder": candidate_spec, "fingerprint": candidate.fingerprint},
@@ -234,7 +235,7 @@ def retrain_reindex(self: Task, job_id: str) -> dict[str, Any]:
         else:  # the index queue plans it like any index job (idempotent if redelivered)
             index.apply_async((child_id, child_spec), queue=INDEX_QUEUE, task_id=child_id)
     except Exception as exc:
-        fail_stage(store_jobs, job_id, "reindex", _error_text(exc))
+        fail_stage(store_jobs, job_id, "reindex", error_text(exc))
         raise
     child = store_jobs.require(child_id)
     settle_parent(store_jobs, child)  # the child finished here (eager); else its finish does it

@@ -30,21 +30,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from celery import Task, chord, signals
+from celery import Task, chord
 from celery.utils.log import get_task_logger
 
 from encoders.errors import EmberError
 from indexer.sources import source_record
 from workers import runtime
 from workers.app import INDEX_QUEUE, TRAIN_QUEUE, app
-from workers.jobs import JobNotFoundError, JobStore, job_store_url, open_job_store
 from workers.paths import confine_input, confine_train_params
 from workers.retrain import settle_parent
+from workers.task_common import BUILTIN_STAGES as BUILTIN_STAGES
+from workers.task_common import _job_stores as _job_stores  # tests clear it
+from workers.task_common import error_text, jobs
+from workers.task_common import job_running as job_running
 
 if TYPE_CHECKING:
     from indexer.readers import Document
@@ -53,31 +55,12 @@ log = get_task_logger(__name__)
 
 TEST_DELAY_ENV = "EMBER_TEST_BATCH_DELAY_S"
 MAX_TRANSIENT_RETRIES = 5
-# encoders.training stages: resumable from their checkpoints (``resume``/``overwrite`` params)
-BUILTIN_STAGES = frozenset({"mntp", "simcse", "supervised", "llara"})
-
-_job_stores: dict[str, JobStore] = {}
 
 
 class BatchRejectedError(EmberError, ValueError):
     """A document in the batch cannot be indexed (the corpus reader's rules, or no text)."""
 
     status = 422
-
-
-def jobs() -> JobStore:
-    settings = runtime.settings()
-    key = job_store_url(settings) or str(Path(settings.data_dir).resolve())
-    store = _job_stores.get(key)
-    if store is None:
-        store = _job_stores[key] = open_job_store(settings)
-    return store
-
-
-def job_running(store: JobStore, job_id: str) -> bool:
-    """Whether job ``job_id`` may still write its build (it exists and has not finished)."""
-    job = store.get(job_id)
-    return job is not None and not job.finished
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
@@ -115,25 +98,6 @@ def to_document(record: Any, number: int) -> Document:
     if isinstance(doc, BadRecordError):
         raise BatchRejectedError(f"record {number}: {doc.message}")
     return doc
-
-
-def _error_text(exc: BaseException) -> str:
-    """What a job record says about an error: the message alone for errors about the input
-    (bad records, missing files, unknown trainers), with the exception type otherwise."""
-    from indexer.pipeline import BuildError
-    from workers.training import TrainerError, UnknownTrainerError
-
-    message = str(exc).strip()
-    about_input: tuple[type[BaseException], ...] = (
-        ValueError, FileNotFoundError, JobNotFoundError, BuildError, TrainerError,
-        UnknownTrainerError,
-    )  # fmt: skip
-    training = sys.modules.get("encoders.training")  # loaded iff a trainer ran
-    if training is not None:
-        about_input += (training.TrainingError,)
-    if message and isinstance(exc, about_input):
-        return message
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 # ---- index jobs ---------------------------------------------------------------------------------
@@ -197,7 +161,7 @@ def index(self: Task, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
             )  # fmt: skip
         store_jobs.update(job_id, build=build)
     except Exception as exc:
-        store_jobs.finish(job_id, "failed", error=_error_text(exc))
+        store_jobs.finish(job_id, "failed", error=error_text(exc))
         settle_parent(store_jobs, store_jobs.require(job_id))
         raise
 
@@ -281,10 +245,10 @@ def index_batch(
         if self.request.retries < MAX_TRANSIENT_RETRIES and not self.request.is_eager:
             log.warning("batch %d of job %s: %s; retrying", number, job_id, exc)
             raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from exc
-        store_jobs.batch_failed(job_id, number, len(records), _error_text(exc))
+        store_jobs.batch_failed(job_id, number, len(records), error_text(exc))
         raise
     except Exception as exc:
-        store_jobs.batch_failed(job_id, number, len(records), _error_text(exc))
+        store_jobs.batch_failed(job_id, number, len(records), error_text(exc))
         raise
     store_jobs.batch_done(job_id, number, len(records), points)
     return {"batch": number, "documents": len(records), "points": points, "attempt": attempt}
@@ -397,20 +361,10 @@ def train(
             params.setdefault("resume", True)  # continue from the last checkpoint
         output = run_trainer(trainer, params)
     except Exception as exc:
-        store_jobs.finish(job_id, "failed", error=_error_text(exc))
+        store_jobs.finish(job_id, "failed", error=error_text(exc))
         raise
     store_jobs.finish(job_id, "succeeded", result={"output": str(output)})
     return store_jobs.require(job_id).to_dict()
-
-
-@signals.worker_shutdown.connect
-@signals.worker_process_shutdown.connect
-def _close_resources(**_: Any) -> None:
-    """The worker process owns its store: close it (flushes an embedded store) on shutdown."""
-    runtime.reset()
-    for store in _job_stores.values():
-        store.close()
-    _job_stores.clear()
 
 
 __all__ = [

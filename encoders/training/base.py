@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import random
 import shutil
 import time
 from abc import ABC, abstractmethod
@@ -28,17 +27,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from encoders.config import CONFIG_FILE, Attention, EncoderConfig
 from encoders.encoder import Encoder
-from encoders.errors import EmberError
-from encoders.hardware import has_fast_bf16
 from encoders.registry import resolve_config
+from encoders.training.checkpoints import CHECKPOINTS as CHECKPOINTS
+from encoders.training.checkpoints import TrainState, load_checkpoint, save_checkpoint
+from encoders.training.checkpoints import checkpoint_steps as checkpoint_steps
 from encoders.training.model import (
     ADAPTER_DIR,
     BASE_DIR,
@@ -49,84 +47,19 @@ from encoders.training.model import (
     build_stage_model,
     save_output,
 )
-from encoders.training.params import RESUMABLE_CHANGES, TrainParams
+from encoders.training.params import TrainParams
+from encoders.training.run import TrainingError as TrainingError
+from encoders.training.run import autocast_dtype as autocast_dtype
+from encoders.training.run import resolve_device as resolve_device
+from encoders.training.run import seed_everything as seed_everything
+from encoders.training.run import warmup_linear as warmup_linear
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
 LOCK_FILE = ".train.lock"
 LOG_FILE = "train_log.jsonl"
 ARGS_FILE = "train_args.json"
 StepCallback = Callable[[int, dict[str, float]], None]
-
-
-class TrainingError(EmberError, RuntimeError):
-    """A run that cannot start or continue (bad output folder, incompatible checkpoint)."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"--device {name}: CUDA is not available")
-    return device
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of a run: None (fp32), or bf16 when asked or, for ``auto``, when the
-    device has fast bf16 (an AVX2-only CPU would run bf16 several times slower than fp32)."""
-    if precision == "bf16" or (precision == "auto" and has_fast_bf16(device)):
-        return torch.bfloat16
-    return None
-
-
-def warmup_linear(total: int, warmup: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return factor
-
-
-def _rng_states() -> dict[str, Any]:
-    py = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": [py[0], list(py[1]), py[2]],
-        "numpy": [name, torch.from_numpy(np.asarray(keys).copy()), pos, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def _restore_rng(states: dict[str, Any]) -> None:
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((name, keys.numpy(), pos, has_gauss, cached))
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def checkpoint_steps(out: Path) -> list[int]:
-    folder = out / CHECKPOINTS
-    if not folder.is_dir():
-        return []
-    steps = []
-    for entry in folder.iterdir():
-        numbered = entry.name.startswith("step-") and entry.name[5:].isdigit()
-        if numbered and (entry / "trainer_state.pt").is_file():
-            steps.append(int(entry.name[5:]))
-    return sorted(steps)
 
 
 class Trainer(ABC):
@@ -295,11 +228,12 @@ class Trainer(ABC):
         optimizer = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
         warmup = math.ceil(p.warmup_ratio * p.max_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(p.max_steps, warmup))
+        run = TrainState(named, optimizer, scheduler)
         start = 0
         if p.resume:
             steps = checkpoint_steps(self.out)
             if steps:
-                start = self._load_checkpoint(steps[-1], named, optimizer, scheduler)
+                start = load_checkpoint(self.out, self.name, self.params, steps[-1], run)
                 log.info("resumed %s from step %d", self.name, start)
             else:
                 log.info("--resume: no checkpoint in %s, starting from step 0", self.out)
@@ -341,7 +275,7 @@ class Trainer(ABC):
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}")
                 if done % p.save_steps == 0 or done == p.max_steps:
-                    self._save_checkpoint(done, named, optimizer, scheduler)
+                    save_checkpoint(self.out, self.name, self.params, done, run)
                 if self.callback is not None:
                     self.callback(done, metrics)
         ran = p.max_steps - start
@@ -355,77 +289,6 @@ class Trainer(ABC):
         return self.out
 
     # ---- checkpoints ----------------------------------------------------------------------
-    def _save_checkpoint(
-        self,
-        step: int,
-        named: list[tuple[str, nn.Parameter]],
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-    ) -> None:
-        root = self.out / CHECKPOINTS
-        final = root / f"step-{step}"
-        tmp = root / f".step-{step}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(
-            {n: t.detach().contiguous() for n, t in named}, str(tmp / "trainable.safetensors")
-        )
-        state = {
-            "stage": self.name,
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_states(),
-            "data_position": {"step": step, "examples_seen": step * self.params.batch_size},
-            "params": self.params.model_dump(mode="json"),
-        }
-        torch.save(state, tmp / "trainer_state.pt")
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        for old in checkpoint_steps(self.out)[: -self.params.save_total_limit]:
-            shutil.rmtree(root / f"step-{old}", ignore_errors=True)
-
-    def _load_checkpoint(
-        self,
-        step: int,
-        named: list[tuple[str, nn.Parameter]],
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-    ) -> int:
-        folder = self.out / CHECKPOINTS / f"step-{step}"
-        state = torch.load(folder / "trainer_state.pt", weights_only=False)
-        if state.get("stage") != self.name:
-            raise TrainingError(f"{folder} is a {state.get('stage')!r} checkpoint, not {self.name}")
-        saved = state["params"]
-        now = self.params.model_dump(mode="json")
-        changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
-        if changed:
-            raise TrainingError(
-                f"--resume: {', '.join(changed)} differ from the checkpointed run "
-                f"({folder}); use the same settings or --overwrite"
-            )
-        if int(state["step"]) > self.params.max_steps:
-            raise TrainingError(
-                f"--resume: the checkpoint is at step {state['step']}, past --max-steps "
-                f"{self.params.max_steps}"
-            )
-        if saved.get("max_steps") != now["max_steps"]:
-            log.warning(
-                "resuming with --max-steps %s (was %s): the learning-rate decay re-targets it",
-                now["max_steps"],
-                saved.get("max_steps"),
-            )
-        tensors = load_file(str(folder / "trainable.safetensors"))
-        names = {n for n, _ in named}
-        if set(tensors) != names:
-            raise TrainingError(f"{folder}: its tensors do not match this model's trainables")
-        with torch.no_grad():
-            for n, param in named:
-                param.copy_(tensors[n])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _restore_rng(state["rng"])
-        return int(state["step"])
 
     def _trim_log(self, start: int) -> None:
         file = self.out / LOG_FILE
