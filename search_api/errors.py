@@ -22,15 +22,16 @@ from encoders.errors import EmberError
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    """An error for the client: ``status``, a message and optionally the field it is about."""
+class ApiError(EmberError):
+    """An error for the client: ``status``, a message and optionally the field it is about
+    (an :class:`EmberError` whose status is always set)."""
 
     def __init__(
         self, status: int, message: str, loc: Sequence[str | int] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         super().__init__(message)
-        self.status = status
+        self.status: int = status
         self.message = message
         self.loc = list(loc) if loc is not None else None
         self.headers = headers

@@ -11,7 +11,7 @@ must share this ``store`` instead of opening their own.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from fastapi import Request
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 
 Status = Literal["starting", "ready", "failed"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -45,6 +46,31 @@ class ApiState:
     @property
     def ready(self) -> bool:
         return self.status == "ready"
+
+    # What a request handler uses once ``ready_state`` let it in: each is set at start-up, but
+    # a shutdown may clear the store under a request still running; that answers 503, never an
+    # AssertionError.
+    @property
+    def live_store(self) -> Store:
+        return _present(self.store, "the store is closed")
+
+    @property
+    def live_encoders(self) -> EncoderRegistry:
+        return _present(self.encoders, "no encoder is loaded")
+
+    @property
+    def live_encoder(self) -> Encoder:
+        return _present(self.encoder, "no encoder is loaded")
+
+    @property
+    def live_batcher(self) -> MicroBatcher:
+        return _present(self.batcher, "no encoder is loaded")
+
+
+def _present(value: T | None, why: str) -> T:
+    if value is None:
+        raise ApiError(503, f"service unavailable: {why}", headers={"retry-after": "5"})
+    return value
 
 
 def get_state(request: Request) -> ApiState:

@@ -49,8 +49,7 @@ async def embeddings(
     req: EmbeddingsRequest, state: Annotated[ApiState, Depends(ready_state)]
 ) -> EmbeddingsResponse:
     """Embed one text or a list of texts (instruction-free, L2-normalised float32)."""
-    assert state.encoder is not None and state.batcher is not None
-    encoder = state.encoder
+    encoder, batcher = state.live_encoder, state.live_batcher
     texts = [req.input] if isinstance(req.input, str) else list(req.input)
     limit = state.settings.api_max_inputs
     if len(texts) > limit:
@@ -70,7 +69,7 @@ async def embeddings(
             raise field_error(loc, "the text has no tokens to encode")
     tokens = sum(len(item.ids) for item in items)
 
-    vectors = await state.batcher.encode(texts, "document", None)
+    vectors = await batcher.encode(texts, "document", None)
     if req.dimensions is not None and req.dimensions < vectors.shape[1]:
         vectors = truncate(vectors, req.dimensions)
     data = [

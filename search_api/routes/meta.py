@@ -68,8 +68,8 @@ async def collections(state: Annotated[ApiState, Depends(ready_state)]) -> Colle
     an unfinished build is listed with ``complete: false`` and is never searchable)."""
     from indexer.pipeline import parse_version
 
-    assert state.store is not None and state.encoders is not None
-    infos = await run_in_threadpool(state.store.list_collections)
+    store, encoders = state.live_store, state.live_encoders
+    infos = await run_in_threadpool(store.list_collections)
     views = await run_in_threadpool(lambda: [describe(state, info) for info in infos])
     out = []
     for info, (encoder, loaded, searchable, _) in zip(infos, views, strict=True):
@@ -90,7 +90,7 @@ async def collections(state: Annotated[ApiState, Depends(ready_state)]) -> Colle
             )
         )
     # an alias seen on a build of an encoder not loaded: start loading it (room permitting)
-    state.encoders.prefetch(t for t in (v[3] for v in views) if t is not None)
+    encoders.prefetch(t for t in (v[3] for v in views) if t is not None)
     return CollectionsResponse(default=state.settings.api_default_collection, collections=out)
 
 

@@ -61,7 +61,7 @@ async def search(
     from indexer.search import EncoderMismatchError
     from indexer.store import BuildIncompleteError, CollectionNotFoundError, parse_filter
 
-    assert state.store is not None and state.encoders is not None
+    store, encoders = state.live_store, state.live_encoders
     task, instruction = resolve_instruction(req)
     name = req.collection or state.settings.api_default_collection
     filter = req.filter_dict()
@@ -72,8 +72,8 @@ async def search(
 
     for attempt in range(2):
         try:
-            target = await run_in_threadpool(state.encoders.target, state.store, name)
-            async with state.encoders.lease(target) as served:
+            target = await run_in_threadpool(encoders.target, store, name)
+            async with encoders.lease(target) as served:
                 return await _search_with(
                     state, req, served, name, target.collection, task, instruction
                 )
@@ -96,8 +96,7 @@ RETRY_LOADING = {"retry-after": "2"}
 
 
 def _is_alias(state: ApiState, name: str) -> bool:
-    assert state.store is not None
-    return state.store.get_alias(name) is not None
+    return state.live_store.get_alias(name) is not None
 
 
 async def _search_with(
@@ -109,8 +108,7 @@ async def _search_with(
     from indexer.search import resolve_mode, search_prepared
     from indexer.sparse import SparseUnavailableError
 
-    assert state.store is not None
-    store, encoder = state.store, served.encoder
+    store, encoder = state.live_store, served.encoder
     filter = req.filter_dict()
     try:
         mode = await run_in_threadpool(

@@ -89,3 +89,23 @@ def test_a_domain_error_raised_deep_answers_its_own_status(client: TestClient) -
     r = client.get("/_raise/model")  # no status: the server's fault, no internals shown
     assert r.status_code == 500
     assert r.json()["message"] == "internal server error"
+
+
+def test_a_request_after_the_store_closed_answers_503_not_a_traceback(client: TestClient) -> None:
+    """Handlers read the store and encoders through ``ApiState.live_*``: a state emptied under
+    them (a shutdown racing a request) is a 503 with Retry-After, never an AssertionError."""
+    state = client.app.state.ember  # type: ignore[attr-defined]
+    store, encoders, encoder = state.store, state.encoders, state.encoder
+    try:
+        state.store = None
+        for path, body in (("/search", {"query": "fox"}), ("/collections", None)):
+            r = client.post(path, json=body) if body else client.get(path)
+            assert r.status_code == 503, (path, r.text)
+            assert r.json()["message"] == "service unavailable: the store is closed"
+            assert r.headers["retry-after"] == "5"
+        state.store, state.encoder = store, None
+        r = client.post("/v1/embeddings", json={"input": "fox"})
+        assert r.status_code == 503
+        assert r.json()["message"] == "service unavailable: no encoder is loaded"
+    finally:
+        state.store, state.encoders, state.encoder = store, encoders, encoder
