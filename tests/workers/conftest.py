@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import pytest
 
+from indexer.store import QdrantClientStore
 from tests.conftest import REPO
 
 T = TypeVar("T")
@@ -127,6 +128,21 @@ def redis_aof(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[QdrantClientStore]:
+    """An embedded store for the API's in-process jobs; the worker runtime and job stores the
+    jobs opened are forgotten afterwards."""
+    from workers import runtime, tasks
+
+    s = QdrantClientStore(path=tmp_path / "qdrant")
+    try:
+        yield s
+    finally:
+        s.close()
+        runtime.reset()
+        tasks._job_stores.clear()
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,6 @@ from search_api.app import create_app
 from tests.search_api.conftest import LiveServer, make_settings, wait_ready
 from tests.workers.conftest import RedisServer
 from tests.workers.helpers import documents, simcse_params
-from workers import runtime, tasks
 
 KEY = "jobs-key"
 
@@ -33,17 +32,6 @@ def encoder(tiny_model: Path) -> Any:
     from encoders import load_encoder
 
     return load_encoder(str(tiny_model))
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[QdrantClientStore]:
-    s = QdrantClientStore(path=tmp_path / "qdrant")
-    try:
-        yield s
-    finally:
-        s.close()
-        runtime.reset()
-        tasks._job_stores.clear()
 
 
 def follow(client: TestClient, job_id: str, timeout: float = 120.0) -> dict[str, Any]:

@@ -28,17 +28,6 @@ def _forget_test_trainer() -> Iterator[None]:
     unregister_trainer(rh.TRAINER_NAME)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[QdrantClientStore]:
-    s = QdrantClientStore(path=tmp_path / "qdrant")
-    try:
-        yield s
-    finally:
-        s.close()
-        runtime.reset()
-        tasks._job_stores.clear()
-
-
 def test_retrain_route_promotes_and_shows_every_stage(
     tmp_path: Path, tiny_model: Path, store: QdrantClientStore
 ) -> None:
