@@ -4,6 +4,7 @@
                                                      [--threads 2] [--ember-variants 4096:64,...]
                                                      [--ember-only] [--quick]
                                                      [--only smollm2|minilm]
+                                                     [--dtypes bfloat16,int8]
 
 Corpus: a fixed random sample (seed 0) of SciFact documents, ``title + " " + text``, mixed lengths,
 truncated at 512 tokens by every contender. Models: SmolLM2-135M-Instruct (fp32, Ember preset
@@ -19,7 +20,12 @@ reported rate is the median over rounds:
   default), the reference implementation for that model. Both stay loaded in a worker process
   between rounds; the time is measured inside the worker around ``encode()``;
 - ``naive``: plain transformers ``AutoModel`` in Ember's venv, documents in corpus order, fixed
-  batches of 32 padded to the batch's longest, mean pooling.
+  batches of 32 padded to the batch's longest, mean pooling;
+- ``ember <dtype>`` (``--dtypes``): the same ``Encoder.encode`` loaded in another dtype
+  (``bfloat16`` weights, ``int8`` dynamic quantisation of the Linear layers). Every other Ember
+  contender is pinned to float32 (the ``smollm2`` preset's ``auto`` would pick bf16 on a CPU
+  with bf16 units). Their % roofline is still against the **fp32** GEMM rate, so it can pass
+  100 %: read it as "fraction of what fp32 matmuls could do".
 
 Tokens = real (non-pad) tokens each contender feeds the model. Useful FLOPs per text of L tokens
 = 2 * (weights of all Linear layers) * L + 4 * layers * attention width * L^2 (QK^T and AV, full
@@ -234,7 +240,11 @@ def measure(contenders: list[Contender], rounds: int, threads: int) -> list[floa
             torch.set_num_threads(threads)
             c.seconds.append(c.run())
             rate = sum(c.lengths) / c.seconds[-1]
-            print(f"  round {r + 1}/{rounds} {c.name:<22} {rate:8.1f} tok/s", flush=True)
+            load = os.getloadavg()[0]
+            print(
+                f"  round {r + 1}/{rounds} {c.name:<22} {rate:8.1f} tok/s (load {load:.1f})",
+                flush=True,
+            )
     return gemm
 
 
@@ -276,7 +286,7 @@ def bench_model(
     which: str, texts: list[str], args: argparse.Namespace, workdir: Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     preset = PRESETS[which]
-    cfg = preset.model_copy(update={"max_length": MAX_LENGTH})
+    cfg = preset.model_copy(update={"max_length": MAX_LENGTH, "dtype": "float32"})
     folder = resolve_model_path(cfg.base_model)
     print(f"{which}: {len(texts)} docs, folder {folder}", flush=True)
     ember, enc = ember_contender("ember", cfg, texts)
@@ -285,6 +295,9 @@ def bench_model(
         budget, max_batch = (int(x) for x in variant.split(":"))
         vcfg = cfg.model_copy(update={"token_budget": budget, "max_batch_size": max_batch})
         contenders.append(ember_contender(f"ember {budget}:{max_batch}", vcfg, texts, enc)[0])
+    for dtype in args.dtypes:
+        dcfg = cfg.model_copy(update={"dtype": dtype})
+        contenders.append(ember_contender(f"ember {dtype}", dcfg, texts)[0])
     if args.ember_only:
         return _finish(which, contenders, cfg, enc, args)
     if which == "minilm":
@@ -374,6 +387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="extra Ember settings TOKEN_BUDGET:MAX_BATCH, comma-separated",
     )
+    ap.add_argument(
+        "--dtypes",
+        type=lambda s: [v for v in s.split(",") if v],
+        default=[],
+        help="extra Ember contenders in these dtypes (bfloat16, int8), comma-separated",
+    )
     ap.add_argument("--only", choices=["smollm2", "minilm"], default=None)
     ap.add_argument(
         "--ember-only", action="store_true", help="only Ember and its --ember-variants (a sweep)"
@@ -390,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.docs, args.llm_docs, args.rounds = 16, 8, 1
     ensure_ref_env()
+    load_at_start = os.getloadavg()
     torch.set_num_threads(args.threads)
     rows: list[dict[str, Any]] = []
     meta: dict[str, Any] = {}
@@ -410,7 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "threads": args.threads,
         "rounds": args.rounds,
         "max_length": MAX_LENGTH,
+        "load_average_at_start": load_at_start,
         "load_average_at_end": os.getloadavg(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "rows": rows,
         "models": meta,
     }
