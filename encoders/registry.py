@@ -4,6 +4,8 @@ A spec is one of:
 - ``smollm2`` / ``smollm2-bi`` / ``smollm2-echo`` / ``minilm``: the bundled models (see
   :data:`PRESETS`);
 - a folder with ``encoder_config.json`` (a saved or trained encoder);
+- an LLM2Vec checkpoint as llm2vec publishes it: an adapter folder whose base is local, or a
+  root holding base / MNTP / supervised folders (:mod:`encoders.llm2vec_format`);
 - a plain local HF model folder (default config on top of it).
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from encoders import llm2vec_format
 from encoders.config import CONFIG_FILE, EncoderConfig
 from encoders.encoder import Encoder
 from encoders.loading import MINILM, SMOLLM2, ModelNotFoundError
@@ -80,11 +83,13 @@ def resolve_config(spec: str) -> EncoderConfig:
     path = Path(spec).expanduser()
     if (path / CONFIG_FILE).is_file():
         return EncoderConfig.load(path)
+    if llm2vec_format.is_checkpoint(path):
+        return llm2vec_format.load_checkpoint(path)
     if (path / "config.json").is_file():
         return EncoderConfig(name=path.name, base_model=str(path.resolve()))
     raise ModelNotFoundError(
         f"encoder {spec!r} is not a preset ({', '.join(PRESETS)}), an encoder folder "
-        f"({CONFIG_FILE}) or a local HF model folder"
+        f"({CONFIG_FILE}), an LLM2Vec checkpoint (adapter folders) or a local HF model folder"
     )
 
 

@@ -67,7 +67,7 @@ def read_texts(stream: IO[str], fmt: str, field: str) -> tuple[list[str], list[o
     envvar="EMBER_ENCODER",
     default="smollm2-ember",
     show_default=True,
-    help="Encoder preset, encoder folder or local HF model folder.",
+    help="Encoder preset, encoder folder, LLM2Vec checkpoint folder or local HF model folder.",
 )
 @click.option(
     "--instruction",
