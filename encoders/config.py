@@ -127,6 +127,11 @@ class EncoderConfig(BaseModel):
     query_max_length: int = Field(default=256, ge=2)
     # LLM2Vec joins instruction and text with one space: f"{instruction.strip()} {text}".
     instruction_template: str = "{instruction} "
+    text_suffix: str = Field(
+        default="",
+        description="appended to every text and pooled with it (llm2vec's eos_token pooling: "
+        "' </s>' for Llama / Mistral, '<|endoftext|>' for Qwen2)",
+    )
     normalize: bool = True
     padding_side: PaddingSide = "right"
     dtype: DType = "float32"
@@ -231,6 +236,8 @@ class EncoderConfig(BaseModel):
         if moee is not None and moee.get("similarity") == "sum":
             # sum mode stores hs and rw apart; the weight only scores queries (no reindex)
             moee.pop("rw_weight", None)
+        if not doc_fields.get("text_suffix"):
+            doc_fields.pop("text_suffix", None)  # fingerprints from before the option stay
         if doc_fields.get("standardize") is None:
             doc_fields.pop("standardize", None)  # fingerprints from before the option stay
         elif doc_fields["standardize"].get("whitening"):

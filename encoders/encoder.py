@@ -244,13 +244,13 @@ class Encoder:
     def compose(self, text: str, instruction: str | None) -> tuple[str, int]:
         """The string the model reads and the character where pooling starts.
 
-        Plain: ``prefix + text``, pooled from the text. Echo (Springer et al. 2024): the text is
-        written twice into ``echo_template`` and only the second copy is pooled, so with causal
-        attention its tokens have already seen the whole text once.
+        Plain: ``prefix + text + text_suffix``, pooled from the text. Echo (Springer et al.
+        2024): the text is written twice into ``echo_template`` and only the second copy is
+        pooled, so with causal attention its tokens have already seen the whole text once.
         """
         prefix = self.config.format_prefix(instruction)
         if not self.config.echo:
-            return prefix + text, len(prefix)
+            return prefix + text + self.config.text_suffix, len(prefix)
         head, middle, _ = self.config.echo_template.split("{text}")
         first = prefix + head + text + middle
         return first + text, len(first)

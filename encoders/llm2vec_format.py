@@ -25,11 +25,11 @@ A named base resolves as a local path (absolute, or relative to the adapter fold
 parent), then as a snapshot in the local Hugging Face cache; never from the network. Every
 adapter is merged (as ``LLM2Vec.from_pretrained`` does with MNTP). Settings from
 ``llm2vec_config.json`` (top adapter first, then MNTP): attention bidirectional (llm2vec's
-default), ``pooling_mode`` mean / weighted_mean / last_token, ``max_length`` (queries) and
+default), ``pooling_mode`` mean / weighted_mean / last_token / eos_token (last token, with the
+per-family suffix llm2vec appends as ``text_suffix``), ``max_length`` (queries) and
 ``min(max_length, doc_max_length)`` (documents). What Ember does not reproduce is refused with
-one line: ``bos_token`` and ``eos_token`` pooling, ``skip_instruction: false`` (Ember never pools
-the instruction) and the chat templates llm2vec wraps around inputs of five named instruct
-models.
+one line: ``bos_token`` pooling, ``skip_instruction: false`` (Ember never pools the
+instruction) and the chat templates llm2vec wraps around inputs of five named instruct models.
 """
 
 from __future__ import annotations
@@ -44,7 +44,16 @@ from encoders.loading import ModelNotFoundError
 
 ADAPTER_FILE = "adapter_config.json"
 LLM2VEC_FILE = "llm2vec_config.json"
-POOLING = {"mean": "mean", "weighted_mean": "weighted_mean", "last_token": "last_token"}
+POOLING = {
+    "mean": "mean",
+    "weighted_mean": "weighted_mean",
+    "last_token": "last_token",
+    "eos_token": "last_token",  # with the text suffix llm2vec appends (EOS_SUFFIX)
+}
+# llm2vec.LLM2Vec.prepare_for_tokenization, pooling_mode "eos_token": what it appends to the
+# input, by config class (other model types get nothing: eos_token is then last_token)
+EOS_SUFFIX = {"llama": " </s>", "mistral": " </s>", "gemma": "<eos>", "qwen2": "<|endoftext|>"}
+LLAMA3_BASE = "meta-llama/Meta-Llama-3-8B"  # by name: "<|end_of_text|>" instead
 # llm2vec.LLM2Vec.prepare_for_tokenization wraps inputs of these models in a chat template
 CHAT_WRAPPED = {
     "meta-llama/Meta-Llama-3-8B-Instruct",
@@ -175,10 +184,21 @@ def _settings(adapters: list[Path]) -> tuple[dict[str, Any], Path | None]:
 def _model_name(base: Path, adapters: list[Path]) -> str:
     """``config._name_or_path`` as llm2vec sees it: from the MNTP folder's config.json (the
     folder it loads), else the base's."""
+    return str(_model_config(base, adapters).get("_name_or_path") or "")
+
+
+def _model_config(base: Path, adapters: list[Path]) -> dict[str, Any]:
     for folder in [*adapters, base]:
         if (folder / "config.json").is_file():
-            return str(_read(folder / "config.json").get("_name_or_path") or "")
-    return ""
+            return _read(folder / "config.json")
+    return {}
+
+
+def _eos_suffix(base: Path, adapters: list[Path]) -> str:
+    config = _model_config(base, adapters)
+    if config.get("_name_or_path") == LLAMA3_BASE:
+        return "<|end_of_text|>"
+    return EOS_SUFFIX.get(str(config.get("model_type", "")), "")
 
 
 def load_checkpoint(path: Path) -> EncoderConfig:
@@ -211,6 +231,7 @@ def load_checkpoint(path: Path) -> EncoderConfig:
         base_model=str(base),
         attention="bidirectional",
         pooling=POOLING[mode],  # type: ignore[arg-type]
+        text_suffix=_eos_suffix(base, adapters) if mode == "eos_token" else "",
         max_length=max(2, min(max_length, doc_max_length)),
         query_max_length=max(2, max_length),
         adapters=[AdapterSpec(path=str(a), merged=True) for a in adapters],

@@ -104,7 +104,6 @@ def test_a_hub_named_base_is_found_in_the_local_hf_cache_only(
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"pooling_mode": "eos_token"}, "pooling_mode 'eos_token'"),
         ({"pooling_mode": "bos_token"}, "pooling_mode 'bos_token'"),
         ({"skip_instruction": False}, "skip_instruction false"),
     ],
@@ -133,3 +132,20 @@ def test_an_ambiguous_root_is_refused(root: Path, tmp_path: Path) -> None:
     (copy / "supervised" / "llm2vec_config.json").unlink()
     with pytest.raises(LLM2VecCheckpointError, match="cannot tell the MNTP adapter"):
         resolve_config(str(copy))
+
+
+def test_eos_token_pooling_is_the_last_token_after_llm2vecs_suffix(
+    root: Path, tmp_path: Path
+) -> None:
+    copy = shutil.copytree(root, tmp_path / "ckpt")
+    (copy / "supervised" / "llm2vec_config.json").write_text(
+        json.dumps({"pooling_mode": "eos_token"})
+    )
+    cfg = resolve_config(str(copy))
+    assert (cfg.pooling, cfg.text_suffix) == ("last_token", " </s>")  # a Llama config
+    enc = Encoder.from_config(cfg)
+    item = enc.tokenize(["proteins"], None, 64)[0]
+    assert item.ids[-1] == enc.tokenizer.eos_token_id
+    plain = EncoderConfig(base_model=str(root / "base"))
+    assert plain.fingerprint() == plain.model_copy(update={"text_suffix": ""}).fingerprint()
+    assert plain.fingerprint() != plain.model_copy(update={"text_suffix": " </s>"}).fingerprint()

@@ -36,7 +36,7 @@ from encoders.registry import resolve_config  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-POOLINGS = ("mean", "weighted_mean", "last_token")
+POOLINGS = ("mean", "weighted_mean", "last_token", "eos_token")
 CASES = (
     parity.ModelCase("llama-metaspace-bos", "llama", "metaspace", True, "Llama-2 tokenizer"),
     parity.ModelCase("mistral-metaspace-bos", "mistral", "metaspace", True, "Mistral tokenizer"),
@@ -87,10 +87,12 @@ def _check(enc: Encoder, ref: np.ndarray, pooled: list[int], instruction: str | 
 def test_published_stack_matches_llm2vec(built: Path, pooling: str) -> None:
     meta = json.loads((built / "ckpt" / "meta.json").read_text())["runs"]
     cfg = resolve_config(str(built / f"root-{pooling}"))
-    assert cfg.pooling == pooling and len(cfg.adapters) == 2
+    assert cfg.pooling == ("last_token" if pooling == "eos_token" else pooling)
+    assert len(cfg.adapters) == 2 and bool(cfg.text_suffix) == (pooling == "eos_token")
     sup = Encoder.from_config(cfg)
     mntp_cfg = resolve_config(str(built / "ckpt" / "mntp"))
-    mntp = Encoder.from_config(mntp_cfg.model_copy(update={"pooling": pooling}))
+    update = {"pooling": cfg.pooling, "text_suffix": cfg.text_suffix}
+    mntp = Encoder.from_config(mntp_cfg.model_copy(update=update))
     strict = 0
     for stack, enc in (("supervised", sup), ("mntp", mntp)):
         for mode, instruction in (("plain", None), ("instr", parity.INSTRUCTION)):
