@@ -41,6 +41,7 @@ import platform
 import random
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -363,6 +364,36 @@ def probe_threads(encoder_spec: str, queries: list[str], n: int = 32) -> list[di
     return rows
 
 
+def bare_forward(
+    encoder_spec: str, queries: list[str], threads: int | None, n: int
+) -> dict[str, Any]:
+    """In-process ``encode_queries`` of one query at a time (no server, no HTTP, no search):
+    the floor a ``POST /search`` of the same query stands on."""
+    import torch
+
+    from encoders import load_encoder
+    from encoders.instructions import TASKS
+
+    encoder = load_encoder(encoder_spec)
+    if threads:
+        torch.set_num_threads(threads)
+    instruction = TASKS["scifact"]
+    encoder.encode_queries(queries[:2], instruction)  # warm-up
+    times = []
+    for q in (queries * (n // max(1, len(queries)) + 1))[:n]:
+        started = time.perf_counter()
+        encoder.encode_queries([q], instruction)
+        times.append((time.perf_counter() - started) * 1000)
+    del encoder
+    return {
+        "queries": n,
+        "torch_threads": torch.get_num_threads(),
+        "p50_ms": round(statistics.median(times), 1),
+        "mean_ms": round(statistics.fmean(times), 1),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--encoder", default="smollm2", help="encoder preset or folder")
@@ -386,6 +417,11 @@ def main() -> None:
         help="the old client: a 429 is counted and the next request sent at once, no retry",
     )  # fmt: skip
     p.add_argument(
+        "--versus-forward", type=int, default=0, metavar="N",
+        help="also time N bare in-process query forwards before and after the server runs "
+        "(use with --clients 1: POST /search p50 vs the forward it wraps)",
+    )  # fmt: skip
+    p.add_argument(
         "--probe-threads", action="store_true",
         help="only time in-process forwards (batched vs single, 1 vs 2 threads); no server",
     )  # fmt: skip
@@ -406,11 +442,20 @@ def main() -> None:
         print(f"indexing {args.docs} SciFact-mini docs with {args.encoder} ...", file=sys.stderr)
         index = build_index(data_dir, args.encoder, args.docs, args.chunk_tokens)
         rows = []
+        forward = []
+        if args.versus_forward:
+            forward.append(
+                bare_forward(args.encoder, queries, args.torch_threads, args.versus_forward)
+            )
         for mode in args.modes.split(","):
             batching = {"on": True, "off": False}[mode.strip()]
             print(f"micro-batching {mode}: {args.clients} clients x {args.duration:g} s ...",
                   file=sys.stderr)  # fmt: skip
             rows.append(run_mode(args, data_dir, batching, queries))
+        if args.versus_forward:
+            forward.append(
+                bare_forward(args.encoder, queries, args.torch_threads, args.versus_forward)
+            )
 
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -426,6 +471,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
         "results": rows,
+        "bare_forward": forward,
     }  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
     threads = f"-t{args.torch_threads}" if args.torch_threads else ""
@@ -448,6 +494,14 @@ def main() -> None:
             f"{r['rss_before_mib']:>10.0f} / {r['rss_after_mib']:<8.0f} "
             f"{r['load_avg_1m'][0]:.1f}-{r['load_avg_1m'][1]:.1f}"
         )
+    if forward:
+        floor = statistics.median([f["p50_ms"] for f in forward])
+        print(f"bare forward p50 (before / after the server runs): "
+              f"{' / '.join(str(f['p50_ms']) for f in forward)} ms")  # fmt: skip
+        for r in rows:
+            mode = "on" if r["micro_batching"] else "off"
+            print(f"POST /search p50 / bare forward p50, micro-batching {mode}: "
+                  f"{r['p50_ms'] / floor:.2f}x")  # fmt: skip
     print(f"wrote {out.relative_to(ROOT)}")
 
 
