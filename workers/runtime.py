@@ -2,7 +2,7 @@
 
 A worker process loads its encoder lazily on the first task that needs it and keeps it (a GPU
 worker runs the solo pool, one process per device, so one model per device). The store is opened
-once per process too (:func:`indexer.store.shared_store`): an embedded store locks its folder to
+once per process too (:func:`indexer.stores.shared_store`): an embedded store locks its folder to
 one process.
 
 A process that already holds an encoder and a store (the API running jobs in-process in embedded
