@@ -84,6 +84,12 @@ class Encoder:
 
     @classmethod
     def load(cls, folder: str | Path) -> Encoder:
+        """An encoder folder (``encoder_config.json``) or an LLM2Vec checkpoint as llm2vec
+        publishes it (:mod:`encoders.llm2vec_format`)."""
+        from encoders import llm2vec_format
+
+        if llm2vec_format.is_checkpoint(Path(folder)):
+            return cls.from_config(llm2vec_format.load_checkpoint(Path(folder)))
         return cls.from_config(EncoderConfig.load(folder))
 
     def to(self, device: str | torch.device) -> Encoder:

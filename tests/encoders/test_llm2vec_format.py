@@ -72,6 +72,8 @@ def test_a_checkpoint_root_loads_base_mntp_and_supervised_in_order(root: Path) -
         adapters=[AdapterSpec(path=str(root / "mntp")), AdapterSpec(path=str(root / "supervised"))],
     )
     np.testing.assert_allclose(_vectors(cfg), _vectors(explicit), atol=1e-6)
+    loaded = Encoder.load(root).encode(TEXTS, "Retrieve passages")  # the same through Encoder.load
+    np.testing.assert_allclose(loaded, _vectors(explicit), atol=1e-6)
     mntp_only = EncoderConfig(
         base_model=str(root / "base"), pooling="weighted_mean",
         adapters=[AdapterSpec(path=str(root / "mntp"))],
