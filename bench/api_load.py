@@ -330,17 +330,23 @@ def run_mode(args: argparse.Namespace, data_dir: Path, batching: bool, queries: 
             server.wait()
 
 
-def probe_threads(encoder_spec: str, queries: list[str], n: int = 32) -> list[dict[str, Any]]:
-    """In-process forward timings, no server: ``n`` queries as one batch and one by one (8 of
-    them), at 1 and 2 intra-op threads. Shows what batching and threads do on this host."""
-    import torch
-
+def _warm_query_encoder(encoder_spec: str, queries: list[str]) -> tuple[Any, str]:
+    """The encoder loaded in this process and the SciFact instruction, after one warm-up call."""
     from encoders import load_encoder
     from encoders.instructions import TASKS
 
     encoder = load_encoder(encoder_spec)
     instruction = TASKS["scifact"]
     encoder.encode_queries(queries[:2], instruction)  # warm-up
+    return encoder, instruction
+
+
+def probe_threads(encoder_spec: str, queries: list[str], n: int = 32) -> list[dict[str, Any]]:
+    """In-process forward timings, no server: ``n`` queries as one batch and one by one (8 of
+    them), at 1 and 2 intra-op threads. Shows what batching and threads do on this host."""
+    import torch
+
+    encoder, instruction = _warm_query_encoder(encoder_spec, queries)
     rows = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
@@ -371,14 +377,9 @@ def bare_forward(
     the floor a ``POST /search`` of the same query stands on."""
     import torch
 
-    from encoders import load_encoder
-    from encoders.instructions import TASKS
-
-    encoder = load_encoder(encoder_spec)
+    encoder, instruction = _warm_query_encoder(encoder_spec, queries)
     if threads:
         torch.set_num_threads(threads)
-    instruction = TASKS["scifact"]
-    encoder.encode_queries(queries[:2], instruction)  # warm-up
     times = []
     for q in (queries * (n // max(1, len(queries)) + 1))[:n]:
         started = time.perf_counter()

@@ -63,7 +63,6 @@ CHAT_WRAPPED = {
     "Qwen/Qwen2-1.5B-Instruct",
     "Qwen/Qwen2-7B-Instruct",
 }
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
 
 class LLM2VecCheckpointError(ModelNotFoundError):
@@ -181,21 +180,16 @@ def _settings(adapters: list[Path]) -> tuple[dict[str, Any], Path | None]:
     return {}, None
 
 
-def _model_name(base: Path, adapters: list[Path]) -> str:
-    """``config._name_or_path`` as llm2vec sees it: from the MNTP folder's config.json (the
-    folder it loads), else the base's."""
-    return str(_model_config(base, adapters).get("_name_or_path") or "")
-
-
 def _model_config(base: Path, adapters: list[Path]) -> dict[str, Any]:
+    """The model config as llm2vec sees it (its ``_name_or_path`` picks chat templates and the
+    eos suffix): the MNTP folder's config.json (the folder it loads), else the base's."""
     for folder in [*adapters, base]:
         if (folder / "config.json").is_file():
             return _read(folder / "config.json")
     return {}
 
 
-def _eos_suffix(base: Path, adapters: list[Path]) -> str:
-    config = _model_config(base, adapters)
+def _eos_suffix(config: dict[str, Any]) -> str:
     if config.get("_name_or_path") == LLAMA3_BASE:
         return "<|end_of_text|>"
     return EOS_SUFFIX.get(str(config.get("model_type", "")), "")
@@ -218,7 +212,8 @@ def load_checkpoint(path: Path) -> EncoderConfig:
         raise LLM2VecCheckpointError(
             f"{where}: skip_instruction false pools the instruction tokens; Ember never does"
         )
-    name = _model_name(base, adapters)
+    model_config = _model_config(base, adapters)
+    name = str(model_config.get("_name_or_path") or "")
     if name in CHAT_WRAPPED:
         raise LLM2VecCheckpointError(
             f"{path}: llm2vec wraps inputs of {name} in a chat template, which Ember does not "
@@ -231,7 +226,7 @@ def load_checkpoint(path: Path) -> EncoderConfig:
         base_model=str(base),
         attention="bidirectional",
         pooling=POOLING[mode],  # type: ignore[arg-type]
-        text_suffix=_eos_suffix(base, adapters) if mode == "eos_token" else "",
+        text_suffix=_eos_suffix(model_config) if mode == "eos_token" else "",
         max_length=max(2, min(max_length, doc_max_length)),
         query_max_length=max(2, max_length),
         adapters=[AdapterSpec(path=str(a), merged=True) for a in adapters],
