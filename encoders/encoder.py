@@ -251,15 +251,17 @@ class Encoder:
         """The string the model reads and the character where pooling starts.
 
         Plain: ``prefix + text + text_suffix``, pooled from the text. Echo (Springer et al.
-        2024): the text is written twice into ``echo_template`` and only the second copy is
-        pooled, so with causal attention its tokens have already seen the whole text once.
+        2024): the text is written twice into ``echo_template`` and only the second copy (and
+        ``text_suffix`` after it) is pooled, so with causal attention its tokens have already
+        seen the whole text once.
         """
         prefix = self.config.format_prefix(instruction)
+        suffix = self.config.text_suffix
         if not self.config.echo:
-            return prefix + text + self.config.text_suffix, len(prefix)
+            return prefix + text + suffix, len(prefix)
         head, middle, _ = self.config.echo_template.split("{text}")
         first = prefix + head + text + middle
-        return first + text, len(first)
+        return first + text + suffix, len(first)
 
     def tokenize(
         self, texts: Sequence[str], instruction: str | None, max_length: int
