@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from encoders import Encoder, EncoderConfig  # noqa: E402
-from encoders.config import AdapterSpec  # noqa: E402
+from encoders.config import CONFIG_FILE, AdapterSpec  # noqa: E402
 
 ADAPTER = "adapter"
 
@@ -145,7 +145,10 @@ def restat(folder: Path, stats_folder: Path) -> int:
     fitted_on = EncoderConfig.load(stats_folder).model_copy(update={"standardize": None})
     if fitted_on.fingerprint() != shipped.model_copy(update={"standardize": None}).fingerprint():
         raise SystemExit(f"--stats {stats_folder} was fitted on another encoder than {folder}")
-    shipped.model_copy(update={"standardize": stats}).save(folder)
+    # saved from the config as written (relative adapter path), not the resolved one: the
+    # package must not name the folder it was built in
+    as_written = EncoderConfig.model_validate_json((folder / CONFIG_FILE).read_text())
+    as_written.model_copy(update={"standardize": stats}).save(folder)
     ship = write_anchor(folder)
     report_path = folder / "ship_report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}

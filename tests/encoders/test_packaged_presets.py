@@ -35,6 +35,15 @@ def test_shipped_adapter_is_small_fp16_and_offline(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_config_names_its_files_relative_to_itself(name: str) -> None:
+    """The config in the package must not name the folder it was written in: a clone or an
+    installed wheel lives elsewhere (``--restat`` once saved an absolute adapter path)."""
+    raw = json.loads((PACKAGED / name / "encoder_config.json").read_text())
+    paths = [a["path"] for a in raw["adapters"]] + [raw["base_model"], raw.get("pooler") or ""]
+    assert not [p for p in paths if p.startswith("/") or ":\\" in p], paths
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_preset_reproduces_its_recorded_vectors(name: str) -> None:
     anchor = json.loads((PACKAGED / name / "reference_vectors.json").read_text())
     encoder = load_encoder(name)
