@@ -1,0 +1,494 @@
+"""Ember encoders written out for use elsewhere: a sentence-transformers folder, or a plain HF
+folder with merged weights that Ember loads back (``ember export``).
+
+``sentence-transformers``: the legacy folder layout every sentence-transformers release since 2.x
+reads (``modules.json``, ``sentence_bert_config.json``, ``1_Pooling/config.json``,
+``config_sentence_transformers.json`` with the prompts), over the base model with every adapter
+merged, saved in fp32. Ember's vector is ``pool -> [unit -> (x - mean) / std (-> @ W)] -> unit``;
+the standardisation becomes ``Normalize -> Dense(diag(1 / std) @ W, -mean / std @ W, identity)``,
+then ``Normalize``. The task instruction becomes the ``query`` prompt (``Pooling.include_prompt``
+false for mean pooling, which is how Ember leaves the instruction out).
+
+What sentence-transformers cannot compute the same way is refused with one line saying why,
+never exported approximately (:class:`ExportError`): decoders run bidirectionally (it runs a
+decoder with its own causal attention), LLaRA and MoEE encoders, echo embeddings, trainable
+poolers, a text suffix, mean pooling over a tokenizer that adds BOS (Ember never pools the BOS),
+weighted mean with a query prompt (sentence-transformers counts the position weights from the
+prompt's first token, Ember from the text's), and a query prompt whose tokens in context differ
+from its tokens alone (sentence-transformers measures the prompt alone; a byte-level BPE splits
+the prompt's trailing space off as its own token there, so the first query word would be left
+out of pooling).
+
+``hf``: the merged weights (fp32), the tokenizer and an ``encoder_config.json`` naming them
+(``base_model: "."``, no adapters; trainable pooler, whitening matrix and MoEE statistics
+carried along), so ``ember encode --encoder OUT`` gives the source encoder's vectors for every
+kind but LLaRA. Both formats get a model card (README.md) with the quality rows of the eval
+results given (``ember eval ... --json`` output).
+
+The folder is written under a temporary name beside ``out`` and renamed into place, so a failed
+export never leaves a half-written folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from encoders.config import EncoderConfig
+from encoders.errors import EmberError
+from encoders.hardware import DTYPE_ENV
+
+Format = Literal["sentence-transformers", "hf"]
+FORMATS: tuple[Format, ...] = ("sentence-transformers", "hf")
+ST_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "last_token": "lasttoken",
+              "first_token": "cls"}  # fmt: skip
+# sentence-transformers' legacy Pooling keys (read by every release since 2.x)
+_POOLING_KEYS = {
+    "cls": "pooling_mode_cls_token",
+    "mean": "pooling_mode_mean_tokens",
+    "max": "pooling_mode_max_tokens",
+    "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+    "weightedmean": "pooling_mode_weightedmean_tokens",
+    "lasttoken": "pooling_mode_lasttoken",
+}
+# Probe texts for the prompt-boundary check: a word, a number, punctuation first.
+_PROBES = ("hello world", "2 cells", "(a) protein", "Vitamin D")
+_BUILTIN_NAMES = {
+    "builtin:smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "builtin:all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+}
+
+
+class ExportError(EmberError, ValueError):
+    """An encoder the chosen format cannot represent, or bad export input."""
+
+
+@dataclass
+class ExportReport:
+    """What was written: the folder, its format and the prompts a user must pass."""
+
+    out: Path
+    format: Format
+    query_prompt: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- checks ------------------------------------------------------------------------------
+
+
+def st_refusal(config: EncoderConfig, decoder: bool) -> str | None:
+    """Why sentence-transformers cannot reproduce this encoder's vectors (None: it can), from the
+    config alone; the tokenizer checks come later (:func:`_prompt_refusal`)."""
+    if config.kind == "moee":
+        return (
+            "MoEE vectors are built from the routing weights of every MoE layer; "
+            "sentence-transformers has no module that reads them (use --format hf)"
+        )
+    if config.kind == "llara":
+        return (
+            "LLaRA pools EBAE/EBAR placeholder tokens after its prompt templates; "
+            "sentence-transformers has no module for them"
+        )
+    if decoder and config.attention == "bidirectional":
+        return (
+            "a decoder run with bidirectional attention: sentence-transformers runs decoders with "
+            "their own causal attention, so its vectors would differ (use --format hf)"
+        )
+    if config.pooler is not None:
+        return f"trainable pooling {config.pooling!r} has no sentence-transformers module"
+    if config.echo:
+        return "echo embeddings pool the second copy of the text; sentence-transformers cannot"
+    if config.text_suffix:
+        return f"text_suffix {config.text_suffix!r}: sentence-transformers appends nothing to texts"
+    if config.pooling not in ST_POOLING:
+        return f"pooling {config.pooling!r} has no sentence-transformers Pooling mode"
+    return None
+
+
+def _st_prompt_length(tokenizer: Any, prompt: str) -> int:
+    """How sentence-transformers measures a prompt (``Transformer._get_prompt_length``): the
+    prompt tokenised alone, less a trailing special token."""
+    ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    if ids and ids[-1] in set(tokenizer.all_special_ids):
+        return len(ids) - 1
+    return len(ids)
+
+
+def _adds_bos(encoder: Any) -> bool:
+    ids = encoder.tokenizer("probe", add_special_tokens=True)["input_ids"]
+    bos = encoder.tokenizer.bos_token_id
+    return bool(encoder.decoder and ids and bos is not None and ids[0] == bos)
+
+
+def _prompt_refusal(encoder: Any, instruction: str | None) -> str | None:
+    """Checks that need the tokenizer: BOS under mean pooling, and where pooling starts after
+    the query prompt."""
+    pooling = encoder.config.pooling
+    if pooling in ("mean", "weighted_mean") and _adds_bos(encoder):
+        return (
+            f"{pooling} pooling over a tokenizer that adds BOS: Ember leaves the BOS out of the "
+            "mean, sentence-transformers pools it"
+        )
+    prompt = encoder.config.format_prefix(instruction)
+    if not prompt or pooling in ("last_token", "first_token"):
+        return None
+    if pooling == "weighted_mean":
+        return (
+            "weighted_mean with a query prompt: sentence-transformers counts the position weights "
+            "from the prompt's first token, Ember from the text's (--no-instruction exports "
+            "queries without one)"
+        )
+    length = _st_prompt_length(encoder.tokenizer, prompt)
+    for probe in _PROBES:
+        start = encoder.tokenize([probe], instruction, encoder.config.max_length)[0].text_start
+        if start != length:
+            return (
+                f"query prompt {prompt!r} is {length} tokens alone but {start} in front of a "
+                "query; sentence-transformers measures it alone, so it would pool a different "
+                "part of the query (a byte-level BPE splits a trailing space off on its own); "
+                "pass --no-instruction, or an instruction that tokenises the same both ways"
+            )
+    return None
+
+
+# ---- writing -----------------------------------------------------------------------------
+
+
+def export_encoder(
+    config: EncoderConfig,
+    out: str | Path,
+    fmt: Format = "sentence-transformers",
+    *,
+    instruction: str | None = None,
+    results: Sequence[dict[str, Any]] = (),
+    source: str = "",
+    force: bool = False,
+) -> ExportReport:
+    """Write ``config``'s encoder to ``out`` in ``fmt``. ``instruction`` is the query
+    instruction (None: queries without one); ``results`` are eval result dicts for the card."""
+    from encoders.encoder import Encoder
+    from encoders.loading import is_decoder
+
+    if fmt not in FORMATS:
+        raise ExportError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    target = Path(out)
+    if target.exists() and not force:
+        raise ExportError(f"OUT: {target} exists (--force replaces it)")
+    if target.exists() and not target.is_dir():
+        raise ExportError(f"OUT: {target} is a file, not a folder")
+    _check_results(results, config)
+    if fmt == "hf" and config.kind == "llara":
+        raise ExportError(
+            "LLaRA keeps its placeholder tokens and settings beside its adapters; --format hf "
+            "does not carry them yet"
+        )
+    if fmt == "sentence-transformers":
+        from transformers import AutoConfig
+
+        from encoders.loading import resolve_model_path
+
+        model_config = AutoConfig.from_pretrained(resolve_model_path(config.base_model))
+        why = st_refusal(config, is_decoder(model_config))
+        if why:
+            raise ExportError(f"--format sentence-transformers: {why}")
+
+    # fp32, every adapter merged: exported weights are what the vectors were defined on
+    load = config.model_copy(
+        update={
+            "dtype": "float32",
+            "adapters": [a.model_copy(update={"merged": True}) for a in config.adapters],
+        }
+    )
+    with _float32():
+        encoder = Encoder.from_config(load)
+    prompt = config.format_prefix(instruction)
+    if fmt == "sentence-transformers":
+        why = _prompt_refusal(encoder, instruction)
+        if why:
+            raise ExportError(f"--format sentence-transformers: {why}")
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        report = ExportReport(out=target, format=fmt, query_prompt=prompt)
+        _save_model(encoder, tmp)
+        if fmt == "sentence-transformers":
+            _write_st(encoder, tmp, prompt, report)
+        else:
+            _write_hf(config, tmp)
+        (tmp / "README.md").write_text(model_card(config, fmt, prompt, results, source, report))
+        _replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+@contextmanager
+def _float32() -> Iterator[None]:
+    """Load in fp32 whatever ``EMBER_DTYPE`` says: exported weights are fp32."""
+    saved = os.environ.pop(DTYPE_ENV, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[DTYPE_ENV] = saved
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target``; an existing ``target`` goes only once the new one is in."""
+    if not target.exists():
+        tmp.rename(target)
+        return
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _save_model(encoder: Any, folder: Path) -> None:
+    model = encoder.model
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer = encoder.tokenizer
+    # Ember pads on the right with position ids counted over real tokens; sentence-transformers
+    # lets the model count positions from 0, which agrees only with right padding
+    tokenizer.padding_side = "right"
+    tokenizer.save_pretrained(folder)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _write_st(encoder: Any, folder: Path, prompt: str, report: ExportReport) -> None:
+    config: EncoderConfig = encoder.config
+    dim = int(encoder.model.config.hidden_size)
+    mode = ST_POOLING[config.pooling]
+    modules: list[dict[str, Any]] = [
+        {"path": "", "type": "sentence_transformers.models.Transformer"},
+        {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    _write_json(folder / "sentence_bert_config.json",
+                {"max_seq_length": config.max_length, "do_lower_case": False})  # fmt: skip
+    pooling: dict[str, Any] = {"word_embedding_dimension": dim}
+    pooling.update({key: name == mode for name, key in _POOLING_KEYS.items()})
+    # mean pools the text only (the prompt masked as Ember leaves the instruction out); last /
+    # first token pick from the whole sequence in Ember, as with the prompt included here
+    pooling["include_prompt"] = mode not in ("mean", "weightedmean")
+    _write_json(folder / "1_Pooling" / "config.json", pooling)
+    if config.standardize is not None:
+        from safetensors.torch import save_file
+
+        from encoders.standardize import whitening_matrix
+
+        stats = config.standardize
+        scale = np.diag(1.0 / np.asarray(stats.std, dtype=np.float64))
+        matrix = whitening_matrix(stats)
+        rotate = np.eye(dim) if matrix is None else matrix.astype(np.float64)
+        weight = scale @ rotate  # x @ weight + bias = ((x - mean) / std) @ W
+        bias = -(np.asarray(stats.mean, dtype=np.float64) / np.asarray(stats.std)) @ rotate
+        dense = folder / "3_Dense"
+        _write_json(dense / "config.json", {
+            "in_features": dim, "out_features": int(weight.shape[1]), "bias": True,
+            "activation_function": "torch.nn.modules.linear.Identity",
+        })  # fmt: skip
+        save_file(
+            {
+                "linear.weight": torch.tensor(weight.T, dtype=torch.float32).contiguous(),
+                "linear.bias": torch.tensor(bias, dtype=torch.float32),
+            },
+            str(dense / "model.safetensors"),
+        )
+        modules.append({"path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        modules.append({"path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+        report.notes.append("standardisation written as Normalize -> Dense (identity activation)")
+    if config.normalize:
+        idx = len(modules)
+        modules.append(
+            {"path": f"{idx}_Normalize", "type": "sentence_transformers.models.Normalize"}
+        )
+    for module in modules:
+        if module["path"]:
+            (folder / module["path"]).mkdir(parents=True, exist_ok=True)
+    _write_json(
+        folder / "modules.json",
+        [{"idx": i, "name": str(i), **m} for i, m in enumerate(modules)],
+    )
+    _write_json(folder / "config_sentence_transformers.json", {
+        "__version__": {"sentence_transformers": "3.0.0", "ember": _version()},
+        "prompts": {"query": prompt, "document": ""},
+        "default_prompt_name": None,
+        "similarity_fn_name": "cosine",
+    })  # fmt: skip
+    if config.query_max_length < config.max_length:
+        report.notes.append(
+            f"sentence-transformers cuts every text at {config.max_length} tokens; Ember cuts "
+            f"queries at {config.query_max_length} (the same for shorter queries)"
+        )
+
+
+def _write_hf(config: EncoderConfig, folder: Path) -> None:
+    update: dict[str, Any] = {"base_model": ".", "adapters": [], "dtype": config.dtype}
+    if config.pooler is not None:
+        shutil.copytree(config.pooler, folder / "pooler")
+        update["pooler"] = "pooler"
+    stats = config.standardize
+    if stats is not None and stats.whitening:
+        name = Path(stats.whitening).name
+        shutil.copy2(stats.whitening, folder / name)
+        update["standardize"] = stats.model_copy(update={"whitening": name})
+    config.model_copy(update=update).save(folder)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ember")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+# ---- the model card ----------------------------------------------------------------------
+
+
+def read_results(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Eval result files (``ember eval beir|sts --json`` / ``-o``); a bad one is an ExportError
+    naming it."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"--results {path}: not a readable JSON file ({exc})") from None
+        if not isinstance(data, dict) or not ({"ndcg@10", "spearman"} & set(data)):
+            raise ExportError(
+                f"--results {path}: not an `ember eval beir` or `ember eval sts` result "
+                "(no ndcg@10 or spearman)"
+            )
+        out.append({**data, "_file": path.name})
+    return out
+
+
+def _check_results(results: Sequence[dict[str, Any]], config: EncoderConfig) -> None:
+    fingerprint = config.fingerprint()
+    for r in results:
+        if r.get("fingerprint") not in (None, fingerprint):
+            raise ExportError(
+                f"--results {r.get('_file', '?')}: measured with encoder {r['fingerprint']}, "
+                f"not this one ({fingerprint})"
+            )
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * float(value):.1f}" if isinstance(value, int | float) else "-"
+
+
+def model_card(
+    config: EncoderConfig,
+    fmt: Format,
+    prompt: str,
+    results: Sequence[dict[str, Any]],
+    source: str,
+    report: ExportReport,
+) -> str:
+    base = _BUILTIN_NAMES.get(config.base_model, Path(config.base_model).name)
+    library = "sentence-transformers" if fmt == "sentence-transformers" else "ember"
+    lines = [
+        "---",
+        f"library_name: {library}",
+        f"base_model: {base}",
+        "pipeline_tag: sentence-similarity",
+        "tags: [ember, feature-extraction, sentence-similarity]",
+        "---",
+        "",
+        f"# {config.name}",
+        "",
+        f"Exported by Ember {_version()} (`ember export {source or config.name} OUT --format "
+        f"{fmt}`) from encoder fingerprint `{config.fingerprint()}`: base `{base}`"
+        + (f" with {len(config.adapters)} LoRA adapter(s) merged" if config.adapters else "")
+        + ", weights fp32.",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| attention | {config.attention} |",
+        f"| pooling | {config.pooling} |",
+        f"| max length (documents / queries) | {config.max_length} / {config.query_max_length} |",
+        f"| normalised | {'yes' if config.normalize else 'no'} |",
+        "| standardisation | "
+        + (
+            f"corpus-fitted on {config.standardize.samples} texts ({config.standardize.source})"
+            if config.standardize
+            else "none"
+        )
+        + " |",
+        f"| query prompt | {json.dumps(prompt) if prompt else 'none'} |",
+        "",
+        "## Use",
+        "",
+    ]
+    if fmt == "sentence-transformers":
+        lines += [
+            "```python",
+            "from sentence_transformers import SentenceTransformer",
+            'model = SentenceTransformer("PATH")',
+            'queries = model.encode_query(["..."])  # the query prompt is applied',
+            'documents = model.encode_document(["..."])',
+            "```",
+        ]
+    else:
+        lines += [
+            "```bash",
+            "ember encode --encoder PATH -i docs.txt -o docs.npy",
+            "```",
+        ]
+    lines += ["", *[f"- {n}" for n in report.notes]] if report.notes else []
+    lines += ["", "## Quality", ""]
+    retrieval = [r for r in results if "ndcg@10" in r]
+    sts = [r for r in results if "spearman" in r and "ndcg@10" not in r]
+    if not results:
+        lines.append("No eval results were given (`ember export ... --results FILE`).")
+    if retrieval:
+        lines += [
+            "| dataset | split | mode | nDCG@10 | recall@100 | MRR@10 | queries | dtype |",
+            "|---|---|---|---:|---:|---:|---:|---|",
+        ]
+        for r in retrieval:
+            lines.append(
+                f"| {r.get('dataset', '?')} | {r.get('split', '-')} | {r.get('mode', 'dense')} "
+                f"| {_pct(r.get('ndcg@10'))} | {_pct(r.get('recall@100'))} "
+                f"| {_pct(r.get('mrr@10'))} | {r.get('queries', '-')} | {r.get('dtype', '-')} |"
+            )
+        lines.append("")
+    if sts:
+        lines += ["| STS set | pairs | Spearman | dtype |", "|---|---:|---:|---|"]
+        for r in sts:
+            lines.append(
+                f"| {r.get('dataset', r.get('_file', '?'))} | {r.get('pairs', '-')} "
+                f"| {_pct(r.get('spearman'))} | {r.get('dtype', '-')} |"
+            )
+    return "\n".join(lines).rstrip() + "\n"
+
+
+__all__ = [
+    "FORMATS",
+    "ExportError",
+    "ExportReport",
+    "export_encoder",
+    "model_card",
+    "read_results",
+    "st_refusal",
+]
