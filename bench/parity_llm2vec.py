@@ -81,7 +81,7 @@ ATTENTIONS = ("bidirectional", "causal")
 class ModelCase:
     name: str
     family: str
-    tokenizer_style: str  # "bytelevel" | "metaspace"
+    tokenizer_style: str  # "bytelevel" | "qwen2" | "metaspace"
     bos: bool
     like: str
 

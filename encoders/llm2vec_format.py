@@ -25,8 +25,9 @@ A named base resolves as a local path (absolute, or relative to the adapter fold
 parent), then as a snapshot in the local Hugging Face cache; never from the network. Every
 adapter is merged (as ``LLM2Vec.from_pretrained`` does with MNTP). Settings from
 ``llm2vec_config.json`` (top adapter first, then MNTP): attention bidirectional (llm2vec's
-default), ``pooling_mode`` mean / weighted_mean / last_token / eos_token (last token, with the
-per-family suffix llm2vec appends as ``text_suffix``), ``max_length`` (queries) and
+default; causal for Qwen2, which llm2vec 0.2.3 runs causally: :data:`CAUSAL_IN_LLM2VEC`),
+``pooling_mode`` mean / weighted_mean / last_token / eos_token (last token, with the per-family
+suffix llm2vec appends as ``text_suffix``), ``max_length`` (queries) and
 ``min(max_length, doc_max_length)`` (documents). What Ember does not reproduce is refused with
 one line: ``bos_token`` pooling, ``skip_instruction: false`` (Ember never pools the
 instruction) and the chat templates llm2vec wraps around inputs of five named instruct models.
@@ -53,6 +54,13 @@ POOLING = {
 # llm2vec.LLM2Vec.prepare_for_tokenization, pooling_mode "eos_token": what it appends to the
 # input, by config class (other model types get nothing: eos_token is then last_token)
 EOS_SUFFIX = {"llama": " </s>", "mistral": " </s>", "gemma": "<eos>", "qwen2": "<|endoftext|>"}
+# llm2vec 0.2.3's Qwen2BiModel sets is_causal = False on its attention modules but, unlike its
+# Llama / Mistral / Gemma models, does not override Qwen2Model._update_causal_mask, so under the
+# transformers it pins (4.43-4.44) every forward still gets the causal mask: its "bidirectional"
+# Qwen2 is causal (measured: cos 1.000 to the plain causal Qwen2Model at every position, 0.85-0.99
+# to true bidirectional attention; bench/RESULTS.md, parity section). Its Qwen2 adapters were
+# trained and are served that way, so they load causal.
+CAUSAL_IN_LLM2VEC = {"qwen2"}
 LLAMA3_BASE = "meta-llama/Meta-Llama-3-8B"  # by name: "<|end_of_text|>" instead
 # llm2vec.LLM2Vec.prepare_for_tokenization wraps inputs of these models in a chat template
 CHAT_WRAPPED = {
@@ -219,12 +227,13 @@ def load_checkpoint(path: Path) -> EncoderConfig:
             f"{path}: llm2vec wraps inputs of {name} in a chat template, which Ember does not "
             "reproduce"
         )
+    model_type = str(model_config.get("model_type", ""))
     max_length = int(settings.get("max_length", 512))
     doc_max_length = int(settings.get("doc_max_length", 400))
     return EncoderConfig(
         name=path.name,
         base_model=str(base),
-        attention="bidirectional",
+        attention="causal" if model_type in CAUSAL_IN_LLM2VEC else "bidirectional",
         pooling=POOLING[mode],  # type: ignore[arg-type]
         text_suffix=_eos_suffix(model_config) if mode == "eos_token" else "",
         max_length=max(2, min(max_length, doc_max_length)),

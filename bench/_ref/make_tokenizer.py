@@ -6,10 +6,12 @@ The files are written by the reference environment's own ``tokenizers``/``transf
 
     python make_tokenizer.py SPEC.json
 
-SPEC: {"folder": str, "style": "bytelevel" | "metaspace", "bos": bool, "vocab_size": int,
+SPEC: {"folder": str, "style": "bytelevel" | "qwen2" | "metaspace", "bos": bool, "vocab_size": int,
        "corpus": [str, ...]}. Prints {"vocab_size": <len(tokenizer)>} as JSON.
 
 - ``bytelevel``: GPT-2 / SmolLM2 / Llama-3 style (byte-level pre-tokenizer, no prefix space);
+- ``qwen2``: Qwen2 style (its split regex, digits one by one, then byte-level), as in Qwen2's
+  published tokenizer.json, which transformers 5 rebuilds for the Qwen2 model type;
 - ``metaspace``: Llama-2 / Mistral (SentencePiece) style, ``▁`` prepended to the first word;
 - ``bos``: a post-processor adds ``<s>`` in front of every sequence, as Llama / Mistral do.
 """
@@ -21,10 +23,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+# the pre-tokenizer pattern of Qwen2's published tokenizer.json
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+    r"\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def build(spec: dict[str, Any]) -> PreTrainedTokenizerFast:
@@ -33,6 +40,17 @@ def build(spec: dict[str, Any]) -> PreTrainedTokenizerFast:
     alphabet: list[str] = []
     if style == "bytelevel":
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    elif (
+        style == "qwen2"
+    ):  # Qwen2's tokenizer.json: its split regex (digits one by one), then bytes
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
         tok.decoder = decoders.ByteLevel()
         alphabet = pre_tokenizers.ByteLevel.alphabet()
     elif style == "metaspace":

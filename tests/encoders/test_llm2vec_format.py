@@ -151,3 +151,12 @@ def test_eos_token_pooling_is_the_last_token_after_llm2vecs_suffix(
     plain = EncoderConfig(base_model=str(root / "base"))
     assert plain.fingerprint() == plain.model_copy(update={"text_suffix": ""}).fingerprint()
     assert plain.fingerprint() != plain.model_copy(update={"text_suffix": " </s>"}).fingerprint()
+
+
+def test_a_qwen2_checkpoint_loads_causal_as_llm2vec_runs_it(tmp_path: Path) -> None:
+    """llm2vec 0.2.3's Qwen2BiModel keeps Qwen2Model's causal mask (the slow test and
+    bench/_ref/qwen2_attention.py show its vectors equal the causal model's), so its Qwen2
+    adapters were trained, and are served, causal."""
+    base = tiny_model_folder(tmp_path / "base", "qwen2")
+    mntp = _lora(base, tmp_path / "mntp", 1, str(base))
+    assert resolve_config(str(mntp)).attention == "causal"

@@ -10,10 +10,11 @@ through ``resolve_config``. Requirement: cos >= 0.99999 per sentence; the only e
 difference is llm2vec's own instruction-boundary count with byte-level BPE
 (``parity_llm2vec.mismatch_cause``, explained in bench/RESULTS.md "Parity with llm2vec").
 
-Qwen2 is not covered yet: on a tiny Qwen2 even the plain base model, no adapters, disagrees with
-llm2vec 0.2.3 (bidirectional mean cos 0.0-1.0 on identical token ids; and transformers 5 loads
-the saved byte-level tokenizer as ``Qwen2Tokenizer``, which splits digits differently from the
-tokenizer.json llm2vec's stack reads). Issue 18 carries it as open.
+Qwen2 (a Qwen2-style tokenizer: its split regex, digits one by one, as transformers 5 rebuilds
+for the Qwen2 model type) loads causal, because that is what llm2vec 0.2.3 computes for it: its
+``Qwen2BiModel`` keeps ``Qwen2Model``'s causal mask (``encoders.llm2vec_format.CAUSAL_IN_LLM2VEC``;
+``bench/_ref/qwen2_attention.py``), so a bidirectional Ember encoder would disagree with llm2vec's
+vectors and with what its adapters were trained on (4 of 4 poolings fail then).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ POOLINGS = ("mean", "weighted_mean", "last_token", "eos_token")
 CASES = (
     parity.ModelCase("llama-metaspace-bos", "llama", "metaspace", True, "Llama-2 tokenizer"),
     parity.ModelCase("mistral-metaspace-bos", "mistral", "metaspace", True, "Mistral tokenizer"),
+    parity.ModelCase("qwen2-bytelevel", "qwen2", "qwen2", False, "Qwen2 tokenizer"),
 )
 
 
@@ -89,6 +91,7 @@ def test_published_stack_matches_llm2vec(built: Path, pooling: str) -> None:
     cfg = resolve_config(str(built / f"root-{pooling}"))
     assert cfg.pooling == ("last_token" if pooling == "eos_token" else pooling)
     assert len(cfg.adapters) == 2 and bool(cfg.text_suffix) == (pooling == "eos_token")
+    assert cfg.attention == ("causal" if "qwen2" in built.name else "bidirectional")
     sup = Encoder.from_config(cfg)
     mntp_cfg = resolve_config(str(built / "ckpt" / "mntp"))
     update = {"pooling": cfg.pooling, "text_suffix": cfg.text_suffix}
