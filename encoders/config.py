@@ -127,6 +127,11 @@ class EncoderConfig(BaseModel):
     query_max_length: int = Field(default=256, ge=2)
     # LLM2Vec joins instruction and text with one space: f"{instruction.strip()} {text}".
     instruction_template: str = "{instruction} "
+    text_prefix: str = Field(
+        default="",
+        description="prepended to every text, before any instruction, never pooled (the chat "
+        "turn llm2vec wraps around inputs of instruct models: '[INST] ' for Mistral-Instruct)",
+    )
     text_suffix: str = Field(
         default="",
         description="appended to every text and pooled with it (llm2vec's eos_token pooling: "
@@ -236,8 +241,9 @@ class EncoderConfig(BaseModel):
         if moee is not None and moee.get("similarity") == "sum":
             # sum mode stores hs and rw apart; the weight only scores queries (no reindex)
             moee.pop("rw_weight", None)
-        if not doc_fields.get("text_suffix"):
-            doc_fields.pop("text_suffix", None)  # fingerprints from before the option stay
+        for option in ("text_prefix", "text_suffix"):
+            if not doc_fields.get(option):
+                doc_fields.pop(option, None)  # fingerprints from before the option stay
         if doc_fields.get("standardize") is None:
             doc_fields.pop("standardize", None)  # fingerprints from before the option stay
         elif doc_fields["standardize"].get("whitening"):

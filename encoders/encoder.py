@@ -250,12 +250,12 @@ class Encoder:
     def compose(self, text: str, instruction: str | None) -> tuple[str, int]:
         """The string the model reads and the character where pooling starts.
 
-        Plain: ``prefix + text + text_suffix``, pooled from the text. Echo (Springer et al.
-        2024): the text is written twice into ``echo_template`` and only the second copy (and
-        ``text_suffix`` after it) is pooled, so with causal attention its tokens have already
-        seen the whole text once.
+        Plain: ``text_prefix + instruction prefix + text + text_suffix``, pooled from the text.
+        Echo (Springer et al. 2024): the text is written twice into ``echo_template`` and only
+        the second copy (and ``text_suffix`` after it) is pooled, so with causal attention its
+        tokens have already seen the whole text once.
         """
-        prefix = self.config.format_prefix(instruction)
+        prefix = self.config.text_prefix + self.config.format_prefix(instruction)
         suffix = self.config.text_suffix
         if not self.config.echo:
             return prefix + text + suffix, len(prefix)

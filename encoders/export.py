@@ -108,8 +108,11 @@ def st_refusal(config: EncoderConfig, decoder: bool) -> str | None:
         return f"trainable pooling {config.pooling!r} has no sentence-transformers module"
     if config.echo:
         return "echo embeddings pool the second copy of the text; sentence-transformers cannot"
-    if config.text_suffix:
-        return f"text_suffix {config.text_suffix!r}: sentence-transformers appends nothing to texts"
+    if config.text_suffix or config.text_prefix:
+        return (
+            f"text_prefix {config.text_prefix!r} / text_suffix {config.text_suffix!r}: "
+            "sentence-transformers adds nothing around texts"
+        )
     if config.pooling not in ST_POOLING:
         return f"pooling {config.pooling!r} has no sentence-transformers Pooling mode"
     return None

@@ -28,9 +28,12 @@ adapter is merged (as ``LLM2Vec.from_pretrained`` does with MNTP). Settings from
 default; causal for Qwen2, which llm2vec 0.2.3 runs causally: :data:`CAUSAL_IN_LLM2VEC`),
 ``pooling_mode`` mean / weighted_mean / last_token / eos_token (last token, with the per-family
 suffix llm2vec appends as ``text_suffix``), ``max_length`` (queries) and
-``min(max_length, doc_max_length)`` (documents). What Ember does not reproduce is refused with
-one line: ``bos_token`` pooling, ``skip_instruction: false`` (Ember never pools the
-instruction) and the chat templates llm2vec wraps around inputs of five named instruct models.
+``min(max_length, doc_max_length)`` (documents), and the chat turn llm2vec wraps around the
+inputs of six named instruct models (:data:`CHAT_WRAPS`: ``text_prefix`` before the instruction,
+never pooled; the turn's end in ``text_suffix``, pooled as llm2vec pools it). What Ember does not
+reproduce is refused with one line: ``bos_token`` pooling and ``skip_instruction: false`` (Ember
+never pools the instruction). llm2vec strips the wrapped input; Ember does not, which only
+matters for texts with leading or trailing whitespace.
 """
 
 from __future__ import annotations
@@ -62,15 +65,18 @@ EOS_SUFFIX = {"llama": " </s>", "mistral": " </s>", "gemma": "<eos>", "qwen2": "
 # trained and are served that way, so they load causal.
 CAUSAL_IN_LLM2VEC = {"qwen2"}
 LLAMA3_BASE = "meta-llama/Meta-Llama-3-8B"  # by name: "<|end_of_text|>" instead
-# llm2vec.LLM2Vec.prepare_for_tokenization wraps inputs of these models in a chat template
-CHAT_WRAPPED = {
-    "meta-llama/Meta-Llama-3-8B-Instruct",
-    "mistralai/Mistral-7B-Instruct-v0.2",
-    "meta-llama/Llama-2-7b-chat-hf",
-    "google/gemma-2-9b-it",
-    "Qwen/Qwen2-1.5B-Instruct",
-    "Qwen/Qwen2-7B-Instruct",
-}
+# llm2vec.LLM2Vec.prepare_for_tokenization wraps the whole input (instruction and text) of these
+# models, named by the ``_name_or_path`` of the config.json it loads, in a chat turn: (before,
+# after). The text's pooled tokens run to the end, so they include what comes after.
+CHAT_WRAPS = {
+    "meta-llama/Meta-Llama-3-8B-Instruct": ("<|start_header_id|>user<|end_header_id|>\n\n",
+                                            "<|eot_id|>"),
+    "mistralai/Mistral-7B-Instruct-v0.2": ("[INST] ", " [/INST]"),
+    "meta-llama/Llama-2-7b-chat-hf": ("[INST] ", " [/INST]"),
+    "google/gemma-2-9b-it": ("<bos><start_of_turn>user\n", "<end_of_turn>"),
+    "Qwen/Qwen2-1.5B-Instruct": ("<|im_start|>user\n", "<|im_end|>"),
+    "Qwen/Qwen2-7B-Instruct": ("<|im_start|>user\n", "<|im_end|>"),
+}  # fmt: skip
 
 
 class LLM2VecCheckpointError(ModelNotFoundError):
@@ -222,11 +228,7 @@ def load_checkpoint(path: Path) -> EncoderConfig:
         )
     model_config = _model_config(base, adapters)
     name = str(model_config.get("_name_or_path") or "")
-    if name in CHAT_WRAPPED:
-        raise LLM2VecCheckpointError(
-            f"{path}: llm2vec wraps inputs of {name} in a chat template, which Ember does not "
-            "reproduce"
-        )
+    before, after = CHAT_WRAPS.get(name, ("", ""))
     model_type = str(model_config.get("model_type", ""))
     max_length = int(settings.get("max_length", 512))
     doc_max_length = int(settings.get("doc_max_length", 400))
@@ -235,7 +237,8 @@ def load_checkpoint(path: Path) -> EncoderConfig:
         base_model=str(base),
         attention="causal" if model_type in CAUSAL_IN_LLM2VEC else "bidirectional",
         pooling=POOLING[mode],  # type: ignore[arg-type]
-        text_suffix=_eos_suffix(model_config) if mode == "eos_token" else "",
+        text_prefix=before,
+        text_suffix=after + (_eos_suffix(model_config) if mode == "eos_token" else ""),
         max_length=max(2, min(max_length, doc_max_length)),
         query_max_length=max(2, max_length),
         adapters=[AdapterSpec(path=str(a), merged=True) for a in adapters],

@@ -3,7 +3,8 @@
     python llm2vec_checkpoint.py SPEC.json
 
 SPEC: {"base": dir, "family": "llama" | "mistral" | "qwen2", "out": dir, "poolings": [str],
-       "sentences": [str], "instruction": str}
+       "sentences": [str], "instruction": str, "name_or_path": str (optional: the MNTP
+       config.json's ``_name_or_path``, e.g. an instruct model llm2vec wraps in a chat turn)}
 
 As llm2vec's training scripts do, with random LoRA weights instead of training (so each adapter
 visibly moves the vectors): the MNTP adapter is a LoRA on ``<Family>BiForMNTP.get_model_for_peft()``
@@ -63,6 +64,10 @@ def main() -> None:
     model.save_peft_model(mntp)
     AutoTokenizer.from_pretrained(base).save_pretrained(mntp)
     shutil.copy(base / "config.json", mntp / "config.json")
+    if spec.get("name_or_path"):  # as a published MNTP folder names its base (chat wraps key on it)
+        config = json.loads((mntp / "config.json").read_text())
+        config["_name_or_path"] = spec["name_or_path"]
+        (mntp / "config.json").write_text(json.dumps(config, indent=2))
     meta: dict[str, Any] = {"runs": {}}
     for i, pooling in enumerate(spec["poolings"]):
         l2v = LLM2Vec.from_pretrained(

@@ -119,13 +119,28 @@ def test_settings_ember_cannot_reproduce_are_refused(
         resolve_config(str(copy))
 
 
-def test_chat_wrapped_models_are_refused(root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pooling", ["mean", "eos_token"])
+def test_chat_wrapped_models_get_llm2vecs_chat_turn(
+    root: Path, tmp_path: Path, pooling: str
+) -> None:
+    """llm2vec wraps instruction and text of named instruct models in a chat turn; the turn's
+    start is never pooled, its end is (llm2vec pools the last tokens, up to the end)."""
     copy = shutil.copytree(root, tmp_path / "ckpt")
     cfg = json.loads((copy / "mntp" / "config.json").read_text())
-    cfg["_name_or_path"] = "meta-llama/Meta-Llama-3-8B-Instruct"
+    cfg["_name_or_path"] = "mistralai/Mistral-7B-Instruct-v0.2"
     (copy / "mntp" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(LLM2VecCheckpointError, match="chat template"):
-        resolve_config(str(copy))
+    (copy / "supervised" / "llm2vec_config.json").write_text(json.dumps({"pooling_mode": pooling}))
+    config = resolve_config(str(copy))
+    eos = " </s>" if pooling == "eos_token" else ""
+    assert (config.text_prefix, config.text_suffix) == ("[INST] ", " [/INST]" + eos)
+    enc = Encoder.from_config(config)
+    full, start = enc.compose("proteins", "Retrieve passages")
+    assert full == "[INST] Retrieve passages proteins [/INST]" + eos
+    assert full[start:] == "proteins [/INST]" + eos
+    assert enc.compose("proteins", None) == ("[INST] proteins [/INST]" + eos, len("[INST] "))
+    plain = EncoderConfig(base_model=str(root / "base"))
+    assert plain.fingerprint() == plain.model_copy(update={"text_prefix": ""}).fingerprint()
+    assert plain.fingerprint() != plain.model_copy(update={"text_prefix": "[INST] "}).fingerprint()
 
 
 def test_an_ambiguous_root_is_refused(root: Path, tmp_path: Path) -> None:

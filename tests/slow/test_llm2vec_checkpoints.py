@@ -10,6 +10,9 @@ through ``resolve_config``. Requirement: cos >= 0.99999 per sentence; the only e
 difference is llm2vec's own instruction-boundary count with byte-level BPE
 (``parity_llm2vec.mismatch_cause``, explained in bench/RESULTS.md "Parity with llm2vec").
 
+A fourth case names its base as the published Mistral-Instruct MNTP folder does, so llm2vec wraps
+every input in its chat turn ``[INST] ... [/INST]`` and Ember must too.
+
 Qwen2 (a Qwen2-style tokenizer: its split regex, digits one by one, as transformers 5 rebuilds
 for the Qwen2 model type) loads causal, because that is what llm2vec 0.2.3 computes for it: its
 ``Qwen2BiModel`` keeps ``Qwen2Model``'s causal mask (``encoders.llm2vec_format.CAUSAL_IN_LLM2VEC``;
@@ -42,7 +45,11 @@ CASES = (
     parity.ModelCase("llama-metaspace-bos", "llama", "metaspace", True, "Llama-2 tokenizer"),
     parity.ModelCase("mistral-metaspace-bos", "mistral", "metaspace", True, "Mistral tokenizer"),
     parity.ModelCase("qwen2-bytelevel", "qwen2", "qwen2", False, "Qwen2 tokenizer"),
+    # named as llm2vec's Mistral-Instruct MNTP folder names its base: llm2vec wraps every input
+    # in "[INST] ... [/INST]"
+    parity.ModelCase("mistral-instruct-chat", "mistral", "metaspace", True, "Mistral-Instruct"),
 )
+CHAT_NAMES = {"mistral-instruct-chat": "mistralai/Mistral-7B-Instruct-v0.2"}
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: c.name)
@@ -58,6 +65,7 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         "poolings": list(POOLINGS),
         "sentences": parity.SENTENCES,
         "instruction": parity.INSTRUCTION,
+        "name_or_path": CHAT_NAMES.get(case.name, ""),
     }
     run_ref("llm2vec_checkpoint.py", spec, work)
     for pooling in POOLINGS:  # the published layout: three folders side by side
@@ -90,8 +98,13 @@ def test_published_stack_matches_llm2vec(built: Path, pooling: str) -> None:
     meta = json.loads((built / "ckpt" / "meta.json").read_text())["runs"]
     cfg = resolve_config(str(built / f"root-{pooling}"))
     assert cfg.pooling == ("last_token" if pooling == "eos_token" else pooling)
-    assert len(cfg.adapters) == 2 and bool(cfg.text_suffix) == (pooling == "eos_token")
+    chat = "chat" in built.name
+    assert len(cfg.adapters) == 2
+    assert cfg.text_suffix == (" [/INST]" if chat else "") + (
+        " </s>" if pooling == "eos_token" else ""
+    )
     assert cfg.attention == ("causal" if "qwen2" in built.name else "bidirectional")
+    assert cfg.text_prefix == ("[INST] " if chat else "")
     sup = Encoder.from_config(cfg)
     mntp_cfg = resolve_config(str(built / "ckpt" / "mntp"))
     update = {"pooling": cfg.pooling, "text_suffix": cfg.text_suffix}
