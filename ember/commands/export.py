@@ -69,7 +69,7 @@ def export_command(
     from transformers import AutoConfig
 
     from encoders import resolve_config
-    from encoders.export import ExportError, export_encoder, read_results
+    from encoders.export import ExportError, ResultsError, export_encoder, read_results
     from encoders.instructions import UnknownTaskError, instruction_for
     from encoders.loading import ModelNotFoundError, is_decoder, resolve_model_path
 
@@ -98,7 +98,7 @@ def export_command(
             source=encoder_spec,
             force=force,
         )
-    except ExportError as exc:
+    except (ExportError, ResultsError) as exc:
         raise UserError(str(exc)) from None
     click.echo(f"wrote {report.format} folder {report.out}", err=True)
     if report.query_prompt:

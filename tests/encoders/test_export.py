@@ -16,7 +16,7 @@ from peft import LoraConfig, get_peft_model
 from sentence_transformers import SentenceTransformer
 
 from encoders import AdapterSpec, Encoder, EncoderConfig, resolve_config
-from encoders.export import ExportError, export_encoder, read_results, st_refusal
+from encoders.export import ExportError, ResultsError, export_encoder, read_results, st_refusal
 from encoders.loading import MINILM
 from encoders.standardize import fit
 from encoders.testing import tiny_model_folder
@@ -167,11 +167,11 @@ def test_results_from_another_encoder_or_not_eval_output_are_refused(
     config = EncoderConfig(base_model=str(tiny[0]), attention="causal")
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"ndcg@10": 0.5, "fingerprint": "000000000000"}))
-    with pytest.raises(ExportError, match="measured with encoder 000000000000"):
+    with pytest.raises(ResultsError, match="measured with encoder 000000000000"):
         export_encoder(config, tmp_path / "out", "hf", results=read_results([other]))
     junk = tmp_path / "junk.json"
     junk.write_text("[1, 2]")
-    with pytest.raises(ExportError, match=r"junk.json: not an `ember eval"):
+    with pytest.raises(ResultsError, match=r"junk.json: not an `ember eval"):
         read_results([junk])
     assert not (tmp_path / "out").exists()
 
