@@ -11,6 +11,7 @@ from pathlib import Path
 
 from encoders.instructions import DEFAULT_TASK, TASKS
 from encoders.jsonl import iter_jsonl
+from encoders.sts_tsv import iter_sts_tsv
 from encoders.training.records import DataError, _check, split_sentences, text_field
 
 NLI_INSTRUCTION = "Given a premise, retrieve a hypothesis that is entailed by the premise:"
@@ -270,19 +271,9 @@ def read_scored_pairs(path: Path, instruction: str | None) -> ScoredSource:
                 raise DataError(f"{where}: field 'score' must be a number")
             pairs.append((text_field(rec, "text1", where), text_field(rec, "text2", where), score))
     else:
-        with path.open(encoding="utf-8") as stream:
-            for lineno, line in enumerate(stream, start=1):
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) < 7:
-                    raise DataError(f"{path}:{lineno}: expected 7 tab-separated STS-B columns")
-                try:
-                    score = float(parts[4])
-                except ValueError:
-                    raise DataError(
-                        f"{path}:{lineno}: score {parts[4]!r} is not a number"
-                    ) from None
-                if parts[5].strip() and parts[6].strip():
-                    pairs.append((parts[5], parts[6], score))
+        for _, first, second, score in iter_sts_tsv(path, DataError):
+            if first.strip() and second.strip():
+                pairs.append((first, second, score))
     if len(pairs) < 2:
         raise DataError(f"{path}: fewer than two scored pairs")
     return ScoredSource(path.stem, instruction or TASKS["sts"], pairs)

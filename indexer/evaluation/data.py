@@ -13,6 +13,7 @@ from pathlib import Path
 
 from encoders.errors import EmberError
 from encoders.jsonl import iter_jsonl
+from encoders.sts_tsv import iter_sts_tsv
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 
@@ -207,36 +208,20 @@ def resolve_sts_file(path: str | Path, split: str = "test") -> Path:
 
 
 def load_sts(path: str | Path, split: str = "test") -> StsPairs:
-    """STS Benchmark TSV: genre, file, year, id, score, sentence1, sentence2 [, sources...].
-
-    The original files carry two extra source columns on some lines; they are ignored. Fields are
-    split on tabs only (the sentences contain quotes, so no CSV quoting rules apply).
-    """
+    """STS Benchmark TSV (:func:`encoders.sts_tsv.iter_sts_tsv`); scores must lie in [0, 5] and
+    no sentence may be empty."""
     file = resolve_sts_file(path, split)
     first: list[str] = []
     second: list[str] = []
     scores: list[float] = []
-    with file.open(encoding="utf-8") as stream:
-        for lineno, raw in enumerate(stream, start=1):
-            line = raw.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) < 7:
-                raise EvalDataError(f"{file}:{lineno}: expected at least 7 tab-separated fields")
-            try:
-                score = float(parts[4])
-            except ValueError:
-                raise EvalDataError(
-                    f"{file}:{lineno}: score {parts[4]!r} is not a number"
-                ) from None
-            if not 0.0 <= score <= 5.0:
-                raise EvalDataError(f"{file}:{lineno}: score {score} outside [0, 5]")
-            if not parts[5].strip() or not parts[6].strip():
-                raise EvalDataError(f"{file}:{lineno}: empty sentence")
-            first.append(parts[5])
-            second.append(parts[6])
-            scores.append(score)
+    for lineno, sentence1, sentence2, score in iter_sts_tsv(file, EvalDataError):
+        if not 0.0 <= score <= 5.0:
+            raise EvalDataError(f"{file}:{lineno}: score {score} outside [0, 5]")
+        if not sentence1.strip() or not sentence2.strip():
+            raise EvalDataError(f"{file}:{lineno}: empty sentence")
+        first.append(sentence1)
+        second.append(sentence2)
+        scores.append(score)
     if len(scores) < 2:
         raise EvalDataError(f"{file}: fewer than 2 sentence pairs")
     return StsPairs(path=file, first=first, second=second, scores=scores)
