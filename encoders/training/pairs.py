@@ -11,8 +11,8 @@ from pathlib import Path
 
 from encoders.instructions import DEFAULT_TASK, TASKS
 from encoders.jsonl import iter_jsonl
-from encoders.sts_tsv import iter_sts_tsv
 from encoders.training.records import DataError, _check, split_sentences, text_field
+from encoders.tsv import iter_sts_tsv
 
 NLI_INSTRUCTION = "Given a premise, retrieve a hypothesis that is entailed by the premise:"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from encoders.errors import EmberError
 from encoders.jsonl import iter_jsonl
-from encoders.sts_tsv import iter_sts_tsv
+from encoders.tsv import iter_sts_tsv, iter_tsv
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 
@@ -105,23 +105,18 @@ def load_queries(path: Path) -> dict[str, str]:
 def load_qrels(path: Path) -> dict[str, dict[str, int]]:
     """``query-id<TAB>corpus-id<TAB>score`` lines, with an optional header line."""
     qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8") as stream:
-        for lineno, raw in enumerate(stream, start=1):
-            line = raw.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if lineno == 1 and tuple(p.strip() for p in parts) == QRELS_HEADER:
-                continue
-            if len(parts) != 3:
-                raise EvalDataError(
-                    f"{path}:{lineno}: expected 3 tab-separated fields "
-                    f"(query-id, corpus-id, score), got {len(parts)}"
-                )
-            qid, did, score = (p.strip() for p in parts)
-            if not qid or not did:
-                raise EvalDataError(f"{path}:{lineno}: empty query or corpus id")
-            add_judgement(qrels, f"{path}:{lineno}", qid, did, score, "score")
+    for lineno, parts in iter_tsv(path):
+        if lineno == 1 and tuple(p.strip() for p in parts) == QRELS_HEADER:
+            continue
+        if len(parts) != 3:
+            raise EvalDataError(
+                f"{path}:{lineno}: expected 3 tab-separated fields "
+                f"(query-id, corpus-id, score), got {len(parts)}"
+            )
+        qid, did, score = (p.strip() for p in parts)
+        if not qid or not did:
+            raise EvalDataError(f"{path}:{lineno}: empty query or corpus id")
+        add_judgement(qrels, f"{path}:{lineno}", qid, did, score, "score")
     return checked_qrels(qrels, path)
 
 
@@ -208,7 +203,7 @@ def resolve_sts_file(path: str | Path, split: str = "test") -> Path:
 
 
 def load_sts(path: str | Path, split: str = "test") -> StsPairs:
-    """STS Benchmark TSV (:func:`encoders.sts_tsv.iter_sts_tsv`); scores must lie in [0, 5] and
+    """STS Benchmark TSV (:func:`encoders.tsv.iter_sts_tsv`); scores must lie in [0, 5] and
     no sentence may be empty."""
     file = resolve_sts_file(path, split)
     first: list[str] = []

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from encoders.sts_tsv import iter_sts_tsv
 from encoders.training.pairs import read_scored_pairs
 from encoders.training.records import DataError
+from encoders.tsv import iter_sts_tsv
 from indexer.evaluation.data import EvalDataError, load_sts
 
 ROWS = (
