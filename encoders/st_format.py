@@ -251,17 +251,9 @@ def _check_prompts(
             f"{file}: {mode} pooling with include_prompt false and a prompt ({given[0]!r}) is "
             f"not reproduced by Ember ({why})"
         )
-    if mode != "mean":
-        return
-    adds_bos = tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [
-        tokenizer.bos_token_id
-    ]
-    if decoder and adds_bos and len(given) < len(prompts):
-        raise STFormatError(
-            f"{file}: mean pooling with include_prompt false in a decoder whose tokenizer adds "
-            "BOS: sentence-transformers pools the BOS of texts without a prompt, Ember does not"
-        )
-    for prompt in given:
+    if mode == "mean":
+        _check_bos(tokenizer, decoder, len(given) < len(prompts), file)
+    for prompt in given:  # lasttoken too: a text inside ST's prompt length pools a zero vector
         alone = _st_prompt_length(tokenizer, prompt)
         starts = {_ember_text_start(tokenizer, prompt, t) for t in PROBE_TEXTS}
         if starts != {alone}:
@@ -270,6 +262,17 @@ def _check_prompts(
                 "front of a text (a trailing space?), so sentence-transformers' include_prompt "
                 "false leaves out other tokens than the prompt's; Ember refuses it"
             )
+
+
+def _check_bos(tokenizer: Any, decoder: bool, unprompted: bool, file: Path) -> None:
+    adds_bos = tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [
+        tokenizer.bos_token_id
+    ]
+    if decoder and adds_bos and unprompted:
+        raise STFormatError(
+            f"{file}: mean pooling with include_prompt false in a decoder whose tokenizer adds "
+            "BOS: sentence-transformers pools the BOS of texts without a prompt, Ember does not"
+        )
 
 
 def load_st_folder(path: Path) -> EncoderConfig:
