@@ -137,6 +137,17 @@ class EncoderConfig(BaseModel):
         description="appended to every text and pooled with it (llm2vec's eos_token pooling: "
         "' </s>' for Llama / Mistral, '<|endoftext|>' for Qwen2)",
     )
+    # sentence-transformers prompts (encoders.st_format): a fixed query prefix that replaces the
+    # task instruction, a prefix of every document, and whether the prefix is pooled with the text
+    query_prompt: str | None = Field(
+        default=None, description="fixed query prefix; when set it replaces the task instruction"
+    )
+    document_prompt: str = Field(default="", description="prefix of every document")
+    pool_prompt: bool = Field(
+        default=False,
+        description="pool every token from the first (the prefix, BOS or [CLS] included), as "
+        "sentence-transformers' include_prompt; by default the prefix and a decoder's BOS are not",
+    )
     normalize: bool = True
     padding_side: PaddingSide = "right"
     dtype: DType = "float32"
@@ -196,6 +207,16 @@ class EncoderConfig(BaseModel):
             return ""
         return self.instruction_template.format(instruction=instruction.strip())
 
+    def prefix(self, instruction: str | None, *, query: bool = False) -> str:
+        """What precedes a text: ``text_prefix``, then a query's ``query_prompt`` when set (it
+        replaces the instruction), else the formatted instruction, else a document's
+        ``document_prompt``."""
+        if query and self.query_prompt is not None:
+            return self.text_prefix + self.query_prompt
+        if instruction and instruction.strip():
+            return self.text_prefix + self.format_prefix(instruction)
+        return self.text_prefix + ("" if query else self.document_prompt)
+
     def weight_paths(self) -> list[str]:
         return [self.base_model, *(a.path for a in self.adapters), *filter(None, [self.pooler])]
 
@@ -214,6 +235,10 @@ class EncoderConfig(BaseModel):
             raise ValueError("echo_template must contain {text} exactly twice")
         if self.echo and not self.echo_template.endswith("{text}"):
             raise ValueError("echo_template must end with the second {text} (it is pooled)")
+        if self.echo and self.pool_prompt:
+            raise ValueError(
+                "echo pools the second copy of the text only; pool_prompt is for plain encoders"
+            )
         return self
 
     def fingerprint(self) -> str:
@@ -233,6 +258,7 @@ class EncoderConfig(BaseModel):
                 "max_batch_size",
                 "attn_implementation",
                 "padding_side",
+                "query_prompt",
             }
         )
         # hashed as the constant every fingerprint from before the option held, so they stay
@@ -244,6 +270,9 @@ class EncoderConfig(BaseModel):
         for option in ("text_prefix", "text_suffix"):
             if not doc_fields.get(option):
                 doc_fields.pop(option, None)  # fingerprints from before the option stay
+        for key, default in (("document_prompt", ""), ("pool_prompt", False)):
+            if doc_fields.get(key) == default:
+                doc_fields.pop(key, None)  # fingerprints from before the options stay
         if doc_fields.get("standardize") is None:
             doc_fields.pop("standardize", None)  # fingerprints from before the option stay
         elif doc_fields["standardize"].get("whitening"):

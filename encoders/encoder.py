@@ -84,12 +84,15 @@ class Encoder:
 
     @classmethod
     def load(cls, folder: str | Path) -> Encoder:
-        """An encoder folder (``encoder_config.json``) or an LLM2Vec checkpoint as llm2vec
-        publishes it (:mod:`encoders.llm2vec_format`)."""
-        from encoders import llm2vec_format
+        """An encoder folder (``encoder_config.json``), an LLM2Vec checkpoint as llm2vec
+        publishes it (:mod:`encoders.llm2vec_format`) or a sentence-transformers folder
+        (:mod:`encoders.st_format`)."""
+        from encoders import llm2vec_format, st_format
 
         if llm2vec_format.is_checkpoint(Path(folder)):
             return cls.from_config(llm2vec_format.load_checkpoint(Path(folder)))
+        if st_format.is_st_folder(Path(folder)):
+            return cls.from_config(st_format.load_st_folder(Path(folder)))
         return cls.from_config(EncoderConfig.load(folder))
 
     def to(self, device: str | torch.device) -> Encoder:
@@ -124,10 +127,11 @@ class Encoder:
         *,
         max_length: int | None = None,
         show_progress: bool = False,
+        query: bool = False,
     ) -> dict[str, np.ndarray]:
         """Vectors per name in :attr:`vector_dims`; plain encoders give ``{"dense": ...}``."""
         vectors = self.encode(
-            texts, instruction, max_length=max_length, show_progress=show_progress
+            texts, instruction, max_length=max_length, show_progress=show_progress, query=query
         )
         return {"dense": vectors}
 
@@ -137,7 +141,7 @@ class Encoder:
         """Query vectors per name in :attr:`vector_dims` (the query length limit applies)."""
         return self.encode_named(
             texts, instruction, max_length=self.config.query_max_length,
-            show_progress=show_progress,
+            show_progress=show_progress, query=True,
         )  # fmt: skip
 
     @property
@@ -176,19 +180,21 @@ class Encoder:
         show_progress: bool = False,
         normalize: bool | None = None,
     ) -> np.ndarray:
-        """Queries get the task instruction prepended; it is left out of mean pooling."""
+        """Queries get the task instruction prepended (or the config's ``query_prompt``, which
+        replaces it); it is left out of mean pooling unless ``pool_prompt``."""
         return self.encode(
             texts,
             instruction=instruction,
             max_length=self.config.query_max_length,
             show_progress=show_progress,
             normalize=normalize,
+            query=True,
         )
 
     def encode_documents(
         self, texts: Sequence[str], *, show_progress: bool = False, normalize: bool | None = None
     ) -> np.ndarray:
-        """Documents are encoded instruction-free."""
+        """Documents are encoded instruction-free (with the config's ``document_prompt``)."""
         return self.encode(texts, show_progress=show_progress, normalize=normalize)
 
     def encode(
@@ -199,9 +205,12 @@ class Encoder:
         max_length: int | None = None,
         show_progress: bool = False,
         normalize: bool | None = None,
+        query: bool = False,
     ) -> np.ndarray:
+        """Vectors of ``texts`` read as queries (``query``: the query prompt rule of
+        :meth:`EncoderConfig.prefix`) or documents."""
         out = self.encode_pooled(
-            texts, instruction, max_length=max_length, show_progress=show_progress
+            texts, instruction, max_length=max_length, show_progress=show_progress, query=query
         )
         return self.finish(out, normalize)
 
@@ -224,11 +233,12 @@ class Encoder:
         *,
         max_length: int | None = None,
         show_progress: bool = False,
+        query: bool = False,
     ) -> np.ndarray:
         """The pooled model output, before standardisation and normalisation."""
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of strings, not a single string")
-        items = self.tokenize(texts, instruction, max_length or self.config.max_length)
+        items = self.tokenize(texts, instruction, max_length or self.config.max_length, query=query)
         out = np.zeros((len(items), self._hidden_size_hint()), dtype=np.float32)
         with (
             tqdm(total=len(items), desc="encode", unit="text", disable=not show_progress) as bar,
@@ -247,33 +257,44 @@ class Encoder:
     def _hidden_size_hint(self) -> int:
         return int(getattr(self.model.config, "hidden_size", 1))
 
-    def compose(self, text: str, instruction: str | None) -> tuple[str, int]:
+    def compose(
+        self, text: str, instruction: str | None, *, query: bool = False
+    ) -> tuple[str, int]:
         """The string the model reads and the character where pooling starts.
 
-        Plain: ``text_prefix + instruction prefix + text + text_suffix``, pooled from the text.
-        Echo (Springer et al. 2024): the text is written twice into ``echo_template`` and only
-        the second copy (and ``text_suffix`` after it) is pooled, so with causal attention its
-        tokens have already seen the whole text once.
+        Plain: ``prefix + text + text_suffix`` (the prefix: :meth:`EncoderConfig.prefix`), pooled
+        from the text, or from the first character with ``pool_prompt``. Echo (Springer et al.
+        2024): the text is written twice into ``echo_template`` and only the second copy (and
+        ``text_suffix`` after it) is pooled, so with causal attention its tokens have already
+        seen the whole text once.
         """
-        prefix = self.config.text_prefix + self.config.format_prefix(instruction)
+        prefix = self.config.prefix(instruction, query=query)
         suffix = self.config.text_suffix
         if not self.config.echo:
-            return prefix + text + suffix, len(prefix)
+            return prefix + text + suffix, 0 if self.config.pool_prompt else len(prefix)
         head, middle, _ = self.config.echo_template.split("{text}")
         first = prefix + head + text + middle
         return first + text + suffix, len(first)
 
     def tokenize(
-        self, texts: Sequence[str], instruction: str | None, max_length: int
+        self,
+        texts: Sequence[str],
+        instruction: str | None,
+        max_length: int,
+        *,
+        query: bool = False,
     ) -> list[Tokenized]:
         """Tokenise each composed string once; the pooled part starts at the first token whose
         character span ends past the pooling start (offsets, not separator strings).
 
         For decoders a leading BOS (an empty span) is never pooled, with or without an
         instruction, as in llm2vec; encoder-only models keep [CLS], as sentence-transformers does.
+        With ``pool_prompt`` every token is pooled from the first, BOS included (what
+        sentence-transformers' ``include_prompt`` does).
         """
-        composed = [self.compose(t, instruction) for t in texts]
-        need_offsets = self.decoder or any(start for _, start in composed)
+        composed = [self.compose(t, instruction, query=query) for t in texts]
+        everything = self.config.pool_prompt and not self.config.echo
+        need_offsets = not everything and (self.decoder or any(start for _, start in composed))
         enc = self.tokenizer(
             [full for full, _ in composed],
             add_special_tokens=True,
@@ -286,7 +307,7 @@ class Encoder:
         for row, ids in enumerate(enc["input_ids"]):
             char_start = composed[row][1]
             start = 0
-            if char_start or self.decoder:
+            if need_offsets and (char_start or self.decoder):
                 offsets = enc["offset_mapping"][row]
                 start = next(
                     (i for i, (a, b) in enumerate(offsets) if b > char_start and (a, b) != (0, 0)),

@@ -133,32 +133,38 @@ def _adds_bos(encoder: Any) -> bool:
 
 def _prompt_refusal(encoder: Any, instruction: str | None) -> str | None:
     """Checks that need the tokenizer: BOS under mean pooling, and where pooling starts after
-    the query prompt."""
-    pooling = encoder.config.pooling
-    if pooling in ("mean", "weighted_mean") and _adds_bos(encoder):
+    the query and document prompts (``pool_prompt`` pools from the first token, as
+    sentence-transformers' ``include_prompt`` does: nothing to check then)."""
+    config = encoder.config
+    pooling = config.pooling
+    if config.pool_prompt or pooling in ("last_token", "first_token"):
+        return None
+    if _adds_bos(encoder):
         return (
             f"{pooling} pooling over a tokenizer that adds BOS: Ember leaves the BOS out of the "
             "mean, sentence-transformers pools it"
         )
-    prompt = encoder.config.format_prefix(instruction)
-    if not prompt or pooling in ("last_token", "first_token"):
-        return None
-    if pooling == "weighted_mean":
-        return (
-            "weighted_mean with a query prompt: sentence-transformers counts the position weights "
-            "from the prompt's first token, Ember from the text's (--no-instruction exports "
-            "queries without one)"
-        )
-    length = _st_prompt_length(encoder.tokenizer, prompt)
-    for probe in _PROBES:
-        start = encoder.tokenize([probe], instruction, encoder.config.max_length)[0].text_start
-        if start != length:
+    for query, role in ((True, "query"), (False, "document")):
+        prompt = config.prefix(instruction, query=query)
+        if not prompt:
+            continue
+        if pooling == "weighted_mean":
             return (
-                f"query prompt {prompt!r} is {length} tokens alone but {start} in front of a "
-                "query; sentence-transformers measures it alone, so it would pool a different "
-                "part of the query (a byte-level BPE splits a trailing space off on its own); "
-                "pass --no-instruction, or an instruction that tokenises the same both ways"
+                f"weighted_mean with a {role} prompt: sentence-transformers counts the position "
+                "weights from the prompt's first token, Ember from the text's (--no-instruction "
+                "exports queries without one)"
             )
+        length = _st_prompt_length(encoder.tokenizer, prompt)
+        for probe in _PROBES:
+            item = encoder.tokenize([probe], instruction, config.max_length, query=query)[0]
+            if item.text_start != length:
+                return (
+                    f"{role} prompt {prompt!r} is {length} tokens alone but {item.text_start} in "
+                    "front of a text; sentence-transformers measures it alone, so it would pool "
+                    "a different part of the text (a byte-level BPE splits a trailing space off "
+                    "on its own); pass --no-instruction, or an instruction that tokenises the "
+                    "same both ways"
+                )
     return None
 
 
@@ -212,7 +218,7 @@ def export_encoder(
     )
     with _float32():
         encoder = Encoder.from_config(load)
-    prompt = config.format_prefix(instruction)
+    prompt = config.prefix(instruction, query=True)
     if fmt == "sentence-transformers":
         why = _prompt_refusal(encoder, instruction)
         if why:
@@ -287,7 +293,7 @@ def _write_st(encoder: Any, folder: Path, prompt: str, report: ExportReport) -> 
     pooling.update({key: name == mode for name, key in _POOLING_KEYS.items()})
     # mean pools the text only (the prompt masked as Ember leaves the instruction out); last /
     # first token pick from the whole sequence in Ember, as with the prompt included here
-    pooling["include_prompt"] = mode not in ("mean", "weightedmean")
+    pooling["include_prompt"] = config.pool_prompt or mode not in ("mean", "weightedmean")
     _write_json(folder / "1_Pooling" / "config.json", pooling)
     if config.standardize is not None:
         from safetensors.torch import save_file
@@ -329,7 +335,7 @@ def _write_st(encoder: Any, folder: Path, prompt: str, report: ExportReport) -> 
     )
     _write_json(folder / "config_sentence_transformers.json", {
         "__version__": {"sentence_transformers": "3.0.0", "ember": ember_version()},
-        "prompts": {"query": prompt, "document": ""},
+        "prompts": {"query": prompt, "document": config.prefix(None)},
         "default_prompt_name": None,
         "similarity_fn_name": "cosine",
     })  # fmt: skip

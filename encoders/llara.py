@@ -214,7 +214,12 @@ class LlaraEncoder(Encoder):
 
     # ---- tokenisation, collation, forward -------------------------------------------------
     def tokenize(
-        self, texts: Sequence[str], instruction: str | None, max_length: int
+        self,
+        texts: Sequence[str],
+        instruction: str | None,
+        max_length: int,
+        *,
+        query: bool = False,
     ) -> list[Tokenized]:
         room = max_length - self.layout.prompt_length
         if room < 1:
@@ -222,7 +227,7 @@ class LlaraEncoder(Encoder):
                 f"max_length {max_length} leaves no room for the passage after the "
                 f"{self.layout.prompt_length} LLaRA prompt tokens"
             )
-        items = super().tokenize(texts, instruction, room)
+        items = super().tokenize(texts, instruction, room, query=query)
         return [
             Tokenized(ids=it.ids + self.layout.suffix_ids, text_start=it.text_start) for it in items
         ]

@@ -219,11 +219,13 @@ class MoeeEncoder(Encoder):
         *,
         max_length: int | None = None,
         show_progress: bool = False,
+        query: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Raw (unstandardised, unnormalised) ``hs`` and ``rw`` for ``texts``, in input order."""
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of strings, not a single string")
-        items = self.tokenize(texts, instruction, max_length or self.config.max_length)
+        length = max_length or self.config.max_length
+        items = self.tokenize(texts, instruction, length, query=query)
         hs_out: np.ndarray | None = None
         rw_out: np.ndarray | None = None
         with (
@@ -296,10 +298,11 @@ class MoeeEncoder(Encoder):
         *,
         max_length: int | None = None,
         show_progress: bool = False,
+        query: bool = False,
     ) -> dict[str, np.ndarray]:
         """Unit ``hs`` and ``rw`` vectors whatever the similarity mode."""
         hs, rw = self.encode_raw(
-            texts, instruction, max_length=max_length, show_progress=show_progress
+            texts, instruction, max_length=max_length, show_progress=show_progress, query=query
         )
         return self.transform(hs, rw)
 
@@ -311,11 +314,12 @@ class MoeeEncoder(Encoder):
         max_length: int | None = None,
         show_progress: bool = False,
         normalize: bool | None = None,
+        query: bool = False,
     ) -> np.ndarray:
         """The combined unit vector (cosine = (cos hs + w cos rw) / (1 + w)) for either mode;
         ``normalize`` is accepted for the interface and has no effect (it is unit already)."""
         parts = self.encode_parts(
-            texts, instruction, max_length=max_length, show_progress=show_progress
+            texts, instruction, max_length=max_length, show_progress=show_progress, query=query
         )
         return combine(parts["hs"], parts["rw"], self.settings.rw_weight)
 
@@ -326,10 +330,11 @@ class MoeeEncoder(Encoder):
         *,
         max_length: int | None = None,
         show_progress: bool = False,
+        query: bool = False,
     ) -> dict[str, np.ndarray]:
         """``{"hs", "rw"}`` for ``sum``, ``{"dense"}`` (the combined vector) for ``concat``."""
         parts = self.encode_parts(
-            texts, instruction, max_length=max_length, show_progress=show_progress
+            texts, instruction, max_length=max_length, show_progress=show_progress, query=query
         )
         if self.settings.similarity == "concat":
             return {"dense": combine(parts["hs"], parts["rw"], self.settings.rw_weight)}

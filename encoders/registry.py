@@ -6,6 +6,8 @@ A spec is one of:
 - a folder with ``encoder_config.json`` (a saved or trained encoder);
 - an LLM2Vec checkpoint as llm2vec publishes it: an adapter folder whose base is local, or a
   root holding base / MNTP / supervised folders (:mod:`encoders.llm2vec_format`);
+- a sentence-transformers folder (``modules.json``: Transformer, Pooling, optional Normalize;
+  its max length, pooling, normalisation and prompts: :mod:`encoders.st_format`);
 - a plain local HF model folder (default config on top of it).
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from encoders import llm2vec_format
+from encoders import llm2vec_format, st_format
 from encoders.config import CONFIG_FILE, EncoderConfig
 from encoders.encoder import Encoder
 from encoders.loading import MINILM, SMOLLM2, ModelNotFoundError
@@ -85,11 +87,14 @@ def resolve_config(spec: str) -> EncoderConfig:
         return EncoderConfig.load(path)
     if llm2vec_format.is_checkpoint(path):
         return llm2vec_format.load_checkpoint(path)
+    if st_format.is_st_folder(path):
+        return st_format.load_st_folder(path)
     if (path / "config.json").is_file():
         return EncoderConfig(name=path.name, base_model=str(path.resolve()))
     raise ModelNotFoundError(
         f"encoder {spec!r} is not a preset ({', '.join(PRESETS)}), an encoder folder "
-        f"({CONFIG_FILE}), an LLM2Vec checkpoint (adapter folders) or a local HF model folder"
+        f"({CONFIG_FILE}), an LLM2Vec checkpoint (adapter folders), a sentence-transformers "
+        "folder (modules.json) or a local HF model folder (config.json)"
     )
 
 

@@ -103,7 +103,9 @@ class SupervisedTrainer(Trainer):
                 continue
             queries = [ex.query for ex in source.examples]
             self.query_items.append(
-                self.encoder.tokenize(queries, source.instruction or None, p.query_max_length)
+                self.encoder.tokenize(
+                    queries, source.instruction or None, p.query_max_length, query=True
+                )
             )
             texts = sorted({t for ex in source.examples for t in [ex.positive, *ex.negatives]})
             items = self.encoder.tokenize(texts, None, p.max_length)

@@ -133,6 +133,7 @@ def encode_dataset(
         cache=cache,
         show_progress=show_progress,
         desc="queries",
+        query=True,
     )
     return docs, queries
 

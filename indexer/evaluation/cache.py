@@ -159,8 +159,10 @@ def encode_cached(
     chunk: int = DEFAULT_CHUNK,
     show_progress: bool = False,
     desc: str = "encode",
+    query: bool = False,
 ) -> np.ndarray:
-    """``encoder.encode(texts, instruction, max_length=...)`` through the cache.
+    """``encoder.encode(texts, instruction, max_length=..., query=...)`` through the cache
+    (``query``: the texts are queries, which get the encoder's query prompt when it has one).
 
     A standardised encoder (``config.standardize``, normalised output) shares the cache of its
     unstandardised self: the statistics are applied to the cached unit vectors, so fitting or
@@ -169,7 +171,7 @@ def encode_cached(
     length = max_length or encoder.config.max_length
     key = texts_key(
         texts,
-        prefix=encoder.config.format_prefix(instruction),
+        prefix=encoder.config.prefix(instruction, query=query),
         max_length=length,
         dtype=encoder.dtype,
     )
@@ -180,9 +182,13 @@ def encode_cached(
 
     def run(block: Sequence[str]) -> dict[str, np.ndarray]:
         if shared:  # what the unstandardised encoder returns: unit pooled vectors
-            pooled = encoder.encode_pooled(block, instruction=instruction, max_length=length)
+            pooled = encoder.encode_pooled(
+                block, instruction=instruction, max_length=length, query=query
+            )
             return {"main": l2_normalize(pooled)}
-        return {"main": encoder.encode(block, instruction=instruction, max_length=length)}
+        return {
+            "main": encoder.encode(block, instruction=instruction, max_length=length, query=query)
+        }
 
     out = _encode_chunked(
         {"main": config.fingerprint()},
@@ -253,7 +259,7 @@ def encode_variants_cached(
     length = max_length or encoder.config.max_length
     key = texts_key(
         texts,
-        prefix=encoder.config.format_prefix(instruction),
+        prefix=encoder.config.prefix(instruction),
         max_length=length,
         dtype=encoder.dtype,
     )
