@@ -214,3 +214,27 @@ def test_cli_exports_minilm_and_refuses_in_one_line(
     assert not (tmp_path / "refused").exists()
     res = ember_cli("export", str(tmp_path / "nothing-here"), str(tmp_path / "x"))
     assert res.returncode == 1 and "--encoder" in res.stderr
+
+
+def test_a_sentence_transformers_folder_with_prompts_round_trips(tmp_path: Path) -> None:
+    """In through encoders.st_format, out through ember export: the exported folder encodes as
+    the original (query and document prompts, prompt left out of the mean)."""
+    from sentence_transformers import models
+
+    from encoders.loading import minilm_folder
+
+    modules = [
+        models.Transformer(str(minilm_folder()), max_seq_length=128),
+        models.Pooling(384, pooling_mode="mean", include_prompt=False),
+        models.Normalize(),
+    ]
+    prompts = {"query": "query: ", "document": "passage: "}
+    SentenceTransformer(modules=modules, prompts=prompts, device="cpu").save(str(tmp_path / "in"))
+    config = resolve_config(str(tmp_path / "in"))
+    assert (config.query_prompt, config.document_prompt) == ("query: ", "passage: ")
+    export_encoder(config, tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "config_sentence_transformers.json").read_text())
+    assert saved["prompts"] == prompts
+    for queries in (False, True):
+        before, after = st_vectors(tmp_path / "in", queries), st_vectors(tmp_path / "out", queries)
+        assert cosines(before, after).min() >= 0.9999
