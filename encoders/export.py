@@ -15,9 +15,10 @@ decoder with its own causal attention), LLaRA and MoEE encoders, echo embeddings
 poolers, a text suffix, mean pooling over a tokenizer that adds BOS (Ember never pools the BOS),
 weighted mean with a query prompt (sentence-transformers counts the position weights from the
 prompt's first token, Ember from the text's), and a query prompt whose tokens in context differ
-from its tokens alone (sentence-transformers measures the prompt alone; a byte-level BPE splits
-the prompt's trailing space off as its own token there, so the first query word would be left
-out of pooling).
+from its tokens alone (sentence-transformers pools after the prompt's length measured alone; a
+byte-level BPE makes the prompt's trailing space a token of its own there, but merges it into
+the next word in context for most words and not for others, so no fixed length is right for
+every text, and stripping the space would only move the error to the other words).
 
 ``hf``: the merged weights (fp32), the tokenizer and an ``encoder_config.json`` naming them
 (``base_model: "."``, no adapters; trainable pooler, whitening matrix and MoEE statistics
@@ -160,9 +161,10 @@ def _prompt_refusal(encoder: Any, instruction: str | None) -> str | None:
             if item.text_start != length:
                 return (
                     f"{role} prompt {prompt!r} is {length} tokens alone but {item.text_start} in "
-                    "front of a text; sentence-transformers measures it alone, so it would pool "
-                    "a different part of the text (a byte-level BPE splits a trailing space off "
-                    "on its own); pass --no-instruction, or an instruction that tokenises the "
+                    f"front of {probe!r}; sentence-transformers pools after a fixed prompt "
+                    "length, so it would pool a different part of some texts (a byte-level BPE "
+                    "merges the prompt's trailing space into the next word for some words and "
+                    "not others); pass --no-instruction, or an instruction that tokenises the "
                     "same both ways"
                 )
     return None
