@@ -84,16 +84,14 @@ class Encoder:
 
     @classmethod
     def load(cls, folder: str | Path) -> Encoder:
-        """An encoder folder (``encoder_config.json``), an LLM2Vec checkpoint as llm2vec
-        publishes it (:mod:`encoders.llm2vec_format`) or a sentence-transformers folder
-        (:mod:`encoders.st_format`)."""
-        from encoders import llm2vec_format, st_format
+        """Any encoder folder Ember reads (:func:`encoders.folders.folder_config`: an
+        ``encoder_config.json`` folder, an LLM2Vec checkpoint, a sentence-transformers folder)."""
+        from encoders.folders import FOLDER_KINDS, folder_config
 
-        if llm2vec_format.is_checkpoint(Path(folder)):
-            return cls.from_config(llm2vec_format.load_checkpoint(Path(folder)))
-        if st_format.is_st_folder(Path(folder)):
-            return cls.from_config(st_format.load_st_folder(Path(folder)))
-        return cls.from_config(EncoderConfig.load(folder))
+        config = folder_config(Path(folder))
+        if config is None:
+            raise FileNotFoundError(f"{folder} is not {FOLDER_KINDS}")
+        return cls.from_config(config)
 
     def to(self, device: str | torch.device) -> Encoder:
         """Move the model and any trainable pooler; batches follow the model's device."""

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from encoders import llm2vec_format, st_format
 from encoders.config import CONFIG_FILE, EncoderConfig
 from encoders.encoder import Encoder
+from encoders.folders import FOLDER_KINDS, folder_config
 from encoders.loading import MINILM, SMOLLM2, ModelNotFoundError
 
 PRESETS: dict[str, EncoderConfig] = {
@@ -83,18 +83,14 @@ def resolve_config(spec: str) -> EncoderConfig:
     if spec in PRESETS:
         return PRESETS[spec]
     path = Path(spec).expanduser()
-    if (path / CONFIG_FILE).is_file():
-        return EncoderConfig.load(path)
-    if llm2vec_format.is_checkpoint(path):
-        return llm2vec_format.load_checkpoint(path)
-    if st_format.is_st_folder(path):
-        return st_format.load_st_folder(path)
+    config = folder_config(path)
+    if config is not None:
+        return config
     if (path / "config.json").is_file():
         return EncoderConfig(name=path.name, base_model=str(path.resolve()))
     raise ModelNotFoundError(
-        f"encoder {spec!r} is not a preset ({', '.join(PRESETS)}), an encoder folder "
-        f"({CONFIG_FILE}), an LLM2Vec checkpoint (adapter folders), a sentence-transformers "
-        "folder (modules.json) or a local HF model folder (config.json)"
+        f"encoder {spec!r} is not a preset ({', '.join(PRESETS)}), {FOLDER_KINDS} or a local "
+        "HF model folder (config.json)"
     )
 
 
