@@ -1,4 +1,5 @@
-"""One JSONL reader for files that must be wholly valid (training data, evaluation sets).
+"""One JSONL reader for files that must be wholly valid (training data, evaluation sets), and
+one reader of a JSON-object file (model folders' configs).
 
 Corpora are read by :mod:`indexer.readers` instead, which turns a bad line into a bad record
 (skipped or failed by ``--on-error``) rather than stopping at it."""
@@ -8,6 +9,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
+
+
+def read_json_object(path: Path, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """The JSON object in ``path``; unreadable, invalid or not an object raises ``error``
+    naming the file."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: not readable JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object")
+    return data
 
 
 def iter_jsonl(

@@ -38,12 +38,12 @@ matters for texts with leading or trailing whitespace.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from encoders.config import CONFIG_FILE, AdapterSpec, EncoderConfig
+from encoders.jsonl import read_json_object
 from encoders.loading import ModelNotFoundError
 
 ADAPTER_FILE = "adapter_config.json"
@@ -84,13 +84,7 @@ class LLM2VecCheckpointError(ModelNotFoundError):
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise LLM2VecCheckpointError(f"{path}: not readable JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise LLM2VecCheckpointError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path, LLM2VecCheckpointError)
 
 
 def is_adapter(path: Path) -> bool:

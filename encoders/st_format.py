@@ -50,6 +50,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from encoders.config import CONFIG_FILE, EncoderConfig
+from encoders.jsonl import read_json_object
 from encoders.loading import ModelNotFoundError, is_decoder, load_tokenizer
 
 MODULES_FILE = "modules.json"
@@ -91,13 +92,7 @@ class STFormatError(ModelNotFoundError):
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise STFormatError(f"{path}: not readable JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise STFormatError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path, STFormatError)
 
 
 def is_st_folder(path: Path) -> bool:

@@ -5,8 +5,6 @@ back. Tiny random models (and the bundled MiniLM) built in-process; nothing is d
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from encoders.export import ExportError, ResultsError, export_encoder, read_resu
 from encoders.loading import MINILM
 from encoders.standardize import fit
 from encoders.testing import tiny_model_folder
+from tests.encoders.test_cli_encode import ember
 
 # varied lengths, so batches pad; one longer than the tiny models' 64-token limit below
 TEXTS = [
@@ -189,16 +188,10 @@ def test_an_existing_out_needs_force(tiny: tuple[Path, Path], tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["st"]
 
 
-def ember_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ember", *args], capture_output=True, text=True, timeout=300
-    )
-
-
 def test_cli_exports_minilm_and_refuses_in_one_line(
     tiny: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    res = ember_cli("export", "minilm", str(tmp_path / "minilm"))
+    res = ember("export", "minilm", str(tmp_path / "minilm"))
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "minilm" / "1_Pooling" / "config.json").is_file()
     config = json.loads((tmp_path / "minilm" / "config_sentence_transformers.json").read_text())
@@ -207,12 +200,12 @@ def test_cli_exports_minilm_and_refuses_in_one_line(
 
     bi = tmp_path / "bi"
     EncoderConfig(base_model=str(tiny[0]), attention="bidirectional").save(bi)
-    res = ember_cli("export", str(bi), str(tmp_path / "refused"))
+    res = ember("export", str(bi), str(tmp_path / "refused"))
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "bidirectional" in lines[0] and "Traceback" not in res.stderr
     assert not (tmp_path / "refused").exists()
-    res = ember_cli("export", str(tmp_path / "nothing-here"), str(tmp_path / "x"))
+    res = ember("export", str(tmp_path / "nothing-here"), str(tmp_path / "x"))
     assert res.returncode == 1 and "--encoder" in res.stderr
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from encoders.loading import minilm_folder
 from encoders.registry import PRESETS, resolve_config
 from encoders.st_format import STFormatError, is_st_folder, load_st_folder
 from encoders.testing import tiny_model_folder
+from tests.encoders.test_cli_encode import ember
 
 TEXTS = [
     "Vitamin D deficiency is associated with an increased risk of infection in adults.",
@@ -350,16 +349,6 @@ def test_transformer_in_a_subfolder(bert: Path, plain: Path) -> None:
 
 
 # ---- CLI ----------------------------------------------------------------------------------------
-def ember(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ember", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_cli_encode_st_folder(plain: Path, tmp_path: Path) -> None:
     out = tmp_path / "v.npy"
     res = ember("encode", "--encoder", str(plain), "-o", str(out), "--no-progress", stdin="a b\n")
