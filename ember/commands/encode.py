@@ -75,6 +75,13 @@ def read_texts(stream: IO[str], fmt: str, field: str) -> tuple[list[str], list[o
     help="Encode as queries with this instruction (documents: leave unset).",
 )
 @click.option(
+    "--query",
+    "as_queries",
+    is_flag=True,
+    help="Encode as queries (the query length limit, the folder's query prompt) even without "
+    "--instruction.",
+)
+@click.option(
     "--progress/--no-progress",
     default=True,
     show_default=True,
@@ -87,6 +94,7 @@ def encode_command(
     field: str,
     encoder_spec: str,
     instruction: str | None,
+    as_queries: bool,
     progress: bool,
 ) -> None:
     """Encode texts into L2-normalised float32 vectors.
@@ -95,6 +103,7 @@ def encode_command(
     Examples:
       echo "a query" | ember encode --instruction "Retrieve relevant passages"
       ember encode -i docs.jsonl --format jsonl -o vectors.npy
+      ember encode --encoder ./e5-folder --query -i queries.txt -o q.npy
     """
     import numpy as np
 
@@ -110,7 +119,7 @@ def encode_command(
             texts, ids = read_texts(stream, fmt, field)
 
     encoder = load_encoder_or_fail(encoder_spec)
-    if instruction:
+    if instruction or as_queries:
         vectors = encoder.encode_queries(texts, instruction, show_progress=progress)
     else:
         vectors = encoder.encode_documents(texts, show_progress=progress)

@@ -362,6 +362,21 @@ def test_cli_encode_st_folder(plain: Path, tmp_path: Path) -> None:
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+def test_cli_encode_query_applies_the_query_prompt(bert: Path, tmp_path: Path) -> None:
+    folder = save_st(bert, tmp_path / "st", "mean", include_prompt=False,
+                     prompts={"query": "query: ", "document": "passage: "})  # fmt: skip
+    st = SentenceTransformer(str(folder), device="cpu")
+    for flag, expected in (
+        ("--query", st.encode_query(["a b"])),
+        (None, st.encode_document(["a b"])),
+    ):
+        out = tmp_path / f"{flag}.npy"
+        args = ["encode", "--encoder", str(folder), "-o", str(out), "--no-progress"]
+        res = ember(*args, *([flag] if flag else []), stdin="a b\n")
+        assert res.returncode == 0, res.stderr
+        assert_same(np.load(out), expected)
+
+
 # ---- fingerprints
 def test_preset_fingerprints_unchanged() -> None:
     assert {name: PRESETS[name].fingerprint() for name in PRESET_FINGERPRINTS} == (
