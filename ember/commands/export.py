@@ -63,8 +63,8 @@ def export_command(
     Examples:
       ember export minilm out/minilm-st
       ember export smollm2 out/smollm2-st --no-instruction
-      ember export smollm2-ember out/smollm2-ember-hf --format hf \\
-        --results bench/out/int8/full-smollm2-ember-float32-dense.json
+      ember eval beir ../shared/data/beir/scifact -o scifact.json
+      ember export smollm2-ember out/smollm2-ember-hf --format hf --results scifact.json
     """
     from transformers import AutoConfig
 
