@@ -49,6 +49,7 @@ from encoders.config import EncoderConfig
 from encoders.errors import EmberError
 from encoders.hardware import DTYPE_ENV
 from encoders.model_card import ResultsError, check_results, ember_version, model_card, read_results
+from encoders.st_format import st_prompt_length
 
 Format = Literal["sentence-transformers", "hf"]
 FORMATS: tuple[Format, ...] = ("sentence-transformers", "hf")
@@ -117,15 +118,6 @@ def st_refusal(config: EncoderConfig, decoder: bool) -> str | None:
     return None
 
 
-def _st_prompt_length(tokenizer: Any, prompt: str) -> int:
-    """How sentence-transformers measures a prompt (``Transformer._get_prompt_length``): the
-    prompt tokenised alone, less a trailing special token."""
-    ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    if ids and ids[-1] in set(tokenizer.all_special_ids):
-        return len(ids) - 1
-    return len(ids)
-
-
 def _adds_bos(encoder: Any) -> bool:
     ids = encoder.tokenizer("probe", add_special_tokens=True)["input_ids"]
     bos = encoder.tokenizer.bos_token_id
@@ -155,7 +147,7 @@ def _prompt_refusal(encoder: Any, instruction: str | None) -> str | None:
                 "weights from the prompt's first token, Ember from the text's (--no-instruction "
                 "exports queries without one)"
             )
-        length = _st_prompt_length(encoder.tokenizer, prompt)
+        length = st_prompt_length(encoder.tokenizer, prompt)
         for probe in _PROBES:
             item = encoder.tokenize([probe], instruction, config.max_length, query=query)[0]
             if item.text_start != length:

@@ -215,7 +215,7 @@ def _check_transformer(settings: dict[str, Any], file: Path) -> None:
         raise STFormatError(f"{file}: tokenizer arguments {', '.join(extra)} are not supported")
 
 
-def _st_prompt_length(tokenizer: Any, prompt: str) -> int:
+def st_prompt_length(tokenizer: Any, prompt: str) -> int:
     """sentence-transformers' ``_get_prompt_length``: the prompt tokenised alone, less a
     trailing special token."""
     ids = list(tokenizer(prompt)["input_ids"])
@@ -249,7 +249,7 @@ def _check_prompts(
     if mode == "mean":
         _check_bos(tokenizer, decoder, len(given) < len(prompts), file)
     for prompt in given:  # lasttoken too: a text inside ST's prompt length pools a zero vector
-        alone = _st_prompt_length(tokenizer, prompt)
+        alone = st_prompt_length(tokenizer, prompt)
         starts = {_ember_text_start(tokenizer, prompt, t) for t in PROBE_TEXTS}
         if starts != {alone}:
             raise STFormatError(
