@@ -7,11 +7,8 @@ so a text's vector does not depend on its batch, its neighbours or the padding s
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,15 +30,8 @@ from encoders.loading import (
     resolve_model_path,
 )
 from encoders.pooling import pool
+from encoders.types import Tokenized, TrainablePooler, encoder_class
 from encoders.vectors import l2_normalize
-
-
-@dataclass(frozen=True)
-class Tokenized:
-    """One tokenised input: ``ids`` and the index of the first text (non-instruction) token."""
-
-    ids: list[int]
-    text_start: int
 
 
 class Encoder:
@@ -237,19 +227,38 @@ class Encoder:
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of strings, not a single string")
         items = self.tokenize(texts, instruction, max_length or self.config.max_length, query=query)
-        out = np.zeros((len(items), self._hidden_size_hint()), dtype=np.float32)
+        (out,) = self.run_batches(
+            items, lambda batch: (self.embed_batch(batch),), (self._hidden_size_hint(),),
+            show_progress=show_progress,
+        )  # fmt: skip
+        return out
+
+    def run_batches(
+        self,
+        items: Sequence[Tokenized],
+        forward: Callable[[list[Tokenized]], Sequence[torch.Tensor]],
+        widths: Sequence[int],
+        *,
+        show_progress: bool = False,
+    ) -> list[np.ndarray]:
+        """The one batching loop (plain and MoEE encoders): ``forward`` on each length-sorted
+        token-budget batch, under the forward lock and inference mode; each of its [B, D]
+        outputs gathered back into input order as float32. ``widths`` shape the outputs when
+        there is nothing to encode."""
+        outs: list[np.ndarray] | None = None
         with (
             tqdm(total=len(items), desc="encode", unit="text", disable=not show_progress) as bar,
             torch.inference_mode(),
         ):
             for order in self.batches(items):
                 with self._lock:  # per forward: a waiting query goes between two of them
-                    vecs = self.embed_batch([items[i] for i in order])
-                if vecs.shape[1] != out.shape[1]:
-                    out = np.zeros((len(items), vecs.shape[1]), dtype=np.float32)
-                out[order] = vecs.float().cpu().numpy()
+                    parts = forward([items[i] for i in order])
+                if outs is None:
+                    outs = [np.zeros((len(items), p.shape[1]), dtype=np.float32) for p in parts]
+                for out, part in zip(outs, parts, strict=True):
+                    out[order] = part.float().cpu().numpy()
                 bar.update(len(order))
-        return out
+        return outs if outs is not None else [np.zeros((0, w), dtype=np.float32) for w in widths]
 
     # ---- internals ----------------------------------------------------------------------
     def _hidden_size_hint(self) -> int:
@@ -377,31 +386,3 @@ class Encoder:
         out = self.hidden_states(batch)
         hidden = out.last_hidden_state  # type: ignore[attr-defined]
         return pool(hidden, batch["attention_mask"], batch["pool_mask"], self.config.pooling)
-
-
-class TrainablePooler(Protocol):
-    """A small trainable module that pools the model output (see ``encoders.poolers``).
-
-    Called with the HF model output (``hidden_states`` filled when ``needs_all_layers``) and the
-    collated batch (``attention_mask``, ``pool_mask``); returns [B, D].
-    """
-
-    needs_all_layers: bool
-
-    def __call__(self, output: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
-
-    def to(self, device: torch.device) -> TrainablePooler: ...
-
-
-# Encoder subclasses by ``EncoderConfig.kind``, imported lazily (module:Class).
-ENCODER_KINDS = {
-    "llm2vec": "encoders.encoder:Encoder",
-    "llara": "encoders.llara:LlaraEncoder",
-    "moee": "encoders.moee:MoeeEncoder",
-}
-
-
-def encoder_class(kind: str) -> type[Encoder]:
-    module_name, _, attr = ENCODER_KINDS[kind].partition(":")
-    klass: type[Encoder] = getattr(importlib.import_module(module_name), attr)
-    return klass

@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from encoders.config import EncoderConfig, MoeeConfig, MoeeStats
@@ -226,27 +225,10 @@ class MoeeEncoder(Encoder):
             raise TypeError("encode() takes a sequence of strings, not a single string")
         length = max_length or self.config.max_length
         items = self.tokenize(texts, instruction, length, query=query)
-        hs_out: np.ndarray | None = None
-        rw_out: np.ndarray | None = None
-        with (
-            tqdm(total=len(items), desc="encode", unit="text", disable=not show_progress) as bar,
-            torch.inference_mode(),
-        ):
-            for order in self.batches(items):
-                with self._lock:  # per forward (encoders.forward_lock)
-                    hs, rw = self.raw_batch([items[i] for i in order])
-                if hs_out is None or rw_out is None:
-                    hs_out = np.zeros((len(items), hs.shape[1]), dtype=np.float32)
-                    rw_out = np.zeros((len(items), rw.shape[1]), dtype=np.float32)
-                hs_out[order] = hs.cpu().numpy()
-                rw_out[order] = rw.cpu().numpy()
-                bar.update(len(order))
-        if hs_out is None or rw_out is None:
-            return (
-                np.zeros((0, self.hs_dim), dtype=np.float32),
-                np.zeros((0, self._rw_dim or 0), dtype=np.float32),
-            )
-        return hs_out, rw_out
+        hs, rw = self.run_batches(
+            items, self.raw_batch, (self.hs_dim, self._rw_dim or 0), show_progress=show_progress
+        )
+        return hs, rw
 
     # ---- statistics -----------------------------------------------------------------------
     def fit_stats(

@@ -35,7 +35,7 @@ from transformers import (
 
 from encoders.adapters import apply_adapters
 from encoders.config import AdapterSpec, EncoderConfig
-from encoders.encoder import Encoder, encoder_class
+from encoders.encoder import Encoder
 from encoders.errors import EmberError
 from encoders.llara import LlaraSettings, add_placeholder_tokens, token_id
 from encoders.loading import (
@@ -45,6 +45,7 @@ from encoders.loading import (
     resolve_model_path,
     weights_dtype,
 )
+from encoders.types import encoder_class
 
 ADAPTER_DIR = "adapter"
 STACK_DIR = "stack"
