@@ -69,6 +69,17 @@ def _stage_running(settings: Any, job_id: str, stage: str) -> bool:
     return job.result.get("stages", {}).get(stage, {}).get("state") == "running"
 
 
+def _mid_stage(settings: Any, job_id: str, stage: str) -> bool:
+    """The stage is running, and for training the trainer has written its partial folder (the
+    stage turns running before the trainer starts: killing then would find no candidate)."""
+    if not _stage_running(settings, job_id, stage):
+        return False
+    if stage != "train":
+        return True
+    output = current(settings, job_id).result["stages"]["train"].get("output")
+    return bool(output) and (Path(output) / "partial").is_file()
+
+
 @pytest.mark.parametrize("stage", ["train", "evaluate"])
 def test_kill9_during_train_or_evaluate_resumes_and_promotes_once(
     redis_server: RedisServer,
@@ -97,7 +108,7 @@ def test_kill9_during_train_or_evaluate_resumes_and_promotes_once(
     if stage == "train":
         spec["params"]["delay_s"] = 4  # a partial output folder exists while it sleeps
     job = submit_retrain(settings, spec)
-    wait_until(lambda: _stage_running(settings, job.id, stage), JOB_TIMEOUT, f"{stage} running")
+    wait_until(lambda: _mid_stage(settings, job.id, stage), JOB_TIMEOUT, f"{stage} running")
     worker.kill9()
     killed = current(settings, job.id)
     assert killed.state == "running", killed.to_dict()
