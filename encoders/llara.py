@@ -196,21 +196,29 @@ class LlaraEncoder(Encoder):
             return self.settings.query_pool
         return self.settings.document_pool
 
-    def encode_queries(
+    def encode_pooled(
         self,
         texts: Sequence[str],
         instruction: str | None = None,
         *,
+        max_length: int | None = None,
         show_progress: bool = False,
-        normalize: bool | None = None,
+        query: bool = False,
     ) -> np.ndarray:
-        self._role.query = True
+        """Every encode path passes here with its role (``query``), which :meth:`collate` reads
+        to pool ``query_pool`` or ``document_pool`` (thread-local: another thread's forwards
+        may interleave). Before the role was set by ``encode_queries`` alone, so queries
+        encoded through ``encode(query=True)`` (the eval cache) or ``encode_queries_named``
+        (fused search) pooled the document branch."""
+        previous = getattr(self._role, "query", False)
+        self._role.query = query
         try:
-            return super().encode_queries(
-                texts, instruction, show_progress=show_progress, normalize=normalize
-            )
+            return super().encode_pooled(
+                texts, instruction, max_length=max_length, show_progress=show_progress,
+                query=query,
+            )  # fmt: skip
         finally:
-            self._role.query = False
+            self._role.query = previous
 
     # ---- tokenisation, collation, forward -------------------------------------------------
     def tokenize(

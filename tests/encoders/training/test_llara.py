@@ -177,3 +177,24 @@ def test_bags_leave_out_special_tokens_stopwords_and_duplicates(tiny_model: Path
     assert len(bag) == len(set(bag)) and bag
     [full] = bag_of_tokens(tok, ["the fox and the dog"], set(), False)
     assert len(full) > len(bag)
+
+
+def test_every_query_path_pools_the_query_branch(llara_folder: Path) -> None:
+    """encode_queries, encode(query=True) (the eval cache) and encode_queries_named (fused
+    search) all pool ``query_pool``; documents pool ``document_pool``."""
+    encoder = Encoder.load(llara_folder)
+    assert isinstance(encoder, LlaraEncoder)
+    encoder.settings = encoder.settings.model_copy(
+        update={"query_pool": "ebar", "document_pool": "ebae"}
+    )
+    texts = ["Vitamin D deficiency is associated with infection.", "cells"]
+    length = encoder.config.query_max_length
+    queries = encoder.encode_queries(texts, "Retrieve:")
+    np.testing.assert_allclose(
+        encoder.encode(texts, "Retrieve:", max_length=length, query=True), queries, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        encoder.encode_queries_named(texts, "Retrieve:")["dense"], queries, atol=1e-6
+    )
+    as_documents = encoder.encode(texts, "Retrieve:", max_length=length)
+    assert np.abs(as_documents - queries).max() > 1e-3  # the other branch
