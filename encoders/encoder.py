@@ -138,11 +138,6 @@ class Encoder:
         ``sum`` mode scores ``cos hs + w * cos rw``."""
         return {"dense": 1.0}
 
-    def split_combined(self, vectors: np.ndarray) -> dict[str, np.ndarray]:
-        """Named vectors from what :meth:`encode_queries` returns (the micro-batcher's output);
-        the identity ``{"dense": vectors}`` here, MoEE splits ``hs`` and ``rw``."""
-        return {"dense": np.atleast_2d(np.asarray(vectors, dtype=np.float32))}
-
     @property
     def fingerprint(self) -> str:
         return self.config.fingerprint()

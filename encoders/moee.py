@@ -331,7 +331,8 @@ class MoeeEncoder(Encoder):
 
     def split_combined(self, vectors: np.ndarray) -> dict[str, np.ndarray]:
         """Invert :func:`combine`: unit ``hs`` and ``rw`` rows from combined vectors (what
-        :meth:`encode` returns), so a micro-batched query vector can drive the fused search."""
+        :meth:`encode` returns), for vectors stored combined (bench/moee_sweep.py reads the
+        eval cache this way); serving never needs it, queries travel as named vectors."""
         arr = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         w = self.settings.rw_weight
         hs, rw = arr[:, : self.hs_dim], arr[:, self.hs_dim :]

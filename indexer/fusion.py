@@ -29,10 +29,10 @@ import numpy as np
 
 from encoders.vectors import l2_normalize
 from indexer.groups import PASSAGES, Page, settle_each
-from indexer.store import DEFAULT_VECTOR, Hit, Store
+from indexer.store import Hit, Store
 
 if TYPE_CHECKING:
-    from encoders import Encoder
+    pass
 
 GROWTH = 4
 
@@ -147,32 +147,3 @@ def _rescore(
     ]
     fused.sort(key=lambda h: (-h.score, h.id))
     return fused
-
-
-def search_encoded(
-    store: Store,
-    encoder: Encoder,
-    collection: str,
-    vectors: np.ndarray,
-    *,
-    top_k: int = 10,
-    filter: dict[str, Any] | None = None,
-    offset: int = 0,
-    group_by: str | None = None,
-    group_size: int = PASSAGES,
-) -> list[list[Hit]]:
-    """Search with query vectors already encoded by ``encoder.encode_queries`` (e.g. by the
-    API's micro-batcher): a plain store search, or, for an encoder whose score adds several
-    named vectors (MoEE ``sum``), the exact fused search on the parts of its combined vector.
-    Paging and grouping as :meth:`indexer.store.Store.search_batch`."""
-    arr = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-    weights = encoder.vector_weights
-    if len(weights) > 1:
-        return fused_search_page(
-            store, collection, encoder.split_combined(arr), weights, top_k=top_k,
-            offset=offset, filter=filter, group_by=group_by, group_size=group_size,
-        )  # fmt: skip
-    return store.search_batch(
-        collection, arr, using=DEFAULT_VECTOR, top_k=top_k, filter=filter, offset=offset,
-        group_by=group_by, group_size=group_size,
-    )  # fmt: skip

@@ -121,7 +121,7 @@ def search_prepared(
     encoder: Encoder,
     collection: str,
     queries: Sequence[str],
-    vectors: np.ndarray | None,
+    vectors: Mapping[str, np.ndarray] | None,
     *,
     mode: Mode,
     top_k: int = 10,
@@ -131,15 +131,18 @@ def search_prepared(
     group_by: str | None = None,
     group_size: int = PASSAGES,
 ) -> list[list[Hit]]:
-    """Search a resolved ``collection`` in a resolved ``mode`` with the query ``vectors``
-    already encoded (by the API's micro-batcher; None in ``sparse`` mode): the path ``/search``
-    and :func:`search_batch` share."""
+    """Search a resolved ``collection`` in a resolved ``mode`` with the queries' named
+    ``vectors`` already encoded (``encoder.encode_queries_named``, e.g. by the API's
+    micro-batcher; None in ``sparse`` mode): the path ``/search`` and :func:`search_batch`
+    share. An encoder whose score adds several named vectors (MoEE ``sum``) gets the exact
+    fused search on them."""
     page: dict[str, Any] = {"offset": offset, "group_by": group_by, "group_size": group_size}
     if mode == "sparse":
         return store.search_sparse_batch(
             collection, embed_queries(list(queries)), top_k=top_k, filter=filter, **page
         )
-    assert vectors is not None, "dense and hybrid modes need query vectors"
+    if vectors is None:
+        raise ValueError(f"mode {mode!r} needs query vectors")
     if mode == "hybrid":
         if _multi_vector(encoder):
             raise ValueError(
@@ -147,12 +150,20 @@ def search_prepared(
                 "re-ranked exactly over two vectors); use mode 'dense' or 'sparse'"
             )
         return store.search_hybrid_batch(
-            collection, vectors, embed_queries(list(queries)), top_k=top_k, filter=filter,
-            fusion=resolve_fusion(store, collection, fusion), **page,
+            collection, vectors[DEFAULT_VECTOR], embed_queries(list(queries)), top_k=top_k,
+            filter=filter, fusion=resolve_fusion(store, collection, fusion), **page,
         )  # fmt: skip
-    from indexer.fusion import search_encoded
+    if _multi_vector(encoder):
+        from indexer.fusion import fused_search_page
 
-    return search_encoded(store, encoder, collection, vectors, top_k=top_k, filter=filter, **page)
+        return fused_search_page(
+            store, collection, dict(vectors), encoder.vector_weights, top_k=top_k, filter=filter,
+            **page,
+        )  # fmt: skip
+    return store.search_batch(
+        collection, vectors[DEFAULT_VECTOR], using=DEFAULT_VECTOR, top_k=top_k, filter=filter,
+        **page,
+    )  # fmt: skip
 
 
 def search_batch(
@@ -194,26 +205,14 @@ def search_batch(
     page: dict[str, Any] = {"offset": offset, "group_by": group_by, "group_size": group_size}
     resolved = check_encoder(store, encoder, collection)
     chosen = resolve_mode(store, resolved, mode, DEFAULT_MODE)
-    if chosen == "dense" and _multi_vector(encoder) and using == DEFAULT_VECTOR:
-        from indexer.fusion import fused_search_page
-
-        named = encoder.encode_queries_named(list(queries), instruction)
-        weights = encoder.vector_weights
-        return fused_search_page(
-            store, resolved, named, weights, top_k=top_k, filter=filter, **page
-        )
-    vectors = (
-        None
-        if chosen == "sparse"
-        else np.asarray(encoder.encode_queries(list(queries), instruction), dtype=np.float32)
-    )
-    if chosen == "dense" and using != DEFAULT_VECTOR:
-        assert vectors is not None
+    if chosen == "dense" and using != DEFAULT_VECTOR:  # one named vector, by the query vector
+        vectors = np.asarray(encoder.encode_queries(list(queries), instruction), dtype=np.float32)
         return store.search_batch(
             resolved, vectors, using=using, top_k=top_k, filter=filter, **page
         )
+    named = None if chosen == "sparse" else encoder.encode_queries_named(list(queries), instruction)
     # search the resolved collection: a concurrent alias switch cannot mix two builds in a batch
     return search_prepared(
-        store, encoder, resolved, queries, vectors, mode=chosen, top_k=top_k, filter=filter,
+        store, encoder, resolved, queries, named, mode=chosen, top_k=top_k, filter=filter,
         fusion=fusion, **page,
     )  # fmt: skip

@@ -21,19 +21,18 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi_offline import FastAPIOffline
 
 from indexer.settings import broker_without_qdrant
-from search_api.batcher import EncodeFn, MicroBatcher, Mode
+from search_api.batcher import EncodeFn, MicroBatcher, Mode, Named
 from search_api.errors import install_error_handlers
 from search_api.limits import LimitsMiddleware
 from search_api.metrics import Metrics, MetricsMiddleware
 from search_api.routes import embeddings, meta, search, web
 from search_api.security import require_api_key
-from search_api.served import WARMUP_QUERY, EncoderRegistry, Served, encode_fn
+from search_api.served import WARMUP_QUERY, EncoderRegistry, Served, encode_fn, named_vectors
 from search_api.state import ApiState
 
 if TYPE_CHECKING:
@@ -47,13 +46,13 @@ JOBS_MODULE = "search_api.routes.jobs"
 
 
 def _encode_fn(state: ApiState) -> EncodeFn:
-    def encode(texts: list[str], mode: Mode, instruction: str | None) -> np.ndarray:
-        encoder = state.encoder
-        if encoder is None:
+    """:func:`search_api.served.named_vectors` with the default encoder, loaded after the
+    batcher starts."""
+
+    def encode(texts: list[str], mode: Mode, instruction: str | None) -> Named:
+        if state.encoder is None:
             raise RuntimeError("encoder not loaded")
-        if mode == "query":
-            return encoder.encode_queries(texts, instruction)
-        return encoder.encode_documents(texts)
+        return named_vectors(state.encoder, texts, mode, instruction)
 
     return encode
 

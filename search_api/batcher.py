@@ -31,8 +31,10 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 Mode = Literal["query", "document"]
-# (texts, mode, instruction) -> float32 [len(texts), dim]
-EncodeFn = Callable[[list[str], Mode, str | None], np.ndarray]
+# (texts, mode, instruction) -> named float32 vectors, each [len(texts), dim]: queries get the
+# encoder's named vectors (``{"dense"}``, MoEE sum ``{"hs", "rw"}``), documents ``{"dense"}``
+Named = dict[str, np.ndarray]
+EncodeFn = Callable[[list[str], Mode, str | None], Named]
 BatchObserver = Callable[[int, float], None]  # (texts in one encoder call, seconds)
 DepthObserver = Callable[[int], None]  # requests waiting for a forward
 
@@ -42,7 +44,7 @@ class _Request:
     texts: list[str]
     mode: Mode
     instruction: str | None
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Named]
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -106,8 +108,9 @@ class MicroBatcher:
     # ---- public ---------------------------------------------------------------------------
     async def encode(
         self, texts: Sequence[str], mode: Mode = "query", instruction: str | None = None
-    ) -> np.ndarray:
-        """Vectors for ``texts`` (float32 ``[len(texts), dim]``), batched with other callers."""
+    ) -> Named:
+        """Named vectors for ``texts`` (each float32 ``[len(texts), dim]``), batched with other
+        callers."""
         items = list(texts)
         if not items:
             raise ValueError("nothing to encode")
@@ -120,7 +123,7 @@ class MicroBatcher:
                 )
             if self._task is None or self._queue is None:
                 raise RuntimeError("micro-batcher is not started")
-            future: asyncio.Future[np.ndarray] = loop.create_future()
+            future: asyncio.Future[Named] = loop.create_future()
             self._queue.put_nowait(_Request(items, mode, instruction, future))
             return await future
         finally:
@@ -132,7 +135,7 @@ class MicroBatcher:
         if self._on_depth is not None:
             self._on_depth(self._waiting)
 
-    def _run_one(self, texts: list[str], mode: Mode, instruction: str | None) -> np.ndarray:
+    def _run_one(self, texts: list[str], mode: Mode, instruction: str | None) -> Named:
         started = time.perf_counter()
         out = self._encode(texts, mode, instruction)
         if self._on_batch is not None:
@@ -194,5 +197,5 @@ class MicroBatcher:
             for r in reqs:
                 n = len(r.texts)
                 if not r.future.done():
-                    r.future.set_result(vectors[offset : offset + n])
+                    r.future.set_result({k: v[offset : offset + n] for k, v in vectors.items()})
                 offset += n

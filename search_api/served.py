@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -30,13 +31,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
 from fastapi.concurrency import run_in_threadpool
 
 from encoders.errors import EmberError
 from encoders.instructions import DEFAULT_TASK, instruction_for
 from indexer.pipeline import parse_version
-from search_api.batcher import EncodeFn, MicroBatcher, Mode
+from search_api.batcher import EncodeFn, MicroBatcher, Mode, Named
 from search_api.encoder_specs import EncoderUnavailableError as EncoderUnavailableError
 from search_api.encoder_specs import allowed_roots as allowed_roots
 from search_api.encoder_specs import check_spec as check_spec
@@ -61,13 +61,17 @@ class EncoderLoadingError(EmberError, RuntimeError):
     status = 503
 
 
-def encode_fn(encoder: Encoder) -> EncodeFn:
-    def encode(texts: list[str], mode: Mode, instruction: str | None) -> np.ndarray:
-        if mode == "query":
-            return encoder.encode_queries(texts, instruction)
-        return encoder.encode_documents(texts)
+def named_vectors(encoder: Encoder, texts: list[str], mode: Mode, instruction: str | None) -> Named:
+    """What the micro-batcher carries: a query's named vectors as the encoder declares them
+    (``{"dense"}``; MoEE ``sum``: ``{"hs", "rw"}``, searched as they are, never combined into
+    one vector and split again), a document's one vector (``/v1/embeddings``) as ``dense``."""
+    if mode == "query":
+        return encoder.encode_queries_named(texts, instruction)
+    return {"dense": encoder.encode_documents(texts)}
 
-    return encode
+
+def encode_fn(encoder: Encoder) -> EncodeFn:
+    return functools.partial(named_vectors, encoder)
 
 
 @dataclass(eq=False)

@@ -69,7 +69,7 @@ async def embeddings(
             raise field_error(loc, "the text has no tokens to encode")
     tokens = sum(len(item.ids) for item in items)
 
-    vectors = await batcher.encode(texts, "document", None)
+    vectors = (await batcher.encode(texts, "document", None))["dense"]
     if req.dimensions is not None and req.dimensions < vectors.shape[1]:
         vectors = truncate(vectors, req.dimensions)
     data = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends
@@ -118,13 +118,12 @@ async def _search_with(
         raise ApiError(409, str(exc), ["body", "mode"]) from None
     fusion = req.fusion.model_dump(exclude_none=True) if req.fusion else None
 
-    vector = None
+    named = None
     if mode != "sparse":
-        vector = await _encode_query(served, req, instruction)
+        named = await _encode_query(served, req, instruction)
     try:
-        batch = None if vector is None else vector[None, :]
         (hits,) = await run_in_threadpool(
-            search_prepared, store, encoder, resolved, [req.query], batch, mode=mode,
+            search_prepared, store, encoder, resolved, [req.query], named, mode=mode,
             top_k=req.top_k, filter=filter, fusion=fusion, offset=req.offset,
             group_by=req.group_by,
         )  # fmt: skip
@@ -152,14 +151,18 @@ async def _search_with(
     )
 
 
-async def _encode_query(served: Served, req: SearchRequest, instruction: str | None) -> Any:
-    vectors = await served.batcher.encode([req.query], "query", instruction)
-    vector = np.asarray(vectors[0], dtype=np.float32)
-    if not np.isfinite(vector).all() or float(np.linalg.norm(vector)) < 1e-6:
-        # e.g. an instruction so long that truncation left no query token to pool
-        raise field_error(
-            ["body", "instruction" if instruction and req.instruction else "query"],
-            "the query has no text left to encode after the instruction and truncation "
-            f"(query_max_length={served.encoder.config.query_max_length} tokens)",
-        )
-    return vector
+async def _encode_query(
+    served: Served, req: SearchRequest, instruction: str | None
+) -> dict[str, np.ndarray]:
+    """The query's named vectors ([1, dim] each), as the micro-batcher returns them."""
+    named = await served.batcher.encode([req.query], "query", instruction)
+    for vectors in named.values():
+        vector = np.asarray(vectors[0], dtype=np.float32)
+        if not np.isfinite(vector).all() or float(np.linalg.norm(vector)) < 1e-6:
+            # e.g. an instruction so long that truncation left no query token to pool
+            raise field_error(
+                ["body", "instruction" if instruction and req.instruction else "query"],
+                "the query has no text left to encode after the instruction and truncation "
+                f"(query_max_length={served.encoder.config.query_max_length} tokens)",
+            )
+    return named

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from encoders.instructions import TASKS
+from search_api import served
 from search_api.batcher import MicroBatcher, Mode
 
 QUERIES = [f"query number {i} about {w}" for i, w in enumerate("abcdefghijklmnop")]
@@ -29,12 +30,7 @@ class Recorder:
 
 
 def encode_fn(encoder: Any) -> Any:
-    def encode(texts: list[str], mode: Mode, instruction: str | None) -> np.ndarray:
-        if mode == "query":
-            return encoder.encode_queries(texts, instruction)
-        return encoder.encode_documents(texts)
-
-    return encode
+    return served.encode_fn(encoder)  # what the API gives its batchers
 
 
 @pytest.fixture
@@ -83,8 +79,8 @@ def test_concurrent_queries_share_forwards_and_match_unbatched(
         alone = encoder.encode_queries(texts, instruction) if mode == "query" else (
             encoder.encode_documents(texts)
         )  # fmt: skip
-        assert got.shape == alone.shape
-        np.testing.assert_allclose(got, alone, atol=1e-5, rtol=0)
+        assert list(got) == ["dense"] and got["dense"].shape == alone.shape
+        np.testing.assert_allclose(got["dense"], alone, atol=1e-5, rtol=0)
     assert len(forwards) == len(calls)  # unbatched: one forward each
 
 
@@ -95,7 +91,7 @@ def test_batching_off_runs_one_call_per_request(encoder: Any, forwards: list[int
     results = asyncio.run(run_batched(batcher, calls))
     assert rec.batches == [1] * 6 and len(forwards) == 6
     for (texts, _, _), got in zip(calls, results, strict=True):
-        np.testing.assert_allclose(got, encoder.encode_queries(texts, None), atol=1e-6)
+        np.testing.assert_allclose(got["dense"], encoder.encode_queries(texts, None), atol=1e-6)
 
 
 def test_requests_are_never_split_across_batches(encoder: Any) -> None:
@@ -111,17 +107,17 @@ def test_requests_are_never_split_across_batches(encoder: Any) -> None:
     assert all(size <= 4 or size == 6 for size in rec.batches)
     assert sum(rec.batches) == 13 and 6 in rec.batches
     for (texts, _, _), got in zip(calls, results, strict=True):
-        assert got.shape[0] == len(texts)
-        np.testing.assert_allclose(got, encoder.encode_queries(texts, None), atol=1e-5)
+        assert got["dense"].shape[0] == len(texts)
+        np.testing.assert_allclose(got["dense"], encoder.encode_queries(texts, None), atol=1e-5)
 
 
 def test_an_encoder_error_reaches_its_callers_and_the_batcher_goes_on(encoder: Any) -> None:
-    def flaky(texts: list[str], mode: Mode, instruction: str | None) -> np.ndarray:
+    def flaky(texts: list[str], mode: Mode, instruction: str | None) -> dict[str, np.ndarray]:
         if any("boom" in t for t in texts):
             raise RuntimeError("forward failed")
-        return encoder.encode_queries(texts, instruction)
+        return {"dense": encoder.encode_queries(texts, instruction)}
 
-    async def scenario() -> tuple[list[Any], np.ndarray]:
+    async def scenario() -> tuple[list[Any], dict[str, np.ndarray]]:
         batcher = MicroBatcher(flaky, max_batch=8, max_wait_s=0.5)
         await batcher.start()
         try:
@@ -137,16 +133,16 @@ def test_an_encoder_error_reaches_its_callers_and_the_batcher_goes_on(encoder: A
 
     first, after = asyncio.run(scenario())
     assert isinstance(first[0], RuntimeError) and "forward failed" in str(first[0])
-    assert isinstance(first[1], np.ndarray)  # another group of the same batch is unaffected
-    np.testing.assert_allclose(after, encoder.encode_queries(["later"], "x"), atol=1e-5)
+    assert isinstance(first[1], dict)  # another group of the same batch is unaffected
+    np.testing.assert_allclose(after["dense"], encoder.encode_queries(["later"], "x"), atol=1e-5)
 
 
 def test_stop_fails_waiting_requests_instead_of_hanging() -> None:
     gate = threading.Event()
 
-    def slow(texts: list[str], mode: Mode, instruction: str | None) -> np.ndarray:
+    def slow(texts: list[str], mode: Mode, instruction: str | None) -> dict[str, np.ndarray]:
         gate.wait(30)
-        return np.ones((len(texts), 4), dtype=np.float32)
+        return {"dense": np.ones((len(texts), 4), dtype=np.float32)}
 
     async def scenario() -> list[Any]:
         batcher = MicroBatcher(slow, max_batch=1, max_wait_s=0.0)

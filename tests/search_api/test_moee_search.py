@@ -36,7 +36,9 @@ INSTRUCTION = "Retrieve:"
 
 
 @pytest.mark.parametrize("weight", [0.8, 3.0])
-def test_search_endpoint_fuses_moee_sum_vectors(tmp_path: Path, weight: float) -> None:
+def test_search_endpoint_fuses_moee_sum_vectors(
+    tmp_path: Path, weight: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tiny_model_folder(tmp_path / "mixtral", "mixtral")
     config = EncoderConfig(
         base_model=str(folder), kind="moee", moee=MoeeConfig(similarity="sum", rw_weight=weight)
@@ -58,6 +60,11 @@ def test_search_endpoint_fuses_moee_sum_vectors(tmp_path: Path, weight: float) -
         )
         library = search_batch(store, enc, "docs", queries, instruction=INSTRUCTION, top_k=5)
         app = create_app(settings, encoder=enc, store=store)
+
+        def no_round_trip(vectors: object) -> None:
+            raise AssertionError("queries travel as named vectors, never combined and split")
+
+        monkeypatch.setattr(enc, "split_combined", no_round_trip)
         with TestClient(app) as client:
             wait_ready(client)
             for query, row, lib in zip(queries, expected_scores, library, strict=True):

@@ -50,6 +50,10 @@ class GatedEncoder:
         self._wait()
         return self.inner.encode_queries(*args, **kwargs)
 
+    def encode_queries_named(self, *args: Any, **kwargs: Any) -> Any:  # what /search calls
+        self._wait()
+        return self.inner.encode_queries_named(*args, **kwargs)
+
     def encode_documents(self, *args: Any, **kwargs: Any) -> Any:
         self._wait()
         return self.inner.encode_documents(*args, **kwargs)

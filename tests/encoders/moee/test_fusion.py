@@ -15,9 +15,9 @@ from encoders import Encoder, EncoderConfig
 from encoders.config import MoeeConfig
 from encoders.moee import MoeeEncoder, sum_similarity
 from encoders.testing import tiny_model_folder
-from indexer.fusion import fused_search_batch, search_encoded
+from indexer.fusion import fused_search_batch
 from indexer.pipeline import index_corpus
-from indexer.search import search_batch
+from indexer.search import search_batch, search_prepared
 from indexer.store import Point, QdrantClientStore, Store
 
 N, HS, RW = 240, 12, 8
@@ -154,9 +154,8 @@ def test_moee_index_and_search_rank_by_the_sum_similarity(store: Store, tmp_path
         expected = np.argsort(-row, kind="stable")[:4]
         assert [h.payload["doc_id"] for h in got] == [f"d{i}" for i in expected]
         np.testing.assert_allclose([h.score for h in got], row[expected], atol=1e-5)
-    # the API path: one combined vector per query (micro-batched), split back and fused
-    combined = enc.encode_queries(queries, "Retrieve:")
-    again = search_encoded(store, enc, store.resolve("docs"), combined, top_k=4)
+    # the API path: the micro-batcher hands the named vectors to search_prepared
+    again = search_prepared(store, enc, store.resolve("docs"), queries, q, mode="dense", top_k=4)
     assert [[h.id for h in r] for r in again] == [[h.id for h in r] for r in hits]
     np.testing.assert_allclose(
         [[h.score for h in r] for r in again], [[h.score for h in r] for r in hits], atol=1e-5
