@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from workers.jobs import Job, JobStore, new_job_id, open_job_store
 from workers.owner import current_owner
@@ -118,20 +118,25 @@ def _dispatch(
         _run_in_process(name, args, kwargs, task_id, settings, store, encoder, wait)
 
 
+class IndexArgs(TypedDict, total=False):
+    """What an index job is asked to do, as keyword arguments of :func:`index_spec` and
+    :func:`submit_index` (one list for both): a corpus ``path`` (read by the worker) or inline
+    ``documents``, and the :class:`indexer.spec.IndexSpec` settings."""
+
+    path: str | None
+    documents: list[dict[str, Any]] | None
+    fmt: str
+    on_error: str
+    batch_docs: int | None
+    chunk_tokens: int | None
+    overlap: int | None
+    keep_versions: int | None
+    payload_indexes: dict[str, str] | None
+    encoder_spec: str | None
+
+
 def index_spec(
-    settings: Settings,
-    collection: str,
-    *,
-    path: str | None = None,
-    documents: list[dict[str, Any]] | None = None,
-    fmt: str = "auto",
-    on_error: str = "fail",
-    batch_docs: int | None = None,
-    chunk_tokens: int | None = None,
-    overlap: int | None = None,
-    keep_versions: int | None = None,
-    payload_indexes: dict[str, str] | None = None,
-    encoder_spec: str | None = None,
+    settings: Settings, collection: str, **args: Unpack[IndexArgs]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The checked task spec of an index job (an :class:`indexer.spec.IndexSpec` plus the
     corpus and batching) and the parameters its record shows (inline documents counted, not
@@ -139,6 +144,12 @@ def index_spec(
     from pydantic import ValidationError
 
     from indexer.spec import IndexSpec, spec_error
+
+    path, documents = args.get("path"), args.get("documents")
+    batch_docs, encoder_spec = args.get("batch_docs"), args.get("encoder_spec")
+    fmt, on_error = args.get("fmt", "auto"), args.get("on_error", "fail")
+    chunk_tokens, overlap = args.get("chunk_tokens"), args.get("overlap")
+    keep_versions, payload_indexes = args.get("keep_versions"), args.get("payload_indexes")
 
     given: dict[str, Any] = {
         "collection": collection, "format": fmt, "on_error": on_error,
@@ -184,27 +195,15 @@ def submit_index(
     settings: Settings,
     collection: str,
     *,
-    path: str | None = None,
-    documents: list[dict[str, Any]] | None = None,
-    fmt: str = "auto",
-    on_error: str = "fail",
-    batch_docs: int | None = None,
-    chunk_tokens: int | None = None,
-    overlap: int | None = None,
-    keep_versions: int | None = None,
-    payload_indexes: dict[str, str] | None = None,
-    encoder_spec: str | None = None,
     wait: bool = False,
     store: Store | None = None,
     encoder: Encoder | None = None,
+    **args: Unpack[IndexArgs],
 ) -> Job:
-    """Create an index job for a corpus ``path`` (read by the worker) or inline ``documents``
-    (corpus-reader records) into alias ``collection``; returns the job as first recorded."""
-    spec, params = index_spec(
-        settings, collection, path=path, documents=documents, fmt=fmt, on_error=on_error,
-        batch_docs=batch_docs, chunk_tokens=chunk_tokens, overlap=overlap,
-        keep_versions=keep_versions, payload_indexes=payload_indexes, encoder_spec=encoder_spec,
-    )  # fmt: skip
+    """Create an index job (:class:`IndexArgs`: a corpus ``path`` read by the worker, or inline
+    ``documents``, corpus-reader records) into alias ``collection``; returns the job as first
+    recorded."""
+    spec, params = index_spec(settings, collection, **args)
     owner = None if settings.broker_url else current_owner()
     store = _embedded_store(settings, store)
     job_store = open_job_store(settings)
