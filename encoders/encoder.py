@@ -29,7 +29,7 @@ from encoders.loading import (
     quantize_int8,
     resolve_model_path,
 )
-from encoders.pooling import pool
+from encoders.pooling import pool, pool_start
 from encoders.types import Tokenized, TrainablePooler, encoder_class
 from encoders.vectors import l2_normalize
 
@@ -310,11 +310,7 @@ class Encoder:
             char_start = composed[row][1]
             start = 0
             if need_offsets and (char_start or self.decoder):
-                offsets = enc["offset_mapping"][row]
-                start = next(
-                    (i for i, (a, b) in enumerate(offsets) if b > char_start and (a, b) != (0, 0)),
-                    len(ids),  # pooled part truncated away: nothing to pool
-                )
+                start = pool_start(enc["offset_mapping"][row], char_start)
             items.append(Tokenized(ids=list(ids), text_start=start))
         return items
 

@@ -45,27 +45,18 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from encoders import st_format
 from encoders.config import EncoderConfig
 from encoders.errors import EmberError
 from encoders.hardware import DTYPE_ENV
 from encoders.model_card import ResultsError, check_results, ember_version, model_card, read_results
-from encoders.st_format import st_prompt_length
 
 Format = Literal["sentence-transformers", "hf"]
 FORMATS: tuple[Format, ...] = ("sentence-transformers", "hf")
-ST_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "last_token": "lasttoken",
-              "first_token": "cls"}  # fmt: skip
-# sentence-transformers' legacy Pooling keys (read by every release since 2.x)
-_POOLING_KEYS = {
-    "cls": "pooling_mode_cls_token",
-    "mean": "pooling_mode_mean_tokens",
-    "max": "pooling_mode_max_tokens",
-    "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
-    "weightedmean": "pooling_mode_weightedmean_tokens",
-    "lasttoken": "pooling_mode_lasttoken",
-}
-# Probe texts for the prompt-boundary check: a word, a number, punctuation first.
-_PROBES = ("hello world", "2 cells", "(a) protein", "Vitamin D")
+# Ember pooling -> sentence-transformers mode, and mode -> its legacy Pooling key (the readers'
+# tables, inverted)
+ST_POOLING = {ember: st for st, ember in st_format.POOLING.items()}
+_POOLING_KEYS = {mode: key for key, mode in st_format.LEGACY_POOLING.items()}
 
 
 class ExportError(EmberError, ValueError):
@@ -118,12 +109,6 @@ def st_refusal(config: EncoderConfig, decoder: bool) -> str | None:
     return None
 
 
-def _adds_bos(encoder: Any) -> bool:
-    ids = encoder.tokenizer("probe", add_special_tokens=True)["input_ids"]
-    bos = encoder.tokenizer.bos_token_id
-    return bool(encoder.decoder and ids and bos is not None and ids[0] == bos)
-
-
 def _prompt_refusal(encoder: Any, instruction: str | None) -> str | None:
     """Checks that need the tokenizer: BOS under mean pooling, and where pooling starts after
     the query and document prompts (``pool_prompt`` pools from the first token, as
@@ -132,7 +117,7 @@ def _prompt_refusal(encoder: Any, instruction: str | None) -> str | None:
     pooling = config.pooling
     if config.pool_prompt or pooling in ("last_token", "first_token"):
         return None
-    if _adds_bos(encoder):
+    if encoder.decoder and st_format.adds_bos(encoder.tokenizer):
         return (
             f"{pooling} pooling over a tokenizer that adds BOS: Ember leaves the BOS out of the "
             "mean, sentence-transformers pools it"
@@ -147,18 +132,16 @@ def _prompt_refusal(encoder: Any, instruction: str | None) -> str | None:
                 "weights from the prompt's first token, Ember from the text's (--no-instruction "
                 "exports queries without one)"
             )
-        length = st_prompt_length(encoder.tokenizer, prompt)
-        for probe in _PROBES:
-            item = encoder.tokenize([probe], instruction, config.max_length, query=query)[0]
-            if item.text_start != length:
-                return (
-                    f"{role} prompt {prompt!r} is {length} tokens alone but {item.text_start} in "
-                    f"front of {probe!r}; sentence-transformers pools after a fixed prompt "
-                    "length, so it would pool a different part of some texts (a byte-level BPE "
-                    "merges the prompt's trailing space into the next word for some words and "
-                    "not others); pass --no-instruction, or an instruction that tokenises the "
-                    "same both ways"
-                )
+        length = st_format.st_prompt_length(encoder.tokenizer, prompt)
+        starts = st_format.prompt_starts(encoder.tokenizer, prompt)
+        if starts != {length}:
+            return (
+                f"{role} prompt {prompt!r} is {length} tokens alone but {sorted(starts)} in "
+                "front of texts; sentence-transformers pools after a fixed prompt length, so "
+                "it would pool a different part of some texts (a byte-level BPE merges the "
+                "prompt's trailing space into the next word for some words and not others); "
+                "pass --no-instruction, or an instruction that tokenises the same both ways"
+            )
     return None
 
 
@@ -275,7 +258,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 def _write_st(encoder: Any, folder: Path, prompt: str, report: ExportReport) -> None:
     config: EncoderConfig = encoder.config
-    dim = int(encoder.model.config.hidden_size)
+    dim = encoder.dim
     mode = ST_POOLING[config.pooling]
     modules: list[dict[str, Any]] = [
         {"path": "", "type": "sentence_transformers.models.Transformer"},

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 POOLING_MODES = ("mean", "weighted_mean", "last_token", "first_token")
@@ -39,6 +41,16 @@ def pool(
     # of bf16 states would lose the small differences between texts. Elementwise ops, so
     # autocast leaves them in fp32.
     return (hidden.float() * (weights / total).unsqueeze(-1)).sum(dim=1)
+
+
+def pool_start(offsets: Sequence[tuple[int, int]], char_start: int) -> int:
+    """The first pooled token: the first whose character span ends past ``char_start`` (the
+    end of the instruction or prompt), special tokens' empty ``(0, 0)`` spans skipped;
+    ``len(offsets)`` when truncation left nothing to pool."""
+    return next(
+        (i for i, (a, b) in enumerate(offsets) if b > char_start and (a, b) != (0, 0)),
+        len(offsets),
+    )
 
 
 def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,7 @@ from typing import Any
 from encoders.config import CONFIG_FILE, EncoderConfig
 from encoders.jsonl import read_json_object
 from encoders.loading import ModelNotFoundError, is_decoder, load_tokenizer
+from encoders.pooling import pool_start
 
 MODULES_FILE = "modules.json"
 ST_CONFIG_FILE = "config_sentence_transformers.json"
@@ -222,13 +223,21 @@ def st_prompt_length(tokenizer: Any, prompt: str) -> int:
     return len(ids) - 1 if ids and ids[-1] in tokenizer.all_special_ids else len(ids)
 
 
-def _ember_text_start(tokenizer: Any, prompt: str, text: str) -> int:
-    """Where Ember's pooling starts in ``prompt + text`` (:meth:`Encoder.tokenize`)."""
-    offsets = tokenizer(prompt + text, return_offsets_mapping=True)["offset_mapping"]
-    return next(
-        (i for i, (a, b) in enumerate(offsets) if b > len(prompt) and (a, b) != (0, 0)),
-        len(offsets),
-    )
+def prompt_starts(tokenizer: Any, prompt: str) -> set[int]:
+    """Where Ember's pooling starts (:func:`encoders.pooling.pool_start`) in ``prompt + text``
+    for each of :data:`PROBE_TEXTS`: one value equal to :func:`st_prompt_length` when the prompt
+    tokenises alone as it does in context."""
+    starts = set()
+    for text in PROBE_TEXTS:
+        offsets = tokenizer(prompt + text, return_offsets_mapping=True)["offset_mapping"]
+        starts.add(pool_start(offsets, len(prompt)))
+    return starts
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer puts a BOS token in front of every text."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
 
 
 def _check_prompts(
@@ -250,8 +259,7 @@ def _check_prompts(
         _check_bos(tokenizer, decoder, len(given) < len(prompts), file)
     for prompt in given:  # lasttoken too: a text inside ST's prompt length pools a zero vector
         alone = st_prompt_length(tokenizer, prompt)
-        starts = {_ember_text_start(tokenizer, prompt, t) for t in PROBE_TEXTS}
-        if starts != {alone}:
+        if prompt_starts(tokenizer, prompt) != {alone}:
             raise STFormatError(
                 f"{file}: the prompt {prompt!r} is {alone} tokens alone but ends elsewhere in "
                 "front of a text (a trailing space?), so sentence-transformers' include_prompt "
@@ -260,10 +268,7 @@ def _check_prompts(
 
 
 def _check_bos(tokenizer: Any, decoder: bool, unprompted: bool, file: Path) -> None:
-    adds_bos = tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [
-        tokenizer.bos_token_id
-    ]
-    if decoder and adds_bos and unprompted:
+    if decoder and adds_bos(tokenizer) and unprompted:
         raise STFormatError(
             f"{file}: mean pooling with include_prompt false in a decoder whose tokenizer adds "
             "BOS: sentence-transformers pools the BOS of texts without a prompt, Ember does not"
