@@ -23,16 +23,13 @@ the store cuts them from an engine's (:mod:`indexer.groups`): fetched deeper unt
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from encoders.vectors import l2_normalize
 from indexer.groups import PASSAGES, Page, settle_each
 from indexer.store import Hit, Store
-
-if TYPE_CHECKING:
-    pass
 
 GROWTH = 4
 
