@@ -8,7 +8,7 @@ The ``smollm2`` preset (causal attention, weighted-mean pooling) in fp32. Conten
 process, interleaved (the order rotates every round), median over rounds:
 
 - ``torch fp32``: ``Encoder.encode``;
-- ``torch int8``: the same with ``EMBER_DTYPE=int8`` (what Ember ships: ``quantize_dynamic`` on
+- ``torch int8``: the same loaded with ``dtype="int8"`` (what Ember ships: ``quantize_dynamic`` on
   the ``nn.Linear`` layers, per-channel int8 weights, ``down_proj`` kept fp32);
 - ``ort int8``: ``encoder.model`` exported once to ONNX (``torch.onnx.export``, opset 17, traced
   with eager attention, dynamic batch and length; the torch contenders keep Ember's sdpa),
@@ -117,13 +117,12 @@ def main() -> int:
     load_start = os.getloadavg()[0]
     texts = sample(args.docs)
     config = resolve_config("smollm2").model_copy(update={"dtype": "float32"})
-    os.environ.pop("EMBER_DTYPE", None)
-    fp32 = Encoder.from_config(config)  # Ember's attention (sdpa), as shipped
-    os.environ["EMBER_DTYPE"] = "int8"
-    q8 = Encoder.from_config(config)
-    del os.environ["EMBER_DTYPE"]
+    fp32 = Encoder.from_config(config, dtype="float32")  # Ember's attention (sdpa), as shipped
+    q8 = Encoder.from_config(config, dtype="int8")
     # the export traces eager attention (the same weights and function as sdpa)
-    eager = Encoder.from_config(config.model_copy(update={"attn_implementation": "eager"}))
+    eager = Encoder.from_config(
+        config.model_copy(update={"attn_implementation": "eager"}), dtype="float32"
+    )
     session = ort_session(eager, OUT / "onnx", args.threads)
     del eager
     items = fp32.tokenize(texts, None, config.max_length)

@@ -51,13 +51,21 @@ class Encoder:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: EncoderConfig, device: str | torch.device = "cpu") -> Encoder:
+    def from_config(
+        cls, config: EncoderConfig, device: str | torch.device = "cpu", *, dtype: str | None = None
+    ) -> Encoder:
         """Load base model, adapters and pooler onto ``device``; returns the subclass for
         ``config.kind``. The dtype is resolved for ``device`` here (``auto``, ``EMBER_DTYPE``:
-        :func:`encoders.hardware.resolve_dtype`) and torch gets one thread per available core."""
+        :func:`encoders.hardware.resolve_dtype`) unless ``dtype`` names one exactly (what
+        ``ember export`` writes, whatever the environment), and torch gets one thread per
+        available core."""
         klass = encoder_class(config.kind) if cls is Encoder else cls
         configure_threads()
-        dtype = resolve_dtype(config.dtype, device)
+        dtype = (
+            resolve_dtype(config.dtype, device)
+            if dtype is None
+            else resolve_dtype(dtype, device, environment=False)
+        )
         if dtype == "int8" and any(not a.merged for a in config.adapters):
             raise ValueError("dtype int8 quantises merged weights: set merged true on the adapter")
         path = resolve_model_path(config.base_model)

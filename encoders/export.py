@@ -33,11 +33,9 @@ export never leaves a half-written folder.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,7 +46,6 @@ import torch
 from encoders import st_format
 from encoders.config import EncoderConfig
 from encoders.errors import EmberError
-from encoders.hardware import DTYPE_ENV
 from encoders.model_card import ResultsError, check_results, ember_version, model_card, read_results
 
 Format = Literal["sentence-transformers", "hf"]
@@ -186,15 +183,12 @@ def export_encoder(
         if why:
             raise ExportError(f"--format sentence-transformers: {why}")
 
-    # fp32, every adapter merged: exported weights are what the vectors were defined on
+    # fp32 whatever EMBER_DTYPE says, every adapter merged: exported weights are what the
+    # vectors were defined on
     load = config.model_copy(
-        update={
-            "dtype": "float32",
-            "adapters": [a.model_copy(update={"merged": True}) for a in config.adapters],
-        }
+        update={"adapters": [a.model_copy(update={"merged": True}) for a in config.adapters]}
     )
-    with _float32():
-        encoder = Encoder.from_config(load)
+    encoder = Encoder.from_config(load, dtype="float32")
     prompt = config.prefix(instruction, query=True)
     if fmt == "sentence-transformers":
         why = _prompt_refusal(encoder, instruction)
@@ -216,17 +210,6 @@ def export_encoder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
-
-
-@contextmanager
-def _float32() -> Iterator[None]:
-    """Load in fp32 whatever ``EMBER_DTYPE`` says: exported weights are fp32."""
-    saved = os.environ.pop(DTYPE_ENV, None)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            os.environ[DTYPE_ENV] = saved
 
 
 def _replace(tmp: Path, target: Path) -> None:

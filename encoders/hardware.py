@@ -80,10 +80,15 @@ def requested_dtype(configured: str) -> str:
     return value
 
 
-def resolve_dtype(configured: str, device: torch.device | str = "cpu") -> str:
+def resolve_dtype(
+    configured: str, device: torch.device | str = "cpu", *, environment: bool = True
+) -> str:
     """The dtype an encoder runs in on ``device``: ``auto`` is bfloat16 where bf16 matmuls are
-    native (:func:`has_fast_bf16`) and float32 elsewhere; anything else is taken as asked."""
-    value = requested_dtype(configured)
+    native (:func:`has_fast_bf16`) and float32 elsewhere; anything else is taken as asked.
+    ``environment`` false ignores ``EMBER_DTYPE`` (a caller that needs exactly ``configured``)."""
+    value = requested_dtype(configured) if environment else configured
+    if value not in DTYPE_CHOICES:
+        raise ValueError(f"dtype={value!r}: expected one of {', '.join(DTYPE_CHOICES)}")
     if value == "auto":
         return "bfloat16" if has_fast_bf16(device) else "float32"
     if value == "int8" and torch.device(device).type != "cpu":

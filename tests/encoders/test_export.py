@@ -231,3 +231,16 @@ def test_a_sentence_transformers_folder_with_prompts_round_trips(tmp_path: Path)
     for queries in (False, True):
         before, after = st_vectors(tmp_path / "in", queries), st_vectors(tmp_path / "out", queries)
         assert cosines(before, after).min() >= 0.9999
+
+
+def test_exported_weights_are_fp32_whatever_ember_dtype_says(
+    tiny: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors import safe_open
+
+    monkeypatch.setenv("EMBER_DTYPE", "bfloat16")
+    config = EncoderConfig(base_model=str(tiny[0]), attention="causal", pooling="last_token")
+    export_encoder(config, tmp_path / "st")
+    with safe_open(str(tmp_path / "st" / "model.safetensors"), "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118
+    assert dtypes == {"F32"}
