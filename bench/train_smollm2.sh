@@ -59,6 +59,16 @@ for stage in $STAGES; do
                  --max-steps 48 --batch-size 64 --chunk-size 32 --max-length 160 \
                  --query-max-length 64 --hard-negatives 1 --lr 2e-4 --save-steps 8 \
                  --precision auto ;;
+    # Distillation from the bundled all-MiniLM-L6-v2 on top of the shipped smollm2-ember
+    # (session 10): the same sources, STS-B train twice, 2 BM25 negatives as soft labels.
+    ember-distill) train supervised --from smollm2-ember --out $O/e-distill --teacher minilm \
+                     --data $DATA/train/snli_nli_triples_from_senteval_dev_test.jsonl \
+                     --data $SCIFACT --data $SCIFACT --corpus-pairs $SCIFACT \
+                     --scored-pairs $DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv \
+                     --scored-pairs $DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv \
+                     --max-examples 2000 --max-steps 140 --batch-size 32 --chunk-size 0 \
+                     --max-length 128 --query-max-length 64 --hard-negatives 2 --lr 1e-4 \
+                     --save-steps 20 --precision auto ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done

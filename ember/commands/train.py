@@ -233,9 +233,19 @@ def _supervised_command() -> click.Command:
     )
     @_opt(P, "freeze_model", "--freeze-model", is_flag=True)
     @_opt(P, "dropout", "--dropout", type=float)
+    @_opt(
+        P,
+        "teacher",
+        "--teacher",
+        help="Teacher encoder (preset or folder, e.g. minilm): also learn its softmax over "
+        "each batch's documents (KL distillation).",
+    )
+    @_opt(P, "distill_weight", "--distill-weight", type=float)
+    @_opt(P, "teacher_temperature", "--teacher-temperature", type=float)
     def command(**options: Any) -> None:
         """Supervised contrastive: instructed queries, positives, hard and in-batch negatives,
-        gradient caching; optionally trains a pooler (LLM2Vec step 4)."""
+        gradient caching; optionally trains a pooler (LLM2Vec step 4) and distils a teacher
+        encoder's in-batch similarities."""
         extra: dict[str, Any] = {}
         raw_pooler_options = options.pop("pooler_options")
         if raw_pooler_options:

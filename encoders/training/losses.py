@@ -120,6 +120,32 @@ def cosent_loss(
         return torch.logsumexp(terms, dim=0)
 
 
+def distill_loss(
+    queries: torch.Tensor,
+    docs: torch.Tensor,
+    teacher_scores: torch.Tensor,
+    temperature: float,
+    teacher_temperature: float,
+    exclude: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """In-batch distillation: KL(teacher || student) between each query's softmax over the
+    batch's documents, the student's from its cosines at ``temperature``, the teacher's from
+    its cosines ``teacher_scores`` [Q, D] at ``teacher_temperature`` (RocketQAv2 / GPL-style
+    soft labels: a BM25 "negative" the teacher finds relevant is not pushed away). ``exclude``
+    leaves the same cells out of both distributions. fp32 under any autocast."""
+    with torch.autocast(queries.device.type, enabled=False):
+        q = F.normalize(queries.float(), dim=-1)
+        d = F.normalize(docs.float(), dim=-1)
+        student = q @ d.T / temperature
+        teacher = teacher_scores.to(student.device).float() / teacher_temperature
+        if exclude is not None:
+            low = torch.finfo(student.dtype).min
+            student = student.masked_fill(exclude, low)
+            teacher = teacher.masked_fill(exclude, low)
+        target = F.softmax(teacher, dim=-1)
+        return F.kl_div(F.log_softmax(student, dim=-1), target, reduction="batchmean")
+
+
 # ---- LLaRA bag of words ----------------------------------------------------------------------
 def bow_targets(bags: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
     """Pad bags of token ids to [B, T] with ``IGNORE``."""

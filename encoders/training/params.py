@@ -157,11 +157,29 @@ class SupervisedParams(TrainParams):
     dropout: float | None = Field(
         default=None, ge=0, lt=1, description="model dropout; None = the model's own"
     )
+    teacher: str | None = Field(
+        default=None,
+        description="teacher encoder (preset or folder): the student also learns the teacher's "
+        "softmax over each batch's documents (KL), mixed with the gold loss by distill_weight",
+    )
+    distill_weight: float = Field(
+        default=0.5, ge=0, le=1, description="share of the distillation loss (needs teacher)"
+    )
+    teacher_temperature: float = Field(
+        default=0.05, gt=0, description="temperature of the teacher's cosines"
+    )
 
     @model_validator(mode="after")
     def _pooler(self) -> SupervisedParams:
         if self.freeze_model and self.pooler is None:
             raise ValueError("freeze_model needs a pooler to train")
+        return self
+
+    @model_validator(mode="after")
+    def _teacher(self) -> SupervisedParams:
+        given = self.model_fields_set & {"distill_weight", "teacher_temperature"}
+        if given and self.teacher is None:
+            raise ValueError(f"{sorted(given)[0]} needs a teacher")
         return self
 
 

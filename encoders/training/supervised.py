@@ -9,6 +9,13 @@ only ``chunk_size`` texts have a graph at any time.
 
 With ``pooler`` a new trainable pooler (``encoders.poolers``) is trained with the LoRA adapter
 (or alone, ``freeze_model``) and saved as ``out/pooler``.
+
+With ``teacher`` (any encoder, e.g. the bundled ``minilm``) every text of the data is encoded
+once by the teacher before training; each step then adds, with weight ``distill_weight``, the
+KL divergence from the teacher's softmax over the batch's documents to the student's
+(:func:`encoders.training.losses.distill_loss`). The teacher reads queries as queries with no
+instruction (its own query prompt, if it has one, applies) and documents and STS sentences as
+plain text.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from encoders.training.data import (
     read_supervised,
 )
 from encoders.training.gradcache import cached_backward
-from encoders.training.losses import contrastive_loss, cosent_loss
+from encoders.training.losses import contrastive_loss, cosent_loss, distill_loss
 from encoders.training.model import POOLER_DIR, LoraSettings, set_dropout
 from encoders.training.params import SupervisedParams, default_data_dir
 
@@ -112,6 +119,33 @@ class SupervisedTrainer(Trainer):
             self.doc_cache.append(dict(zip(texts, items, strict=True)))
             sizes.append(len(source.examples))
         self.batcher = SourceBatcher(sizes, p.batch_size, p.seed)
+        self.teacher_queries: list[torch.Tensor] = []
+        self.teacher_docs: list[dict[str, torch.Tensor]] = []
+        if p.teacher:
+            self._encode_with_teacher(p.teacher)
+
+    def _encode_with_teacher(self, spec: str) -> None:
+        """Teacher vectors of every query and document of every source (fp32, normalised)."""
+        from encoders.encoder import Encoder
+        from encoders.registry import resolve_config
+
+        teacher = Encoder.from_config(resolve_config(spec), dtype="float32")
+        show = self.params.progress
+
+        def vectors(texts: list[str], query: bool) -> torch.Tensor:
+            out = teacher.encode(texts, None, query=query, show_progress=show, normalize=True)
+            return torch.from_numpy(out).float()
+
+        with torch.no_grad():
+            for source in self.sources:
+                if isinstance(source, ScoredSource):
+                    self.teacher_queries.append(vectors([a for a, _, _ in source.pairs], False))
+                    seconds = vectors([b for _, b, _ in source.pairs], False)
+                    self.teacher_docs.append({str(i): v for i, v in enumerate(seconds)})
+                    continue
+                self.teacher_queries.append(vectors([ex.query for ex in source.examples], True))
+                texts = sorted({t for ex in source.examples for t in [ex.positive, *ex.negatives]})
+                self.teacher_docs.append(dict(zip(texts, vectors(texts, False), strict=True)))
 
     def extra_modules(self) -> dict[str, nn.Module]:
         pooler = getattr(self, "pooler", None)
@@ -120,47 +154,73 @@ class SupervisedTrainer(Trainer):
     def new_pooler(self) -> nn.Module | None:
         return getattr(self, "pooler", None)
 
-    def batch_inputs(self, step: int) -> tuple[list[Tokenized], list[Tokenized], torch.Tensor]:
-        """Query items, document items (positives, then hard negatives) and the [Q, D] mask of
-        false negatives (another relevant document of the same query) for batch ``step``.
-        For a scored source: first sentences, second sentences and the gold scores [B]."""
-        p = self.params
+    def _batch_texts(self, step: int) -> tuple[int, list[int], list[str], list[str]]:
+        """Source, rows, and the document texts and keys of batch ``step``: positives, then
+        each query's hard negatives (a function of the seed and the step)."""
         source_index, rows = self.batcher.batch(step)
         source = self.sources[source_index]
-        docs = self.doc_cache[source_index]
         if isinstance(source, ScoredSource):
-            firsts = [self.query_items[source_index][i] for i in rows]
-            scores = torch.tensor([source.pairs[i][2] for i in rows], dtype=torch.float32)
-            return firsts, [docs[str(i)] for i in rows], scores
-        rng = random.Random(p.seed * 1_000_003 + step)
+            return source_index, rows, [str(i) for i in rows], [str(i) for i in rows]
+        rng = random.Random(self.params.seed * 1_000_003 + step)
         examples = [source.examples[i] for i in rows]
         doc_texts = [ex.positive for ex in examples]
         doc_keys = [ex.positive_key for ex in examples]
         for ex in examples:
             if not ex.negatives:
                 continue
-            picks = rng.sample(range(len(ex.negatives)), min(p.hard_negatives, len(ex.negatives)))
+            count = min(self.params.hard_negatives, len(ex.negatives))
+            picks = rng.sample(range(len(ex.negatives)), count)
             doc_texts += [ex.negatives[i] for i in picks]
             doc_keys += [ex.negative_keys[i] for i in picks]
+        return source_index, rows, doc_texts, doc_keys
+
+    def batch_inputs(self, step: int) -> tuple[list[Tokenized], list[Tokenized], torch.Tensor]:
+        """Query items, document items (positives, then hard negatives) and the [Q, D] mask of
+        false negatives (another relevant document of the same query) for batch ``step``.
+        For a scored source: first sentences, second sentences and the gold scores [B]."""
+        source_index, rows, doc_texts, doc_keys = self._batch_texts(step)
+        source = self.sources[source_index]
+        docs = self.doc_cache[source_index]
+        queries = [self.query_items[source_index][i] for i in rows]
+        if isinstance(source, ScoredSource):
+            scores = torch.tensor([source.pairs[i][2] for i in rows], dtype=torch.float32)
+            return queries, [docs[t] for t in doc_texts], scores
+        examples = [source.examples[i] for i in rows]
         exclude = torch.zeros(len(examples), len(doc_texts), dtype=torch.bool)
         for qi, ex in enumerate(examples):
             for di, key in enumerate(doc_keys):
                 if di != qi and key in ex.positive_keys:
                     exclude[qi, di] = True
-        queries = [self.query_items[source_index][i] for i in rows]
         return queries, [docs[t] for t in doc_texts], exclude
 
+    def teacher_scores(self, step: int) -> torch.Tensor:
+        """The teacher's cosines [Q, D] between batch ``step``'s queries and documents."""
+        source_index, rows, doc_texts, _ = self._batch_texts(step)
+        queries = self.teacher_queries[source_index][rows]
+        docs = torch.stack([self.teacher_docs[source_index][t] for t in doc_texts])
+        return queries @ docs.T
+
     def train_step(self, step: int) -> dict[str, float]:
+        p = self.params
         queries, docs, extra = self.batch_inputs(step)
-        temperature = self.params.temperature
         scored = isinstance(self.sources[self.batcher.batch(step)[0]], ScoredSource)
+        teacher = self.teacher_scores(step) if p.teacher else None
+        weight = p.distill_weight if teacher is not None else 0.0
+        parts: dict[str, float] = {}
 
         def loss_fn(reps: list[torch.Tensor]) -> torch.Tensor:
             if scored:
-                return cosent_loss(reps[0], reps[1], extra, self.params.cosent_scale)
-            return contrastive_loss(reps[0], reps[1], temperature, extra.to(reps[0].device))
+                gold = cosent_loss(reps[0], reps[1], extra, p.cosent_scale)
+            else:
+                gold = contrastive_loss(reps[0], reps[1], p.temperature, extra.to(reps[0].device))
+            if teacher is None:
+                return gold
+            exclude = None if scored else extra.to(reps[0].device)
+            soft = distill_loss(
+                reps[0], reps[1], teacher, p.temperature, p.teacher_temperature, exclude
+            )
+            parts.update(gold=float(gold.detach()), distill=float(soft.detach()))
+            return (1.0 - weight) * gold + weight * soft
 
-        loss = cached_backward(
-            self.encoder.embed_batch, [queries, docs], loss_fn, self.params.chunk_size
-        )
-        return {"loss": loss, "docs": float(len(docs))}
+        loss = cached_backward(self.encoder.embed_batch, [queries, docs], loss_fn, p.chunk_size)
+        return {"loss": loss, "docs": float(len(docs)), **parts}
