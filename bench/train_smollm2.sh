@@ -66,7 +66,7 @@ for stage in $STAGES; do
                      --data $SCIFACT --data $SCIFACT --corpus-pairs $SCIFACT \
                      --scored-pairs $DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv \
                      --scored-pairs $DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv \
-                     --max-examples 2000 --max-steps 140 --batch-size 32 --chunk-size 0 \
+                     --max-examples 2000 --max-steps 120 --batch-size 32 --chunk-size 32 \
                      --max-length 128 --query-max-length 64 --hard-negatives 2 --lr 1e-4 \
                      --save-steps 20 --precision auto ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;

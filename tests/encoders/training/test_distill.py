@@ -52,18 +52,26 @@ def _scored(tmp_path: Path) -> Path:
     return file
 
 
-def test_teacher_scores_line_up_with_each_batch(
-    bi_encoder: Path, data_dir: Path, tmp_path: Path
-) -> None:
-    params = base_params(
+def _with_teacher(
+    bi_encoder: Path, data_dir: Path, out: Path, **extra: object
+) -> dict[str, object]:
+    """Supervised params whose teacher is the student's own input encoder."""
+    return base_params(
         bi_encoder,
-        tmp_path / "out",
+        out,
         data_dir / "supervised.jsonl",
         batch_size=4,
         hard_negatives=1,
-        scored_pairs=[str(_scored(tmp_path))],
         teacher=str(bi_encoder),
+        **extra,
     )
+
+
+def test_teacher_scores_line_up_with_each_batch(
+    bi_encoder: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    scored = [str(_scored(tmp_path))]
+    params = _with_teacher(bi_encoder, data_dir, tmp_path / "out", scored_pairs=scored)
     trainer = make_trainer("supervised", params)
     assert isinstance(trainer, SupervisedTrainer)
     trainer._prepare_output()
@@ -94,13 +102,10 @@ def test_a_student_equal_to_its_teacher_starts_with_nothing_to_distil(
     the first step's distillation loss is ~0 only if the teacher's vectors belong to the
     batch's own texts, in order. Training then logs both parts and ends with a loadable
     encoder."""
-    params = base_params(
+    params = _with_teacher(
         bi_encoder,
+        data_dir,
         tmp_path / "out",
-        data_dir / "supervised.jsonl",
-        batch_size=4,
-        hard_negatives=1,
-        teacher=str(bi_encoder),
         distill_weight=0.7,
         teacher_temperature=0.05,
         max_steps=2,
