@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -287,14 +288,34 @@ class EncoderConfig(BaseModel):
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+# Weight files up to this size are hashed by content (adapters, poolers: a few MB); larger
+# ones (base models) by name and size, which is what a different checkpoint changes.
+CONTENT_HASH_LIMIT = 64 * 1024 * 1024
+
+
 def _weights_signature(path: str) -> str:
-    """Names and sizes of the weight files in a folder, so retrained weights change the hash."""
+    """Names and sizes of the weight files in a folder, plus the content hash of the small
+    ones, so a retrained adapter of the same rank (same file sizes) changes the hash."""
     p = Path(path)
     if not p.is_dir():
         return path
-    files = sorted(
-        f"{f.name}:{f.stat().st_size}"
-        for f in p.iterdir()
-        if f.suffix in {".safetensors", ".bin", ".gguf", ".pt"}
-    )
-    return ";".join(files)
+    files = []
+    for f in sorted(p.iterdir()):
+        if f.suffix not in {".safetensors", ".bin", ".gguf", ".pt"}:
+            continue
+        stat = f.stat()
+        entry = f"{f.name}:{stat.st_size}"
+        if stat.st_size <= CONTENT_HASH_LIMIT:
+            entry += ":" + _content_hash(str(f.resolve()), stat.st_size, stat.st_mtime_ns)
+        files.append(entry)
+    return ";".join(sorted(files))
+
+
+@functools.lru_cache(maxsize=256)
+def _content_hash(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 prefix of a file (cached per path, size and mtime: fingerprints are taken often)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

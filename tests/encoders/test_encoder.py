@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from encoders import AdapterSpec, Encoder, EncoderConfig
 from encoders.adapters import AdapterError
@@ -148,6 +151,31 @@ def test_lora_adapter_merged_or_live_gives_the_same_vectors(folder: Path, tmp_pa
     live = make(folder, adapters=[AdapterSpec(path=str(adapter), merged=False)]).encode(TEXTS)
     assert np.abs(merged - base).max() > 1e-3, "the adapter changed nothing"
     np.testing.assert_allclose(merged, live, atol=1e-5)
+
+
+def test_a_retrained_adapter_of_the_same_shape_changes_the_fingerprint(
+    folder: Path, tmp_path: Path
+) -> None:
+    """Same rank, same file sizes, other weights: another encoder (the retraining loop compares
+    a candidate with the serving encoder through the eval cache, keyed by fingerprint). Where
+    the folder lives is not part of it."""
+    first = _save_random_lora(folder, tmp_path / "a")
+    second = _save_random_lora(folder, tmp_path / "b")
+    weights = "adapter_model.safetensors"
+    with safe_open(second / weights, "pt") as stream:
+        metadata = stream.metadata()
+    tensors = load_file(second / weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1.0
+    save_file(tensors, second / weights, metadata=metadata)
+    assert (first / weights).stat().st_size == (second / weights).stat().st_size
+
+    def config(adapter: Path) -> EncoderConfig:
+        return EncoderConfig(base_model=str(folder), adapters=[AdapterSpec(path=str(adapter))])
+
+    assert config(first).fingerprint() != config(second).fingerprint()
+    copy = shutil.copytree(first, tmp_path / "elsewhere")
+    assert config(first).fingerprint() == config(copy).fingerprint()
 
 
 def test_adapter_stack_applies_in_order(folder: Path, tmp_path: Path) -> None:

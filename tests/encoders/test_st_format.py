@@ -43,7 +43,8 @@ PRESET_FINGERPRINTS = {
     "smollm2-bi": "34cbe381a665",
     "smollm2-echo": "48b64d5838f2",
     "minilm": "ba1b2bd8060c",
-    "smollm2-ember": "d4dea7253d55",
+    # d4dea7253d55 until adapter files were hashed by content (same-rank retrains collided)
+    "smollm2-ember": "8ee5e05f272c",
 }
 
 
