@@ -8,6 +8,7 @@ so a text's vector does not depend on its batch, its neighbours or the padding s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -174,13 +175,9 @@ class Encoder:
         """Queries get the task instruction prepended (or the config's ``query_prompt``, which
         replaces it); it is left out of mean pooling unless ``pool_prompt``."""
         return self.encode(
-            texts,
-            instruction=instruction,
-            max_length=self.config.query_max_length,
-            show_progress=show_progress,
-            normalize=normalize,
-            query=True,
-        )
+            texts, instruction, max_length=self.config.query_max_length,
+            show_progress=show_progress, normalize=normalize, query=True,
+        )  # fmt: skip
 
     def encode_documents(
         self, texts: Sequence[str], *, show_progress: bool = False, normalize: bool | None = None
@@ -227,29 +224,32 @@ class Encoder:
         query: bool = False,
     ) -> np.ndarray:
         """The pooled model output, before standardisation and normalisation."""
-        if isinstance(texts, str):
-            raise TypeError("encode() takes a sequence of strings, not a single string")
-        items = self.tokenize(texts, instruction, max_length or self.config.max_length, query=query)
         (out,) = self.run_batches(
-            items, lambda batch: (self.embed_batch(batch),), (self._hidden_size_hint(),),
-            show_progress=show_progress,
+            texts, instruction, lambda b: (self.embed_batch(b),), (self._hidden_size_hint(),),
+            max_length=max_length, show_progress=show_progress, query=query,
         )  # fmt: skip
         return out
 
     def run_batches(
         self,
-        items: Sequence[Tokenized],
+        texts: Sequence[str],
+        instruction: str | None,
         forward: Callable[[list[Tokenized]], Sequence[torch.Tensor]],
         widths: Sequence[int],
         *,
+        max_length: int | None = None,
         show_progress: bool = False,
+        query: bool = False,
     ) -> list[np.ndarray]:
-        """The one batching loop (plain and MoEE encoders): ``forward`` on each length-sorted
-        token-budget batch, under the forward lock and inference mode; each of its [B, D]
-        outputs gathered back into input order as float32. ``widths`` shape the outputs when
-        there is nothing to encode."""
+        """The one batching loop (every encoder): tokenise once, ``forward`` on each length-sorted
+        token-budget batch under the forward lock, inference mode and :meth:`query_role`; each
+        [B, D] output back in input order as float32 (shaped by ``widths`` when empty)."""
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of strings, not a single string")
+        items = self.tokenize(texts, instruction, max_length or self.config.max_length, query=query)
         outs: list[np.ndarray] | None = None
         with (
+            self.query_role(query),
             tqdm(total=len(items), desc="encode", unit="text", disable=not show_progress) as bar,
             torch.inference_mode(),
         ):
@@ -262,6 +262,10 @@ class Encoder:
                     out[order] = part.float().cpu().numpy()
                 bar.update(len(order))
         return outs if outs is not None else [np.zeros((0, w), dtype=np.float32) for w in widths]
+
+    def query_role(self, query: bool) -> AbstractContextManager[object]:
+        """Entered around each batching run; LLaRA pools another branch for queries."""
+        return nullcontext()
 
     # ---- internals ----------------------------------------------------------------------
     def _hidden_size_hint(self) -> int:
@@ -363,25 +367,34 @@ class Encoder:
         }
         return {k: v.to(device) for k, v in batch.items()}
 
+    def model_mask(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The attention mask the model gets: the padding mask, 4D for bidirectional decoders."""
+        mask = batch["attention_mask"]
+        if self.decoder and self.config.attention == "bidirectional":
+            return padding_mask_4d(mask, next(self.model.parameters()).dtype)
+        return mask
+
     def hidden_states(self, batch: dict[str, torch.Tensor], all_layers: bool = False) -> object:
         """Run the model with the configured attention; returns the HF model output."""
-        mask = batch["attention_mask"]
-        model_mask: torch.Tensor = mask
-        if self.decoder and self.config.attention == "bidirectional":
-            model_mask = padding_mask_4d(mask, next(self.model.parameters()).dtype)
         return self.model(
             input_ids=batch["input_ids"],
-            attention_mask=model_mask,
+            attention_mask=self.model_mask(batch),
             position_ids=batch["position_ids"],
             output_hidden_states=all_layers,
             use_cache=False,
         )
 
+    def pool_output(self, out: object, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, D] from a model output: the trainable pooler, else :meth:`pool_hidden`."""
+        if self.pooler is not None:
+            return self.pooler(out, batch)
+        return self.pool_hidden(out.last_hidden_state, batch)  # type: ignore[attr-defined]
+
+    def pool_hidden(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The configured pooling of the last hidden state over the batch's pool mask."""
+        return pool(hidden, batch["attention_mask"], batch["pool_mask"], self.config.pooling)
+
     def embed_batch(self, items: Sequence[Tokenized]) -> torch.Tensor:
         batch = self.collate(items)
-        if self.pooler is not None:
-            out = self.hidden_states(batch, all_layers=self.pooler.needs_all_layers)
-            return self.pooler(out, batch)
-        out = self.hidden_states(batch)
-        hidden = out.last_hidden_state  # type: ignore[attr-defined]
-        return pool(hidden, batch["attention_mask"], batch["pool_mask"], self.config.pooling)
+        all_layers = self.pooler is not None and self.pooler.needs_all_layers
+        return self.pool_output(self.hidden_states(batch, all_layers=all_layers), batch)

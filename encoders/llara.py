@@ -20,11 +20,11 @@ into its output folder; their ids are always looked up from the tokenizer.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -196,27 +196,17 @@ class LlaraEncoder(Encoder):
             return self.settings.query_pool
         return self.settings.document_pool
 
-    def encode_pooled(
-        self,
-        texts: Sequence[str],
-        instruction: str | None = None,
-        *,
-        max_length: int | None = None,
-        show_progress: bool = False,
-        query: bool = False,
-    ) -> np.ndarray:
-        """Every encode path passes here with its role (``query``), which :meth:`collate` reads
-        to pool ``query_pool`` or ``document_pool`` (thread-local: another thread's forwards
-        may interleave). Before the role was set by ``encode_queries`` alone, so queries
-        encoded through ``encode(query=True)`` (the eval cache) or ``encode_queries_named``
-        (fused search) pooled the document branch."""
+    @contextmanager
+    def query_role(self, query: bool) -> Iterator[None]:
+        """Every encode path runs its batches in here with its role (``query``), which
+        :meth:`collate` reads to pool ``query_pool`` or ``document_pool`` (thread-local: another
+        thread's forwards may interleave). Before the role was set by ``encode_queries`` alone,
+        so queries encoded through ``encode(query=True)`` (the eval cache) or
+        ``encode_queries_named`` (fused search) pooled the document branch."""
         previous = getattr(self._role, "query", False)
         self._role.query = query
         try:
-            return super().encode_pooled(
-                texts, instruction, max_length=max_length, show_progress=show_progress,
-                query=query,
-            )  # fmt: skip
+            yield
         finally:
             self._role.query = previous
 
@@ -258,23 +248,14 @@ class LlaraEncoder(Encoder):
             batch["pool_mask"] = layout["ebae_mask"] | layout["ebar_mask"]
         return batch
 
-    def hidden_states(self, batch: dict[str, torch.Tensor], all_layers: bool = False) -> object:
+    def model_mask(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The branch mask: EBAR never attends to EBAE (causal or not, as configured)."""
         dtype = next(self.model.parameters()).dtype
         causal = self.config.attention == "causal"
-        return self.model(
-            input_ids=batch["input_ids"],
-            attention_mask=branch_mask_4d(batch["segment_ids"], causal, dtype),
-            position_ids=batch["position_ids"],
-            output_hidden_states=all_layers,
-            use_cache=False,
-        )
+        return branch_mask_4d(batch["segment_ids"], causal, dtype)
 
-    def embed_batch(self, items: Sequence[Tokenized]) -> torch.Tensor:
-        batch = self.collate(items)
-        if self.pooler is not None:
-            out = self.hidden_states(batch, all_layers=self.pooler.needs_all_layers)
-            return self.pooler(out, batch)
-        hidden = self.hidden_states(batch).last_hidden_state  # type: ignore[attr-defined]
+    def pool_hidden(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The mean of the placeholder states the role pools (the pool mask of :meth:`collate`)."""
         return masked_mean(hidden, batch["pool_mask"])
 
     def placeholder_embeddings(

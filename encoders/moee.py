@@ -201,11 +201,7 @@ class MoeeEncoder(Encoder):
         batch = self.collate(items)
         all_layers = self.pooler is not None and self.pooler.needs_all_layers
         out, logits = self.router_logits(batch, all_layers)
-        if self.pooler is not None:
-            hs = self.pooler(out, batch)
-        else:
-            hidden = out.last_hidden_state
-            hs = pool(hidden, batch["attention_mask"], batch["pool_mask"], self.config.pooling)
+        hs = self.pool_output(out, batch)
         rw = pool_routing_weights(
             logits, batch["attention_mask"], batch["pool_mask"], self.settings.rw_pooling
         )
@@ -221,13 +217,10 @@ class MoeeEncoder(Encoder):
         query: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Raw (unstandardised, unnormalised) ``hs`` and ``rw`` for ``texts``, in input order."""
-        if isinstance(texts, str):
-            raise TypeError("encode() takes a sequence of strings, not a single string")
-        length = max_length or self.config.max_length
-        items = self.tokenize(texts, instruction, length, query=query)
         hs, rw = self.run_batches(
-            items, self.raw_batch, (self.hs_dim, self._rw_dim or 0), show_progress=show_progress
-        )
+            texts, instruction, self.raw_batch, (self.hs_dim, self._rw_dim or 0),
+            max_length=max_length, show_progress=show_progress, query=query,
+        )  # fmt: skip
         return hs, rw
 
     # ---- statistics -----------------------------------------------------------------------
