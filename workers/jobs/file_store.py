@@ -118,35 +118,12 @@ class FileJobStore(JobStore):
         self._mutate(job_id, change)
         return attempts
 
-    def batch_started(self, job_id: str, index: int, documents: int) -> int:
-        outcome = BatchOutcome(index, "running", 0, documents, 0, None, time.time())
-        return self._batch(job_id, outcome, bump=True)
-
-    def batch_done(self, job_id: str, index: int, documents: int, points: int) -> None:
-        outcome = BatchOutcome(index, "done", 0, documents, points, None, time.time())
-        self._batch(job_id, outcome, bump=False)
-
-    def batch_failed(self, job_id: str, index: int, documents: int, error: str) -> None:
-        outcome = BatchOutcome(index, "failed", 0, documents, 0, error, time.time())
-        self._batch(job_id, outcome, bump=False)
-
-    def finish(
-        self,
-        job_id: str,
-        state: str,
-        error: str | None = None,
-        result: dict[str, Any] | None = None,
-    ) -> bool:
-        if state not in TERMINAL:
-            raise ValueError(f"finish: {state!r} is not a terminal state")
-
+    def _finish(self, job_id: str, fields: dict[str, Any]) -> bool:
         def change(data: dict[str, Any]) -> bool:
             record = data["record"]
             if record.get("state") in TERMINAL:
                 return False
-            record.update(state=state, finished_at=time.time(), error=error)
-            if result is not None:
-                record["result"] = result
+            record.update(fields, finished_at=time.time())
             return True
 
         return self._mutate(job_id, change)

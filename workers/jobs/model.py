@@ -296,17 +296,24 @@ class JobStore(ABC):
     def update(self, job_id: str, **fields: Any) -> None:
         """Set top-level fields (not ``id``, ``kind``, ``created_at``)."""
 
-    @abstractmethod
     def batch_started(self, job_id: str, index: int, documents: int) -> int:
         """Mark batch ``index`` running; returns its attempt number (1 on first delivery)."""
+        outcome = BatchOutcome(index, "running", 0, documents, 0, None, time.time())
+        return self._batch(job_id, outcome, bump=True)
+
+    def batch_done(self, job_id: str, index: int, documents: int, points: int) -> None:
+        outcome = BatchOutcome(index, "done", 0, documents, points, None, time.time())
+        self._batch(job_id, outcome, bump=False)
+
+    def batch_failed(self, job_id: str, index: int, documents: int, error: str) -> None:
+        outcome = BatchOutcome(index, "failed", 0, documents, 0, error, time.time())
+        self._batch(job_id, outcome, bump=False)
 
     @abstractmethod
-    def batch_done(self, job_id: str, index: int, documents: int, points: int) -> None: ...
+    def _batch(self, job_id: str, outcome: BatchOutcome, bump: bool) -> int:
+        """Store ``outcome`` with its attempt number (counted up first when ``bump``, a new
+        delivery) set on it; returns that number."""
 
-    @abstractmethod
-    def batch_failed(self, job_id: str, index: int, documents: int, error: str) -> None: ...
-
-    @abstractmethod
     def finish(
         self,
         job_id: str,
@@ -315,6 +322,17 @@ class JobStore(ABC):
         result: dict[str, Any] | None = None,
     ) -> bool:
         """Move the job to a terminal state once; False when it already was terminal."""
+        if state not in TERMINAL:
+            raise ValueError(f"finish: {state!r} is not a terminal state")
+        fields: dict[str, Any] = {"state": state, "error": error}
+        if result is not None:
+            fields["result"] = result
+        return self._finish(job_id, fields)
+
+    @abstractmethod
+    def _finish(self, job_id: str, fields: dict[str, Any]) -> bool:
+        """Set ``fields`` and ``finished_at`` (now) unless the job is terminal already (False);
+        :class:`JobNotFoundError` when there is no such job."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

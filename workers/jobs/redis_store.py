@@ -103,34 +103,17 @@ class RedisJobStore(JobStore):
         value = self.client.hget(self._key(job_id, "attempts"), str(index))
         return int(value) if value else 0
 
-    def batch_started(self, job_id: str, index: int, documents: int) -> int:
-        attempts = int(self.client.hincrby(self._key(job_id, "attempts"), str(index), 1))
-        self._put_batch(
-            job_id, BatchOutcome(index, "running", attempts, documents, 0, None, time.time())
-        )
+    def _batch(self, job_id: str, outcome: BatchOutcome, bump: bool) -> int:
+        if bump:
+            key = self._key(job_id, "attempts")
+            attempts = int(self.client.hincrby(key, str(outcome.index), 1))
+        else:
+            attempts = self._attempts(job_id, outcome.index)
+        outcome.attempts = attempts
+        self._put_batch(job_id, outcome)
         return attempts
 
-    def batch_done(self, job_id: str, index: int, documents: int, points: int) -> None:
-        attempts = self._attempts(job_id, index)
-        self._put_batch(
-            job_id, BatchOutcome(index, "done", attempts, documents, points, None, time.time())
-        )
-
-    def batch_failed(self, job_id: str, index: int, documents: int, error: str) -> None:
-        attempts = self._attempts(job_id, index)
-        self._put_batch(
-            job_id, BatchOutcome(index, "failed", attempts, documents, 0, error, time.time())
-        )
-
-    def finish(
-        self,
-        job_id: str,
-        state: str,
-        error: str | None = None,
-        result: dict[str, Any] | None = None,
-    ) -> bool:
-        if state not in TERMINAL:
-            raise ValueError(f"finish: {state!r} is not a terminal state")
+    def _finish(self, job_id: str, fields: dict[str, Any]) -> bool:
         key = self._key(job_id)
         done = False
 
@@ -142,11 +125,8 @@ class RedisJobStore(JobStore):
             if json.loads(current) in TERMINAL:
                 done = False
                 return
-            fields = {"state": state, "finished_at": time.time(), "error": error}
-            if result is not None:
-                fields["result"] = result
             pipe.multi()
-            pipe.hset(key, mapping=_encoded(fields))
+            pipe.hset(key, mapping=_encoded({**fields, "finished_at": time.time()}))
             for part in ("", "batches", "attempts"):
                 pipe.expire(self._key(job_id, part), RETENTION_S)
             done = True
