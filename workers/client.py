@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from indexer.settings import Settings
     from indexer.store import Store
 
+#: a task to send: name, queue, args, kwargs
+_Task = tuple[str, str, tuple[Any, ...], dict[str, Any]]
+
 _lock = threading.Lock()
 _apps: dict[str, Celery] = {}
 _executor: ThreadPoolExecutor | None = None
@@ -116,6 +119,36 @@ def _dispatch(
         client_app(settings).send_task(name, args=args, kwargs=kwargs, queue=queue, task_id=task_id)
     else:
         _run_in_process(name, args, kwargs, task_id, settings, store, encoder, wait)
+
+
+def _submit(
+    settings: Settings,
+    kind: str,
+    params: dict[str, Any],
+    task: _Task,
+    job_id: str,
+    *,
+    wait: bool,
+    store: Store | None,
+    encoder: Encoder | None,
+    result: dict[str, Any] | None = None,
+) -> Job:
+    """Record job ``job_id`` (owned by this process when it runs here, with a first ``result``
+    when given), then send or run its ``task`` (name, queue, args, kwargs); returns the job as
+    first recorded."""
+    owner = None if settings.broker_url else current_owner()
+    job_store = open_job_store(settings)
+    try:
+        job = job_store.create(kind, params, job_id, owner=owner)
+        if result is not None:
+            job_store.update(job.id, result=result)
+        name, queue, args, kwargs = task
+        _dispatch(
+            settings, name, queue, args, kwargs, job.id, wait=wait, store=store, encoder=encoder
+        )
+        return job_store.require(job.id)
+    finally:
+        job_store.close()
 
 
 class IndexArgs(TypedDict, total=False):
@@ -204,18 +237,10 @@ def submit_index(
     ``documents``, corpus-reader records) into alias ``collection``; returns the job as first
     recorded."""
     spec, params = index_spec(settings, collection, **args)
-    owner = None if settings.broker_url else current_owner()
     store = _embedded_store(settings, store)
-    job_store = open_job_store(settings)
-    try:
-        job = job_store.create("index", params, new_job_id(), owner=owner)
-        _dispatch(
-            settings, "ember.index", "index", (job.id, spec), {}, job.id,
-            wait=wait, store=store, encoder=encoder,
-        )  # fmt: skip
-        return job_store.require(job.id)
-    finally:
-        job_store.close()
+    job_id = new_job_id()
+    task: _Task = ("ember.index", "index", (job_id, spec), {})
+    return _submit(settings, "index", params, task, job_id, wait=wait, store=store, encoder=encoder)
 
 
 def submit_retrain(
@@ -229,19 +254,13 @@ def submit_retrain(
     """Create a retrain job (train -> evaluate -> reindex -> promote, :mod:`workers.retrain`)
     for ``spec``; ``ValueError`` naming the first bad field."""
     checked = parse_spec(spec)
-    owner = None if settings.broker_url else current_owner()
     store = _embedded_store(settings, store)
-    job_store = open_job_store(settings)
-    try:
-        job = job_store.create("retrain", checked.model_dump(), new_job_id(), owner=owner)
-        job_store.update(job.id, result=initial_result(checked))
-        _dispatch(
-            settings, "ember.retrain", "train", (), {"job_id": job.id}, job.id,
-            wait=wait, store=store, encoder=encoder,
-        )  # fmt: skip
-        return job_store.require(job.id)
-    finally:
-        job_store.close()
+    job_id = new_job_id()
+    task: _Task = ("ember.retrain", "train", (), {"job_id": job_id})
+    return _submit(
+        settings, "retrain", checked.model_dump(), task, job_id,
+        wait=wait, store=store, encoder=encoder, result=initial_result(checked),
+    )  # fmt: skip
 
 
 def submit_train(
@@ -254,20 +273,13 @@ def submit_train(
     """Create a training job running trainer ``trainer`` on the ``train`` queue."""
     if not trainer:
         raise ValueError("trainer: give a trainer name")
-    job_store = open_job_store(settings)
-    try:
-        owner = None if settings.broker_url else current_owner()
-        job = job_store.create(
-            "train", {"trainer": trainer, "params": dict(params or {})}, owner=owner
-        )
-        kwargs = {"job_id": job.id, "trainer": trainer, "params": dict(params or {})}
-        _dispatch(
-            settings, "ember.train", "train", (), kwargs, job.id,
-            wait=wait, store=None, encoder=None,
-        )  # fmt: skip
-        return job_store.require(job.id)
-    finally:
-        job_store.close()
+    job_id = new_job_id()
+    kwargs = {"job_id": job_id, "trainer": trainer, "params": dict(params or {})}
+    task: _Task = ("ember.train", "train", (), kwargs)
+    return _submit(
+        settings, "train", {"trainer": trainer, "params": dict(params or {})}, task, job_id,
+        wait=wait, store=None, encoder=None,
+    )  # fmt: skip
 
 
 def wait_for(
