@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from indexer.evaluation.data import (
@@ -55,6 +55,22 @@ def write_run(
     return out
 
 
+def _fields(file: Path, count: int, expected: str) -> Iterator[tuple[int, str, list[str]]]:
+    """Line number, ``file:line`` and the whitespace-separated fields of each non-blank line;
+    an :class:`EvalDataError` for a line without ``count`` fields (``expected`` names them)."""
+    with file.open(encoding="utf-8") as stream:
+        for lineno, raw in enumerate(stream, start=1):
+            if not raw.strip():
+                continue
+            where = f"{file}:{lineno}"
+            parts = raw.split()
+            if len(parts) != count:
+                raise EvalDataError(
+                    f"{where}: expected {count} fields {expected}, got {len(parts)}"
+                )
+            yield lineno, where, parts
+
+
 def read_run(path: str | Path) -> RunDict:
     """A TREC run file as query id -> (doc id, score) pairs, in file order."""
     file = Path(path)
@@ -62,34 +78,25 @@ def read_run(path: str | Path) -> RunDict:
         raise EvalDataError(f"{file}: no such run file")
     run: RunDict = {}
     seen: dict[tuple[str, str], int] = {}
-    with file.open(encoding="utf-8") as stream:
-        for lineno, raw in enumerate(stream, start=1):
-            if not raw.strip():
-                continue
-            where = f"{file}:{lineno}"
-            parts = raw.split()
-            if len(parts) != 6:
-                raise EvalDataError(
-                    f"{where}: expected 6 fields (qid Q0 docid rank score tag), got {len(parts)}"
-                )
-            qid, _, docid, rank, score_text, _ = parts
-            try:
-                int(rank)
-            except ValueError:
-                raise EvalDataError(f"{where}: rank {rank!r} is not an integer") from None
-            try:
-                score = float(score_text)
-            except ValueError:
-                raise EvalDataError(f"{where}: score {score_text!r} is not a number") from None
-            if not math.isfinite(score):
-                raise EvalDataError(f"{where}: score {score_text!r} is not finite")
-            if (qid, docid) in seen:
-                raise EvalDataError(
-                    f"{where}: document {docid!r} listed twice for query {qid!r} "
-                    f"(first on line {seen[qid, docid]})"
-                )
-            seen[qid, docid] = lineno
-            run.setdefault(qid, []).append((docid, score))
+    for lineno, where, parts in _fields(file, 6, "(qid Q0 docid rank score tag)"):
+        qid, _, docid, rank, score_text, _ = parts
+        try:
+            int(rank)
+        except ValueError:
+            raise EvalDataError(f"{where}: rank {rank!r} is not an integer") from None
+        try:
+            score = float(score_text)
+        except ValueError:
+            raise EvalDataError(f"{where}: score {score_text!r} is not a number") from None
+        if not math.isfinite(score):
+            raise EvalDataError(f"{where}: score {score_text!r} is not finite")
+        if (qid, docid) in seen:
+            raise EvalDataError(
+                f"{where}: document {docid!r} listed twice for query {qid!r} "
+                f"(first on line {seen[qid, docid]})"
+            )
+        seen[qid, docid] = lineno
+        run.setdefault(qid, []).append((docid, score))
     if not run:
         raise EvalDataError(f"{file}: empty run file")
     return run
@@ -112,17 +119,7 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     if tuple(p.strip() for p in first.split("\t")) == QRELS_HEADER or len(first.split("\t")) == 3:
         return load_qrels(file)
     qrels: dict[str, dict[str, int]] = {}
-    with file.open(encoding="utf-8") as stream:
-        for lineno, raw in enumerate(stream, start=1):
-            if not raw.strip():
-                continue
-            where = f"{file}:{lineno}"
-            parts = raw.split()
-            if len(parts) != 4:
-                raise EvalDataError(
-                    f"{where}: expected 4 fields (qid 0 docid rel) or a BEIR qrels TSV, "
-                    f"got {len(parts)}"
-                )
-            qid, _, docid, rel_text = parts
-            add_judgement(qrels, where, qid, docid, rel_text, "relevance")
+    for _, where, parts in _fields(file, 4, "(qid 0 docid rel) or a BEIR qrels TSV"):
+        qid, _, docid, rel_text = parts
+        add_judgement(qrels, where, qid, docid, rel_text, "relevance")
     return checked_qrels(qrels, file)
