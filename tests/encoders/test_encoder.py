@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import shutil
 from pathlib import Path
 
@@ -17,15 +16,9 @@ from encoders import AdapterSpec, Encoder, EncoderConfig
 from encoders.adapters import AdapterError
 from encoders.loading import ModelNotFoundError
 from encoders.testing import tiny_model_folder
+from tests.encoders.helpers import VARIED_TEXTS, assert_batch_invariant
 
-TEXTS = [
-    "Vitamin D deficiency is associated with infection.",
-    "a",
-    "The quick brown fox jumps over the lazy dog and keeps running through the field all day.",
-    "Search engines rank documents by cosine similarity.",
-    "proteins, cells and genes",
-    "Large language models turn text into vectors when attention is bidirectional. " * 3,
-] * 3  # 18 texts of very different lengths
+TEXTS = VARIED_TEXTS * 3  # 18 texts of very different lengths
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +45,7 @@ def test_vectors_do_not_depend_on_batch_size_or_neighbours(folder: Path, attenti
     one = make(folder, attention=attention, max_batch_size=1)
     sixteen = make(folder, attention=attention, max_batch_size=16)
     tight = make(folder, attention=attention, token_budget=40)  # budget forces ragged batches
-    reference = one.encode(TEXTS)
-    assert np.abs(sixteen.encode(TEXTS) - reference).max() < 1e-5
-    assert np.abs(tight.encode(TEXTS) - reference).max() < 1e-5
-    order = list(range(len(TEXTS)))
-    random.Random(7).shuffle(order)
-    shuffled = sixteen.encode([TEXTS[i] for i in order])
-    assert np.abs(shuffled - reference[order]).max() < 1e-5
+    assert_batch_invariant(one, [sixteen, tight], TEXTS, seed=7)
 
 
 def test_batches_respect_token_budget_and_cover_every_item(folder: Path) -> None:

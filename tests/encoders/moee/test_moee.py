@@ -15,17 +15,11 @@ from encoders.config import MoeeConfig
 from encoders.moee import MoeeEncoder, MoeeError, combine, find_routers, sum_similarity
 from encoders.testing import tiny_model_folder
 from encoders.upcycle import UpcycleError, upcycle_folder
+from tests.encoders.helpers import VARIED_TEXTS
 
 FAMILIES = ["mixtral", "olmoe", "qwen2_moe"]
 LAYERS, EXPERTS, HIDDEN = 2, 4, 32  # encoders.testing's tiny MoE configs
-TEXTS = [
-    "Vitamin D deficiency is associated with infection.",
-    "a",
-    "The quick brown fox jumps over the lazy dog and keeps running through the field all day.",
-    "Search engines rank documents by cosine similarity.",
-    "proteins, cells and genes",
-    "Large language models turn text into vectors when attention is bidirectional. " * 3,
-] * 2
+TEXTS = VARIED_TEXTS * 2
 SAMPLE = [
     "Given a scientific claim, retrieve documents that support or refute the claim.",
     "Retrieve relevant passages that answer the query about proteins, cells and genes.",
