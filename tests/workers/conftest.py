@@ -110,24 +110,23 @@ class RedisServer:
         self.start()
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
+def _running(server: RedisServer) -> Iterator[RedisServer]:
+    """``server`` started for the test and stopped after it."""
     try:
         server.start()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from _running(RedisServer(tmp_path / "redis"))
 
 
 @pytest.fixture
 def redis_aof(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis-aof", aof=True)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _running(RedisServer(tmp_path / "redis-aof", aof=True))
 
 
 @pytest.fixture
