@@ -10,6 +10,7 @@ import numpy as np
 
 from indexer.pipeline import point_id
 from indexer.settings import Settings
+from indexer.store import Store
 
 WORDS = ["protein", "cell", "gene", "vitamin", "infection", "search", "engine", "vector", "model"]
 
@@ -54,14 +55,19 @@ def store_contents(data_dir: Path, alias: str) -> tuple[str | None, int, set[str
 
     store = open_store(Settings(data_dir=data_dir, qdrant_url=None))
     try:
-        names = sorted(info.name for info in store.list_collections())
-        collection = store.get_alias(alias)
-        if collection is None:
-            return None, 0, set(), names
-        count = store.count(collection)
-        dim = store.collection_info(collection).vectors["dense"]
-        probe = np.ones(dim, dtype=np.float32) / np.sqrt(dim)
-        hits = store.search(collection, probe, top_k=count + 10)
-        return collection, count, {h.id for h in hits}, names
+        return contents(store, alias)
     finally:
         store.close()
+
+
+def contents(store: Store, alias: str) -> tuple[str | None, int, set[str], list[str]]:
+    """(collection behind ``alias``, its point count, its point ids, every collection name)."""
+    names = sorted(info.name for info in store.list_collections())
+    collection = store.get_alias(alias)
+    if collection is None:
+        return None, 0, set(), names
+    count = store.count(collection)
+    dim = store.collection_info(collection).vectors["dense"]
+    probe = np.ones(dim, dtype=np.float32) / np.sqrt(dim)
+    hits = store.search(collection, probe, top_k=count + 10)
+    return collection, count, {h.id for h in hits}, names

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from indexer.builds import owner_record
 from indexer.settings import Settings, get_settings
 from indexer.store import BUILD_META_KEY
-from tests.workers.helpers import documents, expected_ids, simcse_params
+from tests.workers.helpers import contents, documents, expected_ids, simcse_params
 from workers import runtime, tasks
 from workers.client import submit_index, submit_train, wait_for
 from workers.jobs import FileJobStore, open_job_store
@@ -30,17 +30,7 @@ def settings(tmp_path: Path, tiny_model: Path) -> Iterator[Settings]:
 
 
 def served(settings: Settings, alias: str) -> tuple[str | None, int, set[str], list[str]]:
-    import numpy as np
-
-    store = runtime.get_store()
-    names = sorted(i.name for i in store.list_collections())
-    collection = store.get_alias(alias)
-    if collection is None:
-        return None, 0, set(), names
-    count = store.count(collection)
-    dim = store.collection_info(collection).vectors["dense"]
-    hits = store.search(collection, np.ones(dim, dtype=np.float32), top_k=count + 5)
-    return collection, count, {h.id for h in hits}, names
+    return contents(runtime.get_store(), alias)
 
 
 def test_index_job_runs_in_process_without_a_broker(settings: Settings) -> None:
