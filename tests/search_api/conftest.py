@@ -73,6 +73,20 @@ def encoder(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return tiny_encoder(tmp_path_factory.mktemp("tiny") / "m", "llama")
 
 
+@pytest.fixture
+def forwards(encoder: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sizes of the model forwards the encoder runs during a test."""
+    sizes: list[int] = []
+    real = encoder.embed_batch
+
+    def counting(items: Any) -> Any:
+        sizes.append(len(items))
+        return real(items)
+
+    monkeypatch.setattr(encoder, "embed_batch", counting)
+    return sizes
+
+
 @pytest.fixture(scope="session")
 def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"

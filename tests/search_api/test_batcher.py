@@ -33,20 +33,6 @@ def encode_fn(encoder: Any) -> Any:
     return served.encode_fn(encoder)  # what the API gives its batchers
 
 
-@pytest.fixture
-def forwards(encoder: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Sizes of the model forwards the encoder runs during a test."""
-    sizes: list[int] = []
-    real = encoder.embed_batch
-
-    def counting(items: Any) -> Any:
-        sizes.append(len(items))
-        return real(items)
-
-    monkeypatch.setattr(encoder, "embed_batch", counting)
-    return sizes
-
-
 async def run_batched(
     batcher: MicroBatcher, calls: list[tuple[list[str], Mode, str | None]]
 ) -> Any:
