@@ -17,6 +17,7 @@ The workers check them again.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -35,6 +36,8 @@ from search_api.state import ApiState, get_state
 from workers.paths import JobPathError, confine_input, confine_train_params
 
 router = APIRouter(tags=["jobs"])
+#: a route that creates a job: 202 with the job as first recorded (and its Location)
+_creates_job = partial(router.post, status_code=202, response_model=JobOut)
 
 
 def _job_store(request: Request, state: ApiState) -> Any:
@@ -85,12 +88,7 @@ def _accepted(job: Any, response: Response) -> JobOut:
     return JobOut.model_validate(job.to_dict())
 
 
-@router.post(
-    "/jobs/index",
-    status_code=202,
-    response_model=JobOut,
-    responses=error_responses(400, *AUTH, 422, *LIMITS, 503),
-)
+@_creates_job("/jobs/index", responses=error_responses(400, *AUTH, 422, *LIMITS, 503))
 def create_index_job(
     body: IndexJobRequest,
     request: Request,
@@ -123,12 +121,7 @@ def create_index_job(
     return _accepted(job, response)
 
 
-@router.post(
-    "/jobs/train",
-    status_code=202,
-    response_model=JobOut,
-    responses=error_responses(400, *AUTH, 422, *LIMITS),
-)
+@_creates_job("/jobs/train", responses=error_responses(400, *AUTH, 422, *LIMITS))
 def create_train_job(
     body: TrainJobRequest,
     response: Response,
@@ -146,12 +139,7 @@ def create_train_job(
     return _accepted(job, response)
 
 
-@router.post(
-    "/jobs/retrain",
-    status_code=202,
-    response_model=JobOut,
-    responses=error_responses(400, *AUTH, 422, *LIMITS, 503),
-)
+@_creates_job("/jobs/retrain", responses=error_responses(400, *AUTH, 422, *LIMITS, 503))
 def create_retrain_job(
     body: RetrainJobRequest,
     response: Response,
