@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,38 @@ import numpy as np
 import torch
 
 
-class Llm2VecRunner:
+class _Runner:
+    """What both runners share: the texts, the batch size, the library's own encode() and the
+    token count over its batches."""
+
+    model: Any
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.texts: list[str] = list(spec["texts"])
+        self.batch_size = int(spec["batch_size"])
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(
+            self.model.encode(
+                texts, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True
+            )
+        )
+
+    def _counts(self, order: Any, mask_of: Callable[[Any], Any]) -> tuple[list[int], int]:
+        """Real tokens per text and padded tokens, the texts taken in the library's ``order``
+        and cut into its fixed-size batches; ``mask_of`` is a batch's attention mask."""
+        lengths = [0] * len(self.texts)
+        padded = 0
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            mask = mask_of(idx)
+            padded += int(mask.numel())
+            for row, i in enumerate(idx):
+                lengths[int(i)] = int(mask[row].sum())
+        return lengths, padded
+
+
+class Llm2VecRunner(_Runner):
     def __init__(self, spec: dict[str, Any]) -> None:
         from llm2vec import LLM2Vec
 
@@ -41,61 +73,35 @@ class Llm2VecRunner:
             skip_instruction=True,
             torch_dtype=torch.float32,
         )
-        self.texts: list[str] = list(spec["texts"])
-        self.batch_size = int(spec["batch_size"])
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(
-            self.model.encode(
-                texts, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True
-            )
-        )
+        super().__init__(spec)
 
     def token_counts(self) -> tuple[list[int], int]:
         """Real tokens per text and padded tokens, following LLM2Vec.encode's own path."""
         m = self.model
         strings = [m._convert_to_str("", t) for t in self.texts]
         order = np.argsort([-m._text_length(s) for s in strings])
-        lengths = [0] * len(strings)
-        padded = 0
-        for start in range(0, len(strings), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            feats = m.tokenize([m.prepare_for_tokenization(strings[i]) for i in idx])
-            mask = feats["attention_mask"]
-            padded += int(mask.numel())
-            for row, i in enumerate(idx):
-                lengths[int(i)] = int(mask[row].sum())
-        return lengths, padded
+        return self._counts(
+            order,
+            lambda idx: m.tokenize([m.prepare_for_tokenization(strings[i]) for i in idx])[
+                "attention_mask"
+            ],
+        )
 
 
-class SentenceTransformersRunner:
+class SentenceTransformersRunner(_Runner):
     def __init__(self, spec: dict[str, Any]) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(spec["folder"], device="cpu")
         self.model.max_seq_length = int(spec["max_length"])
-        self.texts: list[str] = list(spec["texts"])
-        self.batch_size = int(spec["batch_size"])
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(
-            self.model.encode(
-                texts, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True
-            )
-        )
+        super().__init__(spec)
 
     def token_counts(self) -> tuple[list[int], int]:
         m = self.model
         order = np.argsort([-m._text_length(t) for t in self.texts])
-        lengths = [0] * len(self.texts)
-        padded = 0
-        for start in range(0, len(self.texts), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            mask = m.tokenize([self.texts[i] for i in idx])["attention_mask"]
-            padded += int(mask.numel())
-            for row, i in enumerate(idx):
-                lengths[int(i)] = int(mask[row].sum())
-        return lengths, padded
+        return self._counts(
+            order, lambda idx: m.tokenize([self.texts[i] for i in idx])["attention_mask"]
+        )
 
 
 def main() -> None:
