@@ -13,9 +13,11 @@ recorded as running, so tests can kill a worker while it evaluates.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +48,23 @@ RETRAIN_SUBDIR = "retrain"
 TEST_EVALUATE_DELAY_ENV = "EMBER_TEST_EVALUATE_DELAY_S"
 
 
-def _spec(job_id: str) -> tuple[JobStore, RetrainSpec, dict[str, Any]] | None:
-    """The job's store, spec and result, or None when it is finished (nothing left to do)."""
-    store_jobs = jobs()
-    job = store_jobs.require(job_id)
-    if job.finished:
-        return None
-    return store_jobs, parse_spec(job.params), dict(job.result)
+#: a stage's body: the task, the job id, and the job's store, spec and result
+_Stage = Callable[[Task, str, JobStore, RetrainSpec, dict[str, Any]], dict[str, Any]]
+
+
+def _stage(body: _Stage) -> Callable[[Task, str], dict[str, Any]]:
+    """A stage task ``(self, job_id)``: ``body`` runs with the job's store, spec and result, unless
+    the job is finished (nothing left to do: a late redelivery)."""
+
+    @functools.wraps(body)
+    def run(self: Task, job_id: str) -> dict[str, Any]:
+        store_jobs = jobs()
+        job = store_jobs.require(job_id)
+        if job.finished:
+            return {"job": job_id, "skipped": "finished"}
+        return body(self, job_id, store_jobs, parse_spec(job.params), dict(job.result))
+
+    return run
 
 
 @app.task(name="ember.retrain", bind=True)
@@ -102,14 +114,13 @@ def retrain(
 
 
 @app.task(name="ember.retrain_train", bind=True)
-def retrain_train(self: Task, job_id: str) -> dict[str, Any]:
+@_stage
+def retrain_train(
+    self: Task, job_id: str, store_jobs: JobStore, spec: RetrainSpec, result: dict[str, Any]
+) -> dict[str, Any]:
     """Train the candidate from the encoder serving the alias."""
     from workers.training import load_all_trainers, run_trainer
 
-    loaded = _spec(job_id)
-    if loaded is None:
-        return {"job": job_id, "skipped": "finished"}
-    store_jobs, spec, result = loaded
     stage = result.get("stages", {}).get("train", {})
     if stage.get("state") == "done":
         return {"job": job_id, "train": "done"}
@@ -151,14 +162,13 @@ def retrain_train(self: Task, job_id: str) -> dict[str, Any]:
 
 
 @app.task(name="ember.retrain_evaluate", bind=True)
-def retrain_evaluate(self: Task, job_id: str) -> dict[str, Any]:
+@_stage
+def retrain_evaluate(
+    self: Task, job_id: str, store_jobs: JobStore, spec: RetrainSpec, result: dict[str, Any]
+) -> dict[str, Any]:
     """Score candidate and current on the same split; reject the candidate, or let it through."""
     from indexer.evaluation import load_beir
 
-    loaded = _spec(job_id)
-    if loaded is None:
-        return {"job": job_id, "skipped": "finished"}
-    store_jobs, spec, result = loaded
     if result.get("stages", {}).get("evaluate", {}).get("state") == "done":
         return {"job": job_id, "evaluate": "done"}
     try:
@@ -200,13 +210,12 @@ def retrain_evaluate(self: Task, job_id: str) -> dict[str, Any]:
 
 
 @app.task(name="ember.retrain_reindex", bind=True)
-def retrain_reindex(self: Task, job_id: str) -> dict[str, Any]:
+@_stage
+def retrain_reindex(
+    self: Task, job_id: str, store_jobs: JobStore, spec: RetrainSpec, result: dict[str, Any]
+) -> dict[str, Any]:
     """Rebuild the alias's corpus with the candidate as a child index job; its alias switch is
     the promotion (recorded here by :func:`workers.retrain.settle_parent`)."""
-    loaded = _spec(job_id)
-    if loaded is None:
-        return {"job": job_id, "skipped": "finished"}
-    store_jobs, spec, result = loaded
     if result.get("decision") != "promote":
         return {"job": job_id, "skipped": "not promoted"}
     child_id = result.get("stages", {}).get("reindex", {}).get("job")
