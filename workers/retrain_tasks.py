@@ -52,19 +52,22 @@ TEST_EVALUATE_DELAY_ENV = "EMBER_TEST_EVALUATE_DELAY_S"
 _Stage = Callable[[Task, str, JobStore, RetrainSpec, dict[str, Any]], dict[str, Any]]
 
 
-def _stage(body: _Stage) -> Callable[[Task, str], dict[str, Any]]:
-    """A stage task ``(self, job_id)``: ``body`` runs with the job's store, spec and result, unless
-    the job is finished (nothing left to do: a late redelivery)."""
+def _stage(name: str) -> Callable[[_Stage], Task]:
+    """Register stage task ``name`` ``(self, job_id)``: its body runs with the job's store, spec
+    and result, unless the job is finished (nothing left to do: a late redelivery)."""
 
-    @functools.wraps(body)
-    def run(self: Task, job_id: str) -> dict[str, Any]:
-        store_jobs = jobs()
-        job = store_jobs.require(job_id)
-        if job.finished:
-            return {"job": job_id, "skipped": "finished"}
-        return body(self, job_id, store_jobs, parse_spec(job.params), dict(job.result))
+    def register(body: _Stage) -> Task:
+        @functools.wraps(body)
+        def run(self: Task, job_id: str) -> dict[str, Any]:
+            store_jobs = jobs()
+            job = store_jobs.require(job_id)
+            if job.finished:
+                return {"job": job_id, "skipped": "finished"}
+            return body(self, job_id, store_jobs, parse_spec(job.params), dict(job.result))
 
-    return run
+        return app.task(name=name, bind=True)(run)
+
+    return register
 
 
 @app.task(name="ember.retrain", bind=True)
@@ -113,8 +116,7 @@ def retrain(
     return {"job": job_id, "planned": True}
 
 
-@app.task(name="ember.retrain_train", bind=True)
-@_stage
+@_stage("ember.retrain_train")
 def retrain_train(
     self: Task, job_id: str, store_jobs: JobStore, spec: RetrainSpec, result: dict[str, Any]
 ) -> dict[str, Any]:
@@ -161,8 +163,7 @@ def retrain_train(
     return {"job": job_id, "train": str(output)}
 
 
-@app.task(name="ember.retrain_evaluate", bind=True)
-@_stage
+@_stage("ember.retrain_evaluate")
 def retrain_evaluate(
     self: Task, job_id: str, store_jobs: JobStore, spec: RetrainSpec, result: dict[str, Any]
 ) -> dict[str, Any]:
@@ -209,8 +210,7 @@ def retrain_evaluate(
     return {"job": job_id, "promote": promote}
 
 
-@app.task(name="ember.retrain_reindex", bind=True)
-@_stage
+@_stage("ember.retrain_reindex")
 def retrain_reindex(
     self: Task, job_id: str, store_jobs: JobStore, spec: RetrainSpec, result: dict[str, Any]
 ) -> dict[str, Any]:
