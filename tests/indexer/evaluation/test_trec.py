@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,23 +41,6 @@ def test_write_run_rejects_whitespace_ids(tmp_path: Path) -> None:
         write_run(tmp_path / "r", RUN, "two words")
 
 
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 0.4\n", r"run\.trec:2: expected 6 fields"),
-        ("q1 Q0 d1 1 high t\n", r"run\.trec:1: score 'high' is not a number"),
-        ("q1 Q0 d1 one 0.5 t\n", r"run\.trec:1: rank 'one'"),
-        ("q1 Q0 d1 1 nan t\n", r"run\.trec:1: score 'nan' is not finite"),
-        ("q1 Q0 d1 1 0.5 t\n\nq1 Q0 d1 2 0.4 t\n", r"run\.trec:3: document 'd1' listed twice"),
-        ("\n", r"run\.trec: empty run file"),
-    ],
-)
-def test_read_run_errors(tmp_path: Path, text: str, message: str) -> None:
-    (tmp_path / "run.trec").write_text(text)
-    with pytest.raises(EvalDataError, match=message):
-        read_run(tmp_path / "run.trec")
-
-
 def test_read_qrels_trec_and_beir(tmp_path: Path) -> None:
     trec = tmp_path / "qrels.trec"
     trec.write_text("q1 0 d1 1\nq1 0 d2 0\nq2\t0\td3\t2\n")
@@ -67,19 +51,33 @@ def test_read_qrels_trec_and_beir(tmp_path: Path) -> None:
     assert read_qrels(beir) == expected
 
 
+RUN_ERRORS = [
+    ("q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 0.4\n", r"run\.trec:2: expected 6 fields"),
+    ("q1 Q0 d1 1 high t\n", r"run\.trec:1: score 'high' is not a number"),
+    ("q1 Q0 d1 one 0.5 t\n", r"run\.trec:1: rank 'one'"),
+    ("q1 Q0 d1 1 nan t\n", r"run\.trec:1: score 'nan' is not finite"),
+    ("q1 Q0 d1 1 0.5 t\n\nq1 Q0 d1 2 0.4 t\n", r"run\.trec:3: document 'd1' listed twice"),
+    ("\n", r"run\.trec: empty run file"),
+]
+QRELS_ERRORS = [
+    ("q1 0 d1 1\nq1 0 d2\n", r"qrels:2: expected 4 fields"),
+    ("q1 0 d1 yes\n", r"qrels:1: relevance 'yes'"),
+    ("q1 0 d1 1\nq1 0 d1 2\n", r"qrels:2: duplicate judgement"),
+    ("query-id\tcorpus-id\tscore\nq1\td1\tx\n", r"qrels:2: score 'x'"),
+]
+
+
 @pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("q1 0 d1 1\nq1 0 d2\n", r"qrels:2: expected 4 fields"),
-        ("q1 0 d1 yes\n", r"qrels:1: relevance 'yes'"),
-        ("q1 0 d1 1\nq1 0 d1 2\n", r"qrels:2: duplicate judgement"),
-        ("query-id\tcorpus-id\tscore\nq1\td1\tx\n", r"qrels:2: score 'x'"),
-    ],
+    ("reader", "name", "text", "message"),
+    [(read_run, "run.trec", *case) for case in RUN_ERRORS]
+    + [(read_qrels, "qrels", *case) for case in QRELS_ERRORS],
 )
-def test_read_qrels_errors(tmp_path: Path, text: str, message: str) -> None:
-    (tmp_path / "qrels").write_text(text)
+def test_readers_name_the_file_and_line_of_a_bad_line(
+    tmp_path: Path, reader: Callable[[Path], object], name: str, text: str, message: str
+) -> None:
+    (tmp_path / name).write_text(text)
     with pytest.raises(EvalDataError, match=message):
-        read_qrels(tmp_path / "qrels")
+        reader(tmp_path / name)
 
 
 ARGUANA_CORPUS = (
