@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
+from indexer.settings import Settings
 from tests.workers import retrain_helpers as rh
 from tests.workers.conftest import RedisServer, Worker, wait_until
 from tests.workers.helpers import client_settings, expected_ids, store_contents
@@ -20,6 +21,44 @@ from workers.jobs import Job
 from workers.retrain_spec import STAGES
 
 
+class Served(NamedTuple):
+    """``docs`` indexed with the bad encoder by a worker still running: what a test goes on with."""
+
+    good: Path
+    worker: Worker
+    settings: Settings
+    env: dict[str, str]
+    docs: list[dict[str, Any]]
+    first: Job
+
+
+def serve_with_bad_encoder(
+    redis_server: RedisServer,
+    worker_env: dict[str, str],
+    spawn_worker: Any,
+    tmp_path: Path,
+    tiny_model: Path,
+    name: str,
+    **extra_env: str,
+) -> Served:
+    """Start worker ``name`` serving the bad encoder (the test trainer module loaded,
+    ``extra_env`` on top) and index the corpus into ``docs`` through it."""
+    good, bad = rh.encoders(tmp_path, tiny_model)
+    env = {
+        **worker_env,
+        "EMBER_BROKER_URL": redis_server.url,
+        "EMBER_ENCODER": str(bad),
+        "EMBER_TRAINER_MODULES": json.dumps([rh.TRAINER_MODULE]),
+        **extra_env,
+    }
+    worker: Worker = spawn_worker(name, env)
+    settings = client_settings(tmp_path, redis_server.url)
+    path, docs = rh.corpus(tmp_path)
+    first = follow(settings, submit_index(settings, "docs", path=str(path)).id)
+    assert first.state == "succeeded", first.to_dict()
+    return Served(good, worker, settings, env, docs, first)
+
+
 def test_kill9_during_reindex_keeps_the_old_build_served(
     redis_server: RedisServer,
     worker_env: dict[str, str],
@@ -27,20 +66,10 @@ def test_kill9_during_reindex_keeps_the_old_build_served(
     tmp_path: Path,
     tiny_model: Path,
 ) -> None:
-    good, bad = rh.encoders(tmp_path, tiny_model)
-    env = {
-        **worker_env,
-        "EMBER_BROKER_URL": redis_server.url,
-        "EMBER_ENCODER": str(bad),
-        "EMBER_TRAINER_MODULES": json.dumps([rh.TRAINER_MODULE]),
-        "EMBER_JOB_BATCH_DOCS": "4",
-        "EMBER_TEST_BATCH_DELAY_S": "1.5",
-    }
-    worker: Worker = spawn_worker("w-retrain", env)
-    settings = client_settings(tmp_path, redis_server.url)
-    path, docs = rh.corpus(tmp_path)
-    first = follow(settings, submit_index(settings, "docs", path=str(path)).id)
-    assert first.state == "succeeded", first.to_dict()
+    good, worker, settings, env, docs, first = serve_with_bad_encoder(
+        redis_server, worker_env, spawn_worker, tmp_path, tiny_model, "w-retrain",
+        EMBER_JOB_BATCH_DOCS="4", EMBER_TEST_BATCH_DELAY_S="1.5",
+    )  # fmt: skip
 
     job = submit_retrain(settings, rh.retrain_spec("docs", good, rh.eval_set(tmp_path)))
     # the rebuild's batches are the retrain job's progress; kill the worker mid-batch
@@ -89,20 +118,11 @@ def test_kill9_during_train_or_evaluate_resumes_and_promotes_once(
     tiny_model: Path,
     stage: str,
 ) -> None:
-    good, bad = rh.encoders(tmp_path, tiny_model)
-    env = {
-        **worker_env,
-        "EMBER_BROKER_URL": redis_server.url,
-        "EMBER_ENCODER": str(bad),
-        "EMBER_TRAINER_MODULES": json.dumps([rh.TRAINER_MODULE]),
-    }
-    if stage == "evaluate":
-        env["EMBER_TEST_EVALUATE_DELAY_S"] = "4"
-    worker: Worker = spawn_worker(f"w-retrain-{stage}", env)
-    settings = client_settings(tmp_path, redis_server.url)
-    path, docs = rh.corpus(tmp_path)
-    first = follow(settings, submit_index(settings, "docs", path=str(path)).id)
-    assert first.state == "succeeded", first.to_dict()
+    delay = {"EMBER_TEST_EVALUATE_DELAY_S": "4"} if stage == "evaluate" else {}
+    good, worker, settings, env, docs, first = serve_with_bad_encoder(
+        redis_server, worker_env, spawn_worker, tmp_path, tiny_model, f"w-retrain-{stage}",
+        **delay,
+    )  # fmt: skip
 
     spec = rh.retrain_spec("docs", good, rh.eval_set(tmp_path))
     if stage == "train":
