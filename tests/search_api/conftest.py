@@ -131,6 +131,18 @@ def chunked_store(
     s.close()
 
 
+@pytest.fixture
+def own_store(tmp_path: Path, encoder: Any, corpus_file: Path) -> Iterator[Store]:
+    """A store of the test's own (``tmp_path/own``) with the corpus indexed into ``docs``, for a
+    test that changes it; closed after the test."""
+    s = open_store(make_settings(tmp_path / "own"))
+    try:
+        index_corpus(corpus_file, "docs", encoder, s, progress=False)
+        yield s
+    finally:
+        s.close()
+
+
 def wait_ready(client: TestClient | httpx.Client, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from encoders.instructions import DEFAULT_TASK, TASKS
 from indexer import builds
-from indexer.pipeline import begin_build, chunk_documents, index_chunks, index_corpus
+from indexer.pipeline import begin_build, chunk_documents, index_chunks
 from indexer.readers import read_corpus
 from indexer.store import Store
 from indexer.stores import open_store
@@ -239,27 +239,23 @@ def test_collection_of_another_encoder_is_409(
 
 
 def test_unfinished_build_is_409_and_not_listed_as_searchable(
-    make_client: ClientFactory, tmp_path: Any, encoder: Any, corpus_file: Any
+    make_client: ClientFactory, own_store: Store, encoder: Any, corpus_file: Any
 ) -> None:
-    own = open_store(make_settings(tmp_path / "own"))
-    try:
-        served = index_corpus(corpus_file, "docs", encoder, own, progress=False).collection
-        partial = begin_build(own, "docs", encoder)  # a build still being written
-        chunks = list(chunk_documents(read_corpus(corpus_file), encoder.tokenizer))
-        index_chunks(own, partial, encoder, chunks[:2])
-        client = make_client(app_store=own)
-        r = client.post("/search", json={"query": "fox", "collection": partial})
-        assert r.status_code == 409
-        assert partial in r.json()["message"] and "has not finished" in r.json()["message"]
-        assert error_fields(r.json()) == ["collection"]
-        r = client.post("/search", json={"query": "fox", "collection": "docs"})
-        assert r.status_code == 200 and r.json()["collection"] == served
-        listed = {c["name"]: c for c in client.get("/collections").json()["collections"]}
-        assert (listed[partial]["complete"], listed[partial]["searchable"]) == (False, False)
-        assert (listed[served]["complete"], listed[served]["searchable"]) == (True, True)
-        builds.forget(partial)
-    finally:
-        own.close()
+    served = own_store.get_alias("docs")
+    partial = begin_build(own_store, "docs", encoder)  # a build still being written
+    chunks = list(chunk_documents(read_corpus(corpus_file), encoder.tokenizer))
+    index_chunks(own_store, partial, encoder, chunks[:2])
+    client = make_client(app_store=own_store)
+    r = client.post("/search", json={"query": "fox", "collection": partial})
+    assert r.status_code == 409
+    assert partial in r.json()["message"] and "has not finished" in r.json()["message"]
+    assert error_fields(r.json()) == ["collection"]
+    r = client.post("/search", json={"query": "fox", "collection": "docs"})
+    assert r.status_code == 200 and r.json()["collection"] == served
+    listed = {c["name"]: c for c in client.get("/collections").json()["collections"]}
+    assert (listed[partial]["complete"], listed[partial]["searchable"]) == (False, False)
+    assert (listed[served]["complete"], listed[served]["searchable"]) == (True, True)
+    builds.forget(partial)
 
 
 def test_instruction_filling_the_query_window_is_422(client: TestClient) -> None:

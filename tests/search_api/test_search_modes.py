@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer.pipeline import index_corpus
 from indexer.sparse import FUSION_META_KEY, Fusion, embed_queries
 from indexer.store import Point, Store
 from indexer.stores import open_store
@@ -77,36 +76,31 @@ def test_server_default_mode_is_hybrid_and_old_builds_fall_back_to_dense(
 
 
 def test_fusion_overrides_and_the_stored_fusion(
-    make_client: ClientFactory, tmp_path: Path, encoder: Any, corpus_file: Path
+    make_client: ClientFactory, own_store: Store
 ) -> None:
-    own = open_store(make_settings(tmp_path / "own"))
-    try:
-        index_corpus(corpus_file, "docs", encoder, own, progress=False)
-        client = make_client(app_store=own)
-        query = {"query": "language models vectors", "collection": "docs", "top_k": 6}
-        dense = client.post("/search", json={**query, "mode": "dense"}).json()
-        # weighted with w = 1 is the dense ranking with cosine scores
-        w1 = client.post(
-            "/search",
-            json={**query, "mode": "hybrid", "fusion": {"method": "weighted", "weight": 1.0}},
-        ).json()
-        assert doc_ids(w1) == doc_ids(dense)[: len(w1["hits"])]
-        # the fusion stored with the collection is the default; a request overrides it
-        own.update_collection_meta(
-            "docs", {FUSION_META_KEY: Fusion("weighted", weight=0.0).as_dict()}
-        )
-        stored = client.post("/search", json={**query, "mode": "hybrid"}).json()
-        sparse = client.post("/search", json={**query, "mode": "sparse"}).json()
-        n = len(sparse["hits"])  # BM25 matches first, then dense-only candidates at score 0
-        assert doc_ids(stored)[:n] == doc_ids(sparse)
-        assert all(0 < h["score"] < 1 for h in stored["hits"][:n])  # s / (s + c)
-        assert all(h["score"] == 0 for h in stored["hits"][n:])
-        again = client.post(
-            "/search", json={**query, "mode": "hybrid", "fusion": {"weight": 1.0}}
-        ).json()
-        assert doc_ids(again) == doc_ids(w1)
-    finally:
-        own.close()
+    client = make_client(app_store=own_store)
+    query = {"query": "language models vectors", "collection": "docs", "top_k": 6}
+    dense = client.post("/search", json={**query, "mode": "dense"}).json()
+    # weighted with w = 1 is the dense ranking with cosine scores
+    w1 = client.post(
+        "/search",
+        json={**query, "mode": "hybrid", "fusion": {"method": "weighted", "weight": 1.0}},
+    ).json()
+    assert doc_ids(w1) == doc_ids(dense)[: len(w1["hits"])]
+    # the fusion stored with the collection is the default; a request overrides it
+    own_store.update_collection_meta(
+        "docs", {FUSION_META_KEY: Fusion("weighted", weight=0.0).as_dict()}
+    )
+    stored = client.post("/search", json={**query, "mode": "hybrid"}).json()
+    sparse = client.post("/search", json={**query, "mode": "sparse"}).json()
+    n = len(sparse["hits"])  # BM25 matches first, then dense-only candidates at score 0
+    assert doc_ids(stored)[:n] == doc_ids(sparse)
+    assert all(0 < h["score"] < 1 for h in stored["hits"][:n])  # s / (s + c)
+    assert all(h["score"] == 0 for h in stored["hits"][n:])
+    again = client.post(
+        "/search", json={**query, "mode": "hybrid", "fusion": {"weight": 1.0}}
+    ).json()
+    assert doc_ids(again) == doc_ids(w1)
 
 
 def test_filters_apply_in_every_mode(client: TestClient) -> None:
