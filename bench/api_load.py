@@ -72,6 +72,47 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def start_server(
+    encoder: str, data_dir: Path, env_extra: Mapping[str, str], *extra_args: str
+) -> tuple[Any, str]:
+    """``ember serve`` on a free port (quiet, no API keys, ``env_extra`` on top, then
+    ``extra_args``) and its URL, once /health answers; killed if that takes over 300 s."""
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    env.update(TRANSFORMERS_VERBOSITY="error", EMBER_API_KEYS="[]", **env_extra)
+    cmd = [
+        sys.executable, "-m", "ember", "serve", "--port", str(port), "--log-level", "warning",
+        "--encoder", encoder, "--data-dir", str(data_dir), *extra_args,
+    ]  # fmt: skip
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while True:
+        if server.poll() is not None:
+            raise SystemExit(f"ember serve exited: {server.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return server, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            server.kill()
+            raise SystemExit("ember serve did not become ready in 300 s")
+        time.sleep(0.2)
+
+
+def stop_server(server: Any, timeout: float) -> None:
+    """SIGINT (a graceful shutdown), then kill after ``timeout`` seconds."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     rows = []
     with path.open() as f:
@@ -264,37 +305,16 @@ async def load(
 def run_mode(args: argparse.Namespace, data_dir: Path, batching: bool, queries: list[str]) -> Any:
     import httpx
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ)
-    env.update(
-        TRANSFORMERS_VERBOSITY="error",
-        EMBER_API_KEYS="[]",
-        EMBER_API_MAX_CONCURRENT=str(args.max_concurrent or max(64, args.clients * 2)),
-        EMBER_API_BATCH_WAIT_MS=str(args.batch_wait_ms),
-        EMBER_API_MAX_BATCH=str(args.max_batch),
-    )
-    cmd = [
-        sys.executable, "-m", "ember", "serve", "--port", str(port), "--log-level", "warning",
-        "--encoder", args.encoder, "--data-dir", str(data_dir),
-        "--micro-batching" if batching else "--no-micro-batching",
-    ]  # fmt: skip
+    env = {
+        "EMBER_API_MAX_CONCURRENT": str(args.max_concurrent or max(64, args.clients * 2)),
+        "EMBER_API_BATCH_WAIT_MS": str(args.batch_wait_ms),
+        "EMBER_API_MAX_BATCH": str(args.max_batch),
+    }
+    extra = ["--micro-batching" if batching else "--no-micro-batching"]
     if args.torch_threads:
-        cmd += ["--torch-threads", str(args.torch_threads)]
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        extra += ["--torch-threads", str(args.torch_threads)]
+    server, url = start_server(args.encoder, data_dir, env, *extra)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"ember serve exited: {server.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("ember serve did not become ready in 300 s")
-            time.sleep(0.2)
         # a short warm-up round (not measured): first requests pay one-time costs
         asyncio.run(load(url, queries, min(4, args.clients), 2.0, 50, args.top_k))
         before_sum, before_count = metric_sum_count(
@@ -322,12 +342,7 @@ def run_mode(args: argparse.Namespace, data_dir: Path, batching: bool, queries: 
         )
         return result
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server, timeout=60)
 
 
 def _warm_query_encoder(encoder_spec: str, queries: list[str]) -> tuple[Any, str]:

@@ -27,11 +27,8 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -47,48 +44,16 @@ MODES = {
 
 
 def start_server(args: argparse.Namespace, data_dir: Path, mode: str) -> tuple[Any, str]:
-    import httpx
-
-    port = api_load.free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ)
-    env.update(
-        TRANSFORMERS_VERBOSITY="error",
-        EMBER_API_KEYS="[]",
-        EMBER_JOB_INPUT_DIR=str(data_dir),
-        EMBER_SEARCH_MODE="dense",
-        **MODES[mode],
-    )
+    env = {"EMBER_JOB_INPUT_DIR": str(data_dir), "EMBER_SEARCH_MODE": "dense", **MODES[mode]}
     if mode == "equal":
         env["EMBER_JOB_TORCH_THREADS"] = str(args.torch_threads)
-    cmd = [
-        sys.executable, "-m", "ember", "serve", "--port", str(port), "--log-level", "warning",
-        "--encoder", args.encoder, "--data-dir", str(data_dir),
-        "--torch-threads", str(args.torch_threads),
-    ]  # fmt: skip
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while True:
-        if server.poll() is not None:
-            raise SystemExit(f"ember serve exited: {server.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return server, url
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            server.kill()
-            raise SystemExit("ember serve did not become ready in 300 s")
-        time.sleep(0.2)
+    return api_load.start_server(
+        args.encoder, data_dir, env, "--torch-threads", str(args.torch_threads)
+    )
 
 
 def stop_server(server: Any) -> None:
-    server.send_signal(signal.SIGINT)
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:  # waiting for the job thread: the job dies with it
-        server.kill()
-        server.wait()
+    api_load.stop_server(server, timeout=15)  # waiting for the job thread: the job dies with it
 
 
 def searches(args: argparse.Namespace, url: str, queries: list[str]) -> dict[str, Any]:
