@@ -51,6 +51,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import numpy as np
 import pytrec_eval
@@ -137,20 +138,23 @@ def per_query(
     return out
 
 
-def mean_scores(
-    run: ScoredRun,
-    qrels: Qrels,
-    *,
-    k: int = 10,
-    recall_k: int = 100,
-    exclude_self: bool = False,
-    depth: int | None = DEPTH,
-) -> dict[str, float]:
-    """Means of :func:`per_query` over the judged queries, plus ``"queries"`` (their count)."""
-    values = per_query(run, qrels, k=k, recall_k=recall_k, exclude_self=exclude_self, depth=depth)
+class ScoreOptions(TypedDict, total=False):
+    """:func:`per_query`'s cut-offs and run options, as keyword arguments of
+    :func:`mean_scores` (one list for both)."""
+
+    k: int
+    recall_k: int
+    exclude_self: bool
+    depth: int | None
+
+
+def mean_scores(run: ScoredRun, qrels: Qrels, **options: Unpack[ScoreOptions]) -> dict[str, float]:
+    """Means of :func:`per_query` (same options) over the judged queries, plus ``"queries"``
+    (their count)."""
+    values = per_query(run, qrels, **options)
     if not values:
         raise ValueError("no query has a relevant document")
-    names = (f"ndcg@{k}", f"recall@{recall_k}", f"mrr@{k}")
+    names = next(iter(values.values()))  # ndcg@k, recall@recall_k, mrr@k
     means = {n: float(np.mean([v[n] for v in values.values()])) for n in names}
     return {**means, "queries": len(values)}
 
