@@ -49,9 +49,9 @@ Conventions (BEIR's, with where Ember differs said):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import pytrec_eval
@@ -232,19 +232,25 @@ def _pair(
     return a, b
 
 
+def _correlation(
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    name: str,
+    test: Callable[[np.ndarray, np.ndarray], Any],
+) -> float:
+    """The ``statistic`` of scipy's ``test`` on checked sequences; a NaN is an error."""
+    a, b = _pair(x, y, name)
+    value = float(test(a, b).statistic)
+    if math.isnan(value):
+        raise ValueError(f"{name} is undefined for these sequences")
+    return value
+
+
 def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Pearson's r (``scipy.stats.pearsonr``)."""
-    a, b = _pair(x, y, "pearson")
-    r = float(stats.pearsonr(a, b).statistic)
-    if math.isnan(r):
-        raise ValueError("pearson is undefined for these sequences")
-    return r
+    return _correlation(x, y, "pearson", stats.pearsonr)
 
 
 def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Spearman's rho (``scipy.stats.spearmanr``: Pearson of the tie-averaged ranks)."""
-    a, b = _pair(x, y, "spearman")
-    rho = float(stats.spearmanr(a, b).statistic)
-    if math.isnan(rho):
-        raise ValueError("spearman is undefined for these sequences")
-    return rho
+    return _correlation(x, y, "spearman", stats.spearmanr)
