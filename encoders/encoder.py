@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from encoders.loading import (
     resolve_model_path,
 )
 from encoders.pooling import pool, pool_start
-from encoders.types import Tokenized, TrainablePooler, encoder_class
+from encoders.types import EncodeOptions, Tokenized, TrainablePooler, encoder_class
 from encoders.vectors import l2_normalize
 
 
@@ -118,19 +119,10 @@ class Encoder:
         return {"dense": self.dim}
 
     def encode_named(
-        self,
-        texts: Sequence[str],
-        instruction: str | None = None,
-        *,
-        max_length: int | None = None,
-        show_progress: bool = False,
-        query: bool = False,
+        self, texts: Sequence[str], instruction: str | None = None, **options: Unpack[EncodeOptions]
     ) -> dict[str, np.ndarray]:
         """Vectors per name in :attr:`vector_dims`; plain encoders give ``{"dense": ...}``."""
-        vectors = self.encode(
-            texts, instruction, max_length=max_length, show_progress=show_progress, query=query
-        )
-        return {"dense": vectors}
+        return {"dense": self.encode(texts, instruction, **options)}
 
     def encode_queries_named(
         self, texts: Sequence[str], instruction: str | None = None, *, show_progress: bool = False
@@ -190,17 +182,12 @@ class Encoder:
         texts: Sequence[str],
         instruction: str | None = None,
         *,
-        max_length: int | None = None,
-        show_progress: bool = False,
         normalize: bool | None = None,
-        query: bool = False,
+        **options: Unpack[EncodeOptions],
     ) -> np.ndarray:
         """Vectors of ``texts`` read as queries (``query``: the query prompt rule of
         :meth:`EncoderConfig.prefix`) or documents."""
-        out = self.encode_pooled(
-            texts, instruction, max_length=max_length, show_progress=show_progress, query=query
-        )
-        return self.finish(out, normalize)
+        return self.finish(self.encode_pooled(texts, instruction, **options), normalize)
 
     def finish(self, pooled: np.ndarray, normalize: bool | None = None) -> np.ndarray:
         """Pooled vectors -> what :meth:`encode` returns: the corpus-fitted standardisation
@@ -215,18 +202,12 @@ class Encoder:
         return out
 
     def encode_pooled(
-        self,
-        texts: Sequence[str],
-        instruction: str | None = None,
-        *,
-        max_length: int | None = None,
-        show_progress: bool = False,
-        query: bool = False,
+        self, texts: Sequence[str], instruction: str | None = None, **options: Unpack[EncodeOptions]
     ) -> np.ndarray:
         """The pooled model output, before standardisation and normalisation."""
         (out,) = self.run_batches(
-            texts, instruction, lambda b: (self.embed_batch(b),), (self._hidden_size_hint(),),
-            max_length=max_length, show_progress=show_progress, query=query,
+            texts, instruction, lambda batch: (self.embed_batch(batch),),
+            (self._hidden_size_hint(),), **options,
         )  # fmt: skip
         return out
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from encoders.config import EncoderConfig, MoeeConfig, MoeeStats
 from encoders.encoder import Encoder, Tokenized
 from encoders.errors import EmberError
 from encoders.pooling import pool
+from encoders.types import EncodeOptions
 from encoders.vectors import l2_normalize, moments, standardize
 
 
@@ -208,19 +209,11 @@ class MoeeEncoder(Encoder):
         return hs.float(), rw
 
     def encode_raw(
-        self,
-        texts: Sequence[str],
-        instruction: str | None = None,
-        *,
-        max_length: int | None = None,
-        show_progress: bool = False,
-        query: bool = False,
+        self, texts: Sequence[str], instruction: str | None = None, **options: Unpack[EncodeOptions]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Raw (unstandardised, unnormalised) ``hs`` and ``rw`` for ``texts``, in input order."""
-        hs, rw = self.run_batches(
-            texts, instruction, self.raw_batch, (self.hs_dim, self._rw_dim or 0),
-            max_length=max_length, show_progress=show_progress, query=query,
-        )  # fmt: skip
+        widths = (self.hs_dim, self._rw_dim or 0)
+        hs, rw = self.run_batches(texts, instruction, self.raw_batch, widths, **options)
         return hs, rw
 
     # ---- statistics -----------------------------------------------------------------------
@@ -267,50 +260,29 @@ class MoeeEncoder(Encoder):
 
     # ---- public API -----------------------------------------------------------------------
     def encode_parts(
-        self,
-        texts: Sequence[str],
-        instruction: str | None = None,
-        *,
-        max_length: int | None = None,
-        show_progress: bool = False,
-        query: bool = False,
+        self, texts: Sequence[str], instruction: str | None = None, **options: Unpack[EncodeOptions]
     ) -> dict[str, np.ndarray]:
         """Unit ``hs`` and ``rw`` vectors whatever the similarity mode."""
-        hs, rw = self.encode_raw(
-            texts, instruction, max_length=max_length, show_progress=show_progress, query=query
-        )
-        return self.transform(hs, rw)
+        return self.transform(*self.encode_raw(texts, instruction, **options))
 
     def encode(
         self,
         texts: Sequence[str],
         instruction: str | None = None,
         *,
-        max_length: int | None = None,
-        show_progress: bool = False,
         normalize: bool | None = None,
-        query: bool = False,
+        **options: Unpack[EncodeOptions],
     ) -> np.ndarray:
         """The combined unit vector (cosine = (cos hs + w cos rw) / (1 + w)) for either mode;
         ``normalize`` is accepted for the interface and has no effect (it is unit already)."""
-        parts = self.encode_parts(
-            texts, instruction, max_length=max_length, show_progress=show_progress, query=query
-        )
+        parts = self.encode_parts(texts, instruction, **options)
         return combine(parts["hs"], parts["rw"], self.settings.rw_weight)
 
     def encode_named(
-        self,
-        texts: Sequence[str],
-        instruction: str | None = None,
-        *,
-        max_length: int | None = None,
-        show_progress: bool = False,
-        query: bool = False,
+        self, texts: Sequence[str], instruction: str | None = None, **options: Unpack[EncodeOptions]
     ) -> dict[str, np.ndarray]:
         """``{"hs", "rw"}`` for ``sum``, ``{"dense"}`` (the combined vector) for ``concat``."""
-        parts = self.encode_parts(
-            texts, instruction, max_length=max_length, show_progress=show_progress, query=query
-        )
+        parts = self.encode_parts(texts, instruction, **options)
         if self.settings.similarity == "concat":
             return {"dense": combine(parts["hs"], parts["rw"], self.settings.rw_weight)}
         return parts

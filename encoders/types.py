@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import torch
 
@@ -19,6 +19,17 @@ class Tokenized:
 
     ids: list[int]
     text_start: int
+
+
+class EncodeOptions(TypedDict, total=False):
+    """How texts are encoded, as keyword arguments of every encode method (one list for all):
+    ``max_length`` (default: the config's), ``show_progress`` (a progress bar) and ``query``
+    (the texts are queries: the query prompt rule of :meth:`EncoderConfig.prefix`). Read in one
+    place, :meth:`encoders.encoder.Encoder.run_batches`; the defaults are its defaults."""
+
+    max_length: int | None
+    show_progress: bool
+    query: bool
 
 
 class TrainablePooler(Protocol):
