@@ -19,7 +19,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -145,28 +145,37 @@ def _encode_chunked(
     return out
 
 
-def _meta(config: EncoderConfig, instruction: str | None, max_length: int) -> dict[str, object]:
-    return {"encoder": config.name, "instruction": instruction, "max_length": max_length}
+class CacheOptions(TypedDict, total=False):
+    """What :func:`encode_cached` and :func:`encode_variants_cached` take besides the texts
+    (their defaults are :func:`_cached`'s): the query ``instruction`` and ``max_length`` (default:
+    the config's), the ``cache`` (default: none), texts per saved ``chunk``, and the progress bar
+    (``show_progress``, labelled ``desc``)."""
+
+    instruction: str | None
+    max_length: int | None
+    cache: VectorCache | None
+    chunk: int
+    show_progress: bool
+    desc: str
 
 
-def encode_cached(
+def _cached(
     encoder: Encoder,
     texts: Sequence[str],
+    variants: dict[str, str],
+    encode_chunk: Callable[[Sequence[str], str | None, int], dict[str, np.ndarray]],
     *,
+    query: bool = False,
     instruction: str | None = None,
     max_length: int | None = None,
     cache: VectorCache | None = None,
     chunk: int = DEFAULT_CHUNK,
     show_progress: bool = False,
     desc: str = "encode",
-    query: bool = False,
-) -> np.ndarray:
-    """``encoder.encode(texts, instruction, max_length=..., query=...)`` through the cache
-    (``query``: the texts are queries, which get the encoder's query prompt when it has one).
-
-    A standardised encoder (``config.standardize``, normalised output) shares the cache of its
-    unstandardised self: the statistics are applied to the cached unit vectors, so fitting or
-    refitting them costs no encoding pass."""
+) -> dict[str, np.ndarray]:
+    """:func:`_encode_chunked` under the key of ``texts`` as the encoder reads them (its prefix
+    for ``instruction`` and ``query``, the max length, its dtype); ``encode_chunk(block,
+    instruction, max_length)`` encodes a block of texts."""
     cache = cache or VectorCache(None)
     length = max_length or encoder.config.max_length
     key = texts_key(
@@ -175,12 +184,32 @@ def encode_cached(
         max_length=length,
         dtype=encoder.dtype,
     )
+    meta: dict[str, object] = {
+        "encoder": encoder.config.name,
+        "instruction": instruction,
+        "max_length": length,
+    }
+    return _encode_chunked(
+        variants, texts, key, cache, lambda block: encode_chunk(block, instruction, length),
+        meta=meta, chunk=chunk, show_progress=show_progress, desc=desc,
+    )  # fmt: skip
+
+
+def encode_cached(
+    encoder: Encoder, texts: Sequence[str], *, query: bool = False, **options: Unpack[CacheOptions]
+) -> np.ndarray:
+    """``encoder.encode(texts, instruction, max_length=..., query=...)`` through the cache
+    (``query``: the texts are queries, which get the encoder's query prompt when it has one).
+
+    A standardised encoder (``config.standardize``, normalised output) shares the cache of its
+    unstandardised self: the statistics are applied to the cached unit vectors, so fitting or
+    refitting them costs no encoding pass."""
     config = encoder.config
     shared = config.standardize is not None and config.normalize
     if shared:
         config = config.model_copy(update={"standardize": None})
 
-    def run(block: Sequence[str]) -> dict[str, np.ndarray]:
+    def run(block: Sequence[str], instruction: str | None, length: int) -> dict[str, np.ndarray]:
         if shared:  # what the unstandardised encoder returns: unit pooled vectors
             pooled = encoder.encode_pooled(
                 block, instruction=instruction, max_length=length, query=query
@@ -190,18 +219,8 @@ def encode_cached(
             "main": encoder.encode(block, instruction=instruction, max_length=length, query=query)
         }
 
-    out = _encode_chunked(
-        {"main": config.fingerprint()},
-        texts,
-        key,
-        cache,
-        run,
-        meta=_meta(config, instruction, length),
-        chunk=chunk,
-        show_progress=show_progress,
-        desc=desc,
-    )["main"]
-    return encoder.finish(out) if shared else out
+    out = _cached(encoder, texts, {"main": config.fingerprint()}, run, query=query, **options)
+    return encoder.finish(out["main"]) if shared else out["main"]
 
 
 def pool_variants(
@@ -245,37 +264,13 @@ def encode_variants_cached(
     encoder: Encoder,
     texts: Sequence[str],
     poolings: Sequence[str],
-    *,
-    instruction: str | None = None,
-    max_length: int | None = None,
-    cache: VectorCache | None = None,
-    chunk: int = DEFAULT_CHUNK,
-    show_progress: bool = False,
-    desc: str = "encode",
+    **options: Unpack[CacheOptions],
 ) -> dict[str, np.ndarray]:
     """:func:`pool_variants` through the cache; each mode is cached under the fingerprint of the
     config with that pooling, so it is shared with :func:`encode_cached` on that config."""
-    cache = cache or VectorCache(None)
-    length = max_length or encoder.config.max_length
-    key = texts_key(
-        texts,
-        prefix=encoder.config.prefix(instruction),
-        max_length=length,
-        dtype=encoder.dtype,
-    )
     variants = {p: variant_config(encoder, p).fingerprint() for p in poolings}
 
-    def run(block: Sequence[str]) -> dict[str, np.ndarray]:
+    def run(block: Sequence[str], instruction: str | None, length: int) -> dict[str, np.ndarray]:
         return pool_variants(encoder, block, poolings, instruction=instruction, max_length=length)
 
-    return _encode_chunked(
-        variants,
-        texts,
-        key,
-        cache,
-        run,
-        meta=_meta(encoder.config, instruction, length),
-        chunk=chunk,
-        show_progress=show_progress,
-        desc=desc,
-    )
+    return _cached(encoder, texts, variants, run, **options)
