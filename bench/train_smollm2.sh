@@ -14,7 +14,10 @@
 #   STAGES="ember-sup" THREADS=1 bench/train_smollm2.sh    # 48 steps, 62 min (1 thread: the
 #                                                          # machine was shared; see RESULTS.md)
 #   python bench/ship_adapter.py bench/out/train/e-sup --out encoders/presets/smollm2-ember \
-#     --rank 16 --name smollm2-ember
+#     --rank 16 --name smollm2-ember          # the preset of sessions 5-9 (git c829d3b)
+#   STAGES="ember-distill ember-ship" THREADS=2 bench/train_smollm2.sh  # session 10: + MiniLM
+#                                    # distillation, 120 steps x 32, 45 min of steps (AMD EPYC,
+#                                    # avx512_bf16), then fit-stats and the fold: today's preset
 # bf16 autocast (--precision auto: bf16 where the CPU has avx512_bf16 / AMX, fp32 elsewhere).
 # Data: MNTP on the SciFact corpus text (unlabelled, in-domain); the supervised stage mixes
 # SNLI triples, SciFact *train* qrels (twice, BM25 hard negatives), (title, abstract) pairs of
@@ -59,9 +62,13 @@ for stage in $STAGES; do
                  --max-steps 48 --batch-size 64 --chunk-size 32 --max-length 160 \
                  --query-max-length 64 --hard-negatives 1 --lr 2e-4 --save-steps 8 \
                  --precision auto ;;
-    # Distillation from the bundled all-MiniLM-L6-v2 on top of the shipped smollm2-ember
-    # (session 10): the same sources, STS-B train twice, 2 BM25 negatives as soft labels.
-    ember-distill) train supervised --from smollm2-ember --out $O/e-distill --teacher minilm \
+    # Distillation from the bundled all-MiniLM-L6-v2 (session 10) on top of the preset shipped in
+    # sessions 5-9 (ember-mntp + ember-sup folded by ship_adapter.py; taken from git as it was),
+    # the same sources, STS-B train twice, 2 BM25 negatives as soft labels. Then ember-ship.
+    ember-distill) rm -rf $O/prev-preset && mkdir -p $O/prev-preset
+                   git archive c829d3b encoders/presets/smollm2-ember \
+                     | tar -x --strip-components=3 -C $O/prev-preset
+                   train supervised --from $O/prev-preset --out $O/e-distill --teacher minilm \
                      --data $DATA/train/snli_nli_triples_from_senteval_dev_test.jsonl \
                      --data $SCIFACT --data $SCIFACT --corpus-pairs $SCIFACT \
                      --scored-pairs $DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv \
@@ -69,6 +76,11 @@ for stage in $STAGES; do
                      --max-examples 2000 --max-steps 120 --batch-size 32 --chunk-size 32 \
                      --max-length 128 --query-max-length 64 --hard-negatives 2 --lr 1e-4 \
                      --save-steps 20 --precision auto ;;
+    ember-ship) EMBER_DTYPE=bfloat16 nice -n 10 $E fit-stats $O/e-distill $SCIFACT \
+                  --out $O/e-distill-std --no-progress
+                .venv/bin/python bench/ship_adapter.py $O/e-distill \
+                  --out encoders/presets/smollm2-ember --rank 16 --name smollm2-ember \
+                  --stats $O/e-distill-std ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done

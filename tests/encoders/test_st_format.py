@@ -43,8 +43,8 @@ PRESET_FINGERPRINTS = {
     "smollm2-bi": "34cbe381a665",
     "smollm2-echo": "48b64d5838f2",
     "minilm": "ba1b2bd8060c",
-    # d4dea7253d55 until adapter files were hashed by content (same-rank retrains collided)
-    "smollm2-ember": "8ee5e05f272c",
+    # d4dea7253d55 (sessions 5-9 preset) until adapter files were hashed by content
+    "smollm2-ember": "396d1b6ded1e",  # session 10: + MiniLM distillation
 }
 
 
