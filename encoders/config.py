@@ -300,7 +300,7 @@ def _weights_signature(path: str) -> str:
     if not p.is_dir():
         return path
     files = []
-    for f in sorted(p.iterdir()):
+    for f in p.iterdir():
         if f.suffix not in {".safetensors", ".bin", ".gguf", ".pt"}:
             continue
         stat = f.stat()

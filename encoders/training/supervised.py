@@ -130,22 +130,29 @@ class SupervisedTrainer(Trainer):
         from encoders.registry import resolve_config
 
         teacher = Encoder.from_config(resolve_config(spec), dtype="float32")
-        show = self.params.progress
+        memo: dict[tuple[str, bool], torch.Tensor] = {}
 
         def vectors(texts: list[str], query: bool) -> torch.Tensor:
-            out = teacher.encode(texts, None, query=query, show_progress=show, normalize=True)
-            return torch.from_numpy(out).float()
+            # each distinct text once: a query with several positives, a source given twice
+            missing = sorted({t for t in texts if (t, query) not in memo})
+            if missing:
+                out = teacher.encode(
+                    missing, None, query=query, show_progress=self.params.progress, normalize=True
+                )
+                memo.update(
+                    zip(((t, query) for t in missing), torch.from_numpy(out).float(), strict=True)
+                )
+            return torch.stack([memo[t, query] for t in texts])
 
-        with torch.no_grad():
-            for source in self.sources:
-                if isinstance(source, ScoredSource):
-                    self.teacher_queries.append(vectors([a for a, _, _ in source.pairs], False))
-                    seconds = vectors([b for _, b, _ in source.pairs], False)
-                    self.teacher_docs.append({str(i): v for i, v in enumerate(seconds)})
-                    continue
-                self.teacher_queries.append(vectors([ex.query for ex in source.examples], True))
-                texts = sorted({t for ex in source.examples for t in [ex.positive, *ex.negatives]})
-                self.teacher_docs.append(dict(zip(texts, vectors(texts, False), strict=True)))
+        for source in self.sources:
+            if isinstance(source, ScoredSource):
+                self.teacher_queries.append(vectors([a for a, _, _ in source.pairs], False))
+                seconds = vectors([b for _, b, _ in source.pairs], False)
+                self.teacher_docs.append({str(i): v for i, v in enumerate(seconds)})
+                continue
+            self.teacher_queries.append(vectors([ex.query for ex in source.examples], True))
+            texts = sorted({t for ex in source.examples for t in [ex.positive, *ex.negatives]})
+            self.teacher_docs.append(dict(zip(texts, vectors(texts, False), strict=True)))
 
     def extra_modules(self) -> dict[str, nn.Module]:
         pooler = getattr(self, "pooler", None)
@@ -205,22 +212,21 @@ class SupervisedTrainer(Trainer):
         queries, docs, extra = self.batch_inputs(step)
         scored = isinstance(self.sources[self.batcher.batch(step)[0]], ScoredSource)
         teacher = self.teacher_scores(step) if p.teacher else None
-        weight = p.distill_weight if teacher is not None else 0.0
         parts: dict[str, float] = {}
 
         def loss_fn(reps: list[torch.Tensor]) -> torch.Tensor:
-            if scored:
+            exclude = None if scored else extra.to(reps[0].device)
+            if exclude is None:
                 gold = cosent_loss(reps[0], reps[1], extra, p.cosent_scale)
             else:
-                gold = contrastive_loss(reps[0], reps[1], p.temperature, extra.to(reps[0].device))
+                gold = contrastive_loss(reps[0], reps[1], p.temperature, exclude)
             if teacher is None:
                 return gold
-            exclude = None if scored else extra.to(reps[0].device)
             soft = distill_loss(
                 reps[0], reps[1], teacher, p.temperature, p.teacher_temperature, exclude
             )
             parts.update(gold=float(gold.detach()), distill=float(soft.detach()))
-            return (1.0 - weight) * gold + weight * soft
+            return (1.0 - p.distill_weight) * gold + p.distill_weight * soft
 
         loss = cached_backward(self.encoder.embed_batch, [queries, docs], loss_fn, p.chunk_size)
         return {"loss": loss, "docs": float(len(docs)), **parts}
