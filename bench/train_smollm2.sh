@@ -17,7 +17,10 @@
 #     --rank 16 --name smollm2-ember          # the preset of sessions 5-9 (git c829d3b)
 #   STAGES="ember-distill ember-ship" THREADS=2 bench/train_smollm2.sh  # session 10: + MiniLM
 #                                    # distillation, 120 steps x 32, 45 min of steps (AMD EPYC,
-#                                    # avx512_bf16), then fit-stats and the fold: today's preset
+#                                    # avx512_bf16), then fit-stats and the fold: session 10's preset
+#   STAGES="ember-distill2 ember-ship2" THREADS=2 bench/train_smollm2.sh  # session 11: from
+#                                    # session 10's preset, 150 more steps on up to 6,000 examples
+#                                    # a source (new STS-B and corpus pairs), seed 43
 # bf16 autocast (--precision auto: bf16 where the CPU has avx512_bf16 / AMX, fp32 elsewhere).
 # Data: MNTP on the SciFact corpus text (unlabelled, in-domain); the supervised stage mixes
 # SNLI triples, SciFact *train* qrels (twice, BM25 hard negatives), (title, abstract) pairs of
@@ -76,6 +79,22 @@ for stage in $STAGES; do
                      --max-examples 2000 --max-steps 120 --batch-size 32 --chunk-size 32 \
                      --max-length 128 --query-max-length 64 --hard-negatives 2 --lr 1e-4 \
                      --save-steps 20 --precision auto ;;
+    ember-distill2) rm -rf $O/prev-preset2 && mkdir -p $O/prev-preset2  # session 11: 150 more steps
+                    git archive ffbf288 encoders/presets/smollm2-ember \
+                      | tar -x --strip-components=3 -C $O/prev-preset2
+                    train supervised --from $O/prev-preset2 --out $O/e-distill2 --teacher minilm \
+                      --data $DATA/train/snli_nli_triples_from_senteval_dev_test.jsonl \
+                      --data $SCIFACT --data $SCIFACT --corpus-pairs $SCIFACT \
+                      --scored-pairs $DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv \
+                      --scored-pairs $DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv \
+                      --max-examples 6000 --max-steps 150 --batch-size 32 --chunk-size 32 \
+                      --max-length 128 --query-max-length 64 --hard-negatives 2 --lr 1e-4 \
+                      --seed 43 --save-steps 10 --precision auto ;;
+    ember-ship2) EMBER_DTYPE=bfloat16 nice -n 10 $E fit-stats $O/e-distill2 $SCIFACT \
+                   --out $O/e-distill2-std --no-progress
+                 .venv/bin/python bench/ship_adapter.py $O/e-distill2 \
+                   --out ${SHIP_OUT:-encoders/presets/smollm2-ember} --rank 16 --name smollm2-ember \
+                   --stats $O/e-distill2-std ;;
     ember-ship) EMBER_DTYPE=bfloat16 nice -n 10 $E fit-stats $O/e-distill $SCIFACT \
                   --out $O/e-distill-std --no-progress
                 .venv/bin/python bench/ship_adapter.py $O/e-distill \
