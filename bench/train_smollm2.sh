@@ -36,6 +36,14 @@ THREADS=${THREADS:-1}
 mkdir -p $O
 train() { nice -n 10 $E train "$@" --threads "$THREADS" --resume --no-progress; }
 SCIFACT=$DATA/beir/scifact
+STS_TRAIN=$DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv
+# The distillation stages' mix: SNLI, SciFact train x2 (2 BM25 negatives), (title, abstract)
+# pairs, STS-B train x2; MiniLM the teacher; bf16 autocast where the CPU has it.
+distill() { train supervised --teacher minilm \
+  --data $DATA/train/snli_nli_triples_from_senteval_dev_test.jsonl --data $SCIFACT --data $SCIFACT \
+  --corpus-pairs $SCIFACT --scored-pairs $STS_TRAIN --scored-pairs $STS_TRAIN --batch-size 32 \
+  --chunk-size 32 --max-length 128 --query-max-length 64 --hard-negatives 2 --lr 1e-4 \
+  --precision auto "$@"; }
 
 for stage in $STAGES; do
   case $stage in
@@ -71,25 +79,13 @@ for stage in $STAGES; do
     ember-distill) rm -rf $O/prev-preset && mkdir -p $O/prev-preset
                    git archive c829d3b encoders/presets/smollm2-ember \
                      | tar -x --strip-components=3 -C $O/prev-preset
-                   train supervised --from $O/prev-preset --out $O/e-distill --teacher minilm \
-                     --data $DATA/train/snli_nli_triples_from_senteval_dev_test.jsonl \
-                     --data $SCIFACT --data $SCIFACT --corpus-pairs $SCIFACT \
-                     --scored-pairs $DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv \
-                     --scored-pairs $DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv \
-                     --max-examples 2000 --max-steps 120 --batch-size 32 --chunk-size 32 \
-                     --max-length 128 --query-max-length 64 --hard-negatives 2 --lr 1e-4 \
-                     --save-steps 20 --precision auto ;;
+                   distill --from $O/prev-preset --out $O/e-distill --max-examples 2000 \
+                     --max-steps 120 --save-steps 20 ;;
     ember-distill2) rm -rf $O/prev-preset2 && mkdir -p $O/prev-preset2  # session 11: 150 more steps
                     git archive ffbf288 encoders/presets/smollm2-ember \
                       | tar -x --strip-components=3 -C $O/prev-preset2
-                    train supervised --from $O/prev-preset2 --out $O/e-distill2 --teacher minilm \
-                      --data $DATA/train/snli_nli_triples_from_senteval_dev_test.jsonl \
-                      --data $SCIFACT --data $SCIFACT --corpus-pairs $SCIFACT \
-                      --scored-pairs $DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv \
-                      --scored-pairs $DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv \
-                      --max-examples 6000 --max-steps 150 --batch-size 32 --chunk-size 32 \
-                      --max-length 128 --query-max-length 64 --hard-negatives 2 --lr 1e-4 \
-                      --seed 43 --save-steps 10 --precision auto ;;
+                    distill --from $O/prev-preset2 --out $O/e-distill2 --max-examples 6000 \
+                      --max-steps 150 --seed 43 --save-steps 10 ;;
     ember-ship2) EMBER_DTYPE=bfloat16 nice -n 10 $E fit-stats $O/e-distill2 $SCIFACT \
                    --out $O/e-distill2-std --no-progress
                  .venv/bin/python bench/ship_adapter.py $O/e-distill2 \
