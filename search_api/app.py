@@ -25,7 +25,6 @@ from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi_offline import FastAPIOffline
 
-from indexer.settings import broker_without_qdrant
 from search_api.batcher import EncodeFn, MicroBatcher, Mode, Named
 from search_api.errors import install_error_handlers
 from search_api.limits import LimitsMiddleware
@@ -33,12 +32,13 @@ from search_api.metrics import Metrics, MetricsMiddleware
 from search_api.routes import embeddings, meta, search, web
 from search_api.security import require_api_key
 from search_api.served import WARMUP_QUERY, EncoderRegistry, Served, encode_fn, named_vectors
+from search_api.settings import broker_without_qdrant
 from search_api.state import ApiState
 
 if TYPE_CHECKING:
     from encoders import Encoder
-    from indexer.settings import Settings
     from indexer.store import Store
+    from search_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _behind_keys(route: Any) -> bool:
 
 
 def create_app(
-    settings: Settings | None = None,
+    settings: ApiSettings | None = None,
     encoder: Encoder | None = None,
     store: Store | None = None,
 ) -> FastAPI:
@@ -137,9 +137,9 @@ def create_app(
     store (embedded under ``data_dir`` unless ``qdrant_url``); an injected store is not closed
     on shutdown, one opened here is."""
     if settings is None:
-        from indexer.settings import get_settings
+        from search_api.settings import get_api_settings
 
-        settings = get_settings()
+        settings = get_api_settings()
     warning = broker_without_qdrant(settings)
     if warning is not None:
         log.warning(warning)

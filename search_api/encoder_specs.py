@@ -20,7 +20,7 @@ from indexer.search import EncoderMismatchError
 from indexer.store import SOURCE_META_KEY
 
 if TYPE_CHECKING:
-    from indexer.settings import Settings
+    from search_api.settings import ApiSettings
 
 
 class EncoderUnavailableError(EncoderMismatchError):
@@ -57,7 +57,7 @@ def _presets() -> dict[str, Any]:
     return PRESETS
 
 
-def allowed_roots(settings: Settings) -> list[Path]:
+def allowed_roots(settings: ApiSettings) -> list[Path]:
     """Folders whose encoders may be loaded because a collection records them."""
     from encoders.registry import PACKAGED  # torch, as in _presets
 
@@ -68,7 +68,7 @@ def allowed_roots(settings: Settings) -> list[Path]:
     return [root.resolve() for root in roots]
 
 
-def check_spec(spec: str, settings: Settings) -> str:
+def check_spec(spec: str, settings: ApiSettings) -> str:
     """``spec`` when this server may load it (a preset, ``EMBER_ENCODER``, a folder inside
     :func:`allowed_roots`), as it should be loaded; else :class:`EncoderUnavailableError`."""
     if spec in _presets() or spec == settings.encoder:

@@ -45,8 +45,8 @@ from search_api.schemas import ServedEncoder
 
 if TYPE_CHECKING:
     from encoders import Encoder
-    from indexer.settings import Settings
     from indexer.store import CollectionInfo, Store
+    from search_api.settings import ApiSettings
     from search_api.state import ApiState
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class EncoderRegistry:
     """Loaded encoders by fingerprint. Mutated on the event loop only; :meth:`target` (which
     reads the store) runs on a worker thread and only reads it."""
 
-    def __init__(self, settings: Settings, make_batcher: BatcherFactory) -> None:
+    def __init__(self, settings: ApiSettings, make_batcher: BatcherFactory) -> None:
         self.settings = settings
         self.cap = settings.api_max_encoders
         self.wait_s = settings.api_encoder_wait_s

@@ -19,11 +19,11 @@ from search_api.errors import ApiError
 
 if TYPE_CHECKING:
     from encoders import Encoder
-    from indexer.settings import Settings
     from indexer.store import Store
     from search_api.batcher import MicroBatcher
     from search_api.metrics import Metrics
     from search_api.served import EncoderRegistry
+    from search_api.settings import ApiSettings
 
 
 Status = Literal["starting", "ready", "failed"]
@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 @dataclass
 class ApiState:
-    settings: Settings
+    settings: ApiSettings
     metrics: Metrics
     encoder: Encoder | None = None
     store: Store | None = None

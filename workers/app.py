@@ -30,8 +30,8 @@ from typing import Any
 from celery import Celery
 from celery.schedules import crontab
 
-from indexer.settings import Settings, get_settings
 from workers.retrain_spec import RetrainSpec, parse_spec
+from workers.settings import WorkerSettings, get_worker_settings
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ RETRAIN_FIELDS = frozenset(RetrainSpec.model_fields)
 EMBEDDED_BROKER = "memory://"
 
 
-def transport_options(settings: Settings) -> dict[str, Any]:
+def transport_options(settings: WorkerSettings) -> dict[str, Any]:
     return {
         "visibility_timeout": settings.visibility_timeout,
         "unacked_restore_interval": settings.unacked_restore_interval,
@@ -99,7 +99,7 @@ def _retrain_entry(entry: dict[str, Any], where: str) -> dict[str, Any]:
     return {"spec": spec.model_dump()}
 
 
-def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+def build_beat_schedule(settings: WorkerSettings) -> dict[str, dict[str, Any]]:
     """Celery beat entries from ``EMBER_RETRAIN_SCHEDULE``, on the ``train`` queue at their cron
     time. ``{"name", "cron", "trainer", "params"}`` (``"pipeline": "train"``, the default) runs an
     ``ember.train`` job; ``{"name", "cron", "pipeline": "retrain", "alias", "trainer",
@@ -147,7 +147,7 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return schedule
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
+def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     common: dict[str, Any] = {
         "task_serializer": "json",
         "result_serializer": "json",
@@ -197,8 +197,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings | None = None) -> Celery:
-    settings = settings or get_settings()
+def create_app(settings: WorkerSettings | None = None) -> Celery:
+    settings = settings or get_worker_settings()
     app = Celery("ember", include=list(TASK_MODULES))
     app.conf.update(celery_config(settings))
     return app

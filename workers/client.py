@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from encoders import Encoder
-    from indexer.settings import Settings
     from indexer.store import Store
+    from workers.settings import WorkerSettings
 
 #: a task to send: name, queue, args, kwargs
 _Task = tuple[str, str, tuple[Any, ...], dict[str, Any]]
@@ -46,7 +46,7 @@ _apps: dict[str, Celery] = {}
 _executor: ThreadPoolExecutor | None = None
 
 
-def client_app(settings: Settings) -> Celery:
+def client_app(settings: WorkerSettings) -> Celery:
     """A Celery app for sending tasks to ``settings.broker_url`` (cached per broker)."""
     from workers.app import create_app
 
@@ -64,7 +64,7 @@ def _run_in_process(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     task_id: str,
-    settings: Settings,
+    settings: WorkerSettings,
     store: Store | None,
     encoder: Encoder | None,
     wait: bool,
@@ -87,7 +87,7 @@ def _run_in_process(
     return job_executor(settings).submit(run)
 
 
-def job_executor(settings: Settings) -> ThreadPoolExecutor:
+def job_executor(settings: WorkerSettings) -> ThreadPoolExecutor:
     """The one background job thread, below the search threads (:mod:`workers.priority`)."""
     global _executor
     from workers.priority import lower_this_thread
@@ -104,7 +104,7 @@ def job_executor(settings: Settings) -> ThreadPoolExecutor:
 
 
 def _dispatch(
-    settings: Settings,
+    settings: WorkerSettings,
     name: str,
     queue: str,
     args: tuple[Any, ...],
@@ -122,7 +122,7 @@ def _dispatch(
 
 
 def _submit(
-    settings: Settings,
+    settings: WorkerSettings,
     kind: str,
     params: dict[str, Any],
     task: _Task,
@@ -169,7 +169,7 @@ class IndexArgs(TypedDict, total=False):
 
 
 def index_spec(
-    settings: Settings, collection: str, **args: Unpack[IndexArgs]
+    settings: WorkerSettings, collection: str, **args: Unpack[IndexArgs]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The checked task spec of an index job (an :class:`indexer.spec.IndexSpec` plus the
     corpus and batching) and the parameters its record shows (inline documents counted, not
@@ -214,7 +214,7 @@ def index_spec(
     return spec, params
 
 
-def _embedded_store(settings: Settings, store: Store | None) -> Store | None:
+def _embedded_store(settings: WorkerSettings, store: Store | None) -> Store | None:
     """In-process: fail on a locked or unusable store before there is a job record."""
     if settings.broker_url or store is not None:
         return store
@@ -225,7 +225,7 @@ def _embedded_store(settings: Settings, store: Store | None) -> Store | None:
 
 
 def submit_index(
-    settings: Settings,
+    settings: WorkerSettings,
     collection: str,
     *,
     wait: bool = False,
@@ -244,7 +244,7 @@ def submit_index(
 
 
 def submit_retrain(
-    settings: Settings,
+    settings: WorkerSettings,
     spec: RetrainSpec | dict[str, Any],
     *,
     wait: bool = False,
@@ -264,7 +264,7 @@ def submit_retrain(
 
 
 def submit_train(
-    settings: Settings,
+    settings: WorkerSettings,
     trainer: str,
     params: dict[str, Any] | None = None,
     *,

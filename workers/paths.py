@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from encoders.errors import EmberError
 
 if TYPE_CHECKING:
-    from indexer.settings import Settings
+    from workers.settings import WorkerSettings
 
 INPUT_SETTING = "EMBER_JOB_INPUT_DIR"
 OUTPUT_SETTING = "EMBER_JOB_OUTPUT_DIR"
@@ -60,11 +60,11 @@ class Root:
     setting: str
 
 
-def input_root(settings: Settings) -> Root:
+def input_root(settings: WorkerSettings) -> Root:
     return Root(settings.job_input_dir, INPUT_SETTING)
 
 
-def output_root(settings: Settings) -> Root:
+def output_root(settings: WorkerSettings) -> Root:
     return Root(settings.job_output_root, OUTPUT_SETTING)
 
 
@@ -95,11 +95,13 @@ def confine(
     return str(target)
 
 
-def confine_input(settings: Settings, raw: object, loc: Loc, *, must_exist: bool = True) -> str:
+def confine_input(
+    settings: WorkerSettings, raw: object, loc: Loc, *, must_exist: bool = True
+) -> str:
     return confine(raw, [input_root(settings)], loc, must_exist=must_exist)
 
 
-def confine_train_params(settings: Settings, params: Mapping[str, Any]) -> dict[str, Any]:
+def confine_train_params(settings: WorkerSettings, params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` with every path confined and made absolute (other keys unchanged)."""
     # a local import: workers.paths is imported on the API's light path (no torch there)
     from encoders.registry import PRESETS

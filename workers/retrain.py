@@ -37,9 +37,9 @@ from workers.retrain_spec import STAGES, RetrainSpec, initial_result
 
 if TYPE_CHECKING:
     from encoders import Encoder
-    from indexer.settings import Settings
     from indexer.store import Store
     from workers.jobs import Job, JobStore
+    from workers.settings import WorkerSettings
 
 
 __all__ = ["RetrainError", "initial_result", "settle_parent", "update_stage"]
@@ -99,7 +99,9 @@ def build_fingerprint(build: str) -> str:
     return parsed[1]
 
 
-def current_encoder_spec(store: Store, build: str, spec: RetrainSpec, settings: Settings) -> str:
+def current_encoder_spec(
+    store: Store, build: str, spec: RetrainSpec, settings: WorkerSettings
+) -> str:
     """The encoder spec the serving ``build`` was made with: the caller's ``current_encoder``,
     else what the build records, else ``EMBER_ENCODER`` (checked against the fingerprint by
     :func:`check_fingerprint`)."""

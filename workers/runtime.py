@@ -19,32 +19,34 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from encoders import Encoder
-    from indexer.settings import Settings
     from indexer.store import Store
+    from workers.settings import WorkerSettings
 
 _lock = threading.RLock()
-_settings: Settings | None = None
+_settings: WorkerSettings | None = None
 _encoders: dict[str, Encoder] = {}
 _stores: dict[str, Store] = {}
 _owned: set[str] = set()  # stores opened here (closed by reset); provided ones are not ours
 
 
-def settings() -> Settings:
+def settings() -> WorkerSettings:
     if _settings is not None:
         return _settings
-    from indexer.settings import get_settings
+    from workers.settings import get_worker_settings
 
-    return get_settings()
+    return get_worker_settings()
 
 
-def store_key(s: Settings) -> str:
+def store_key(s: WorkerSettings) -> str:
     if s.qdrant_url:
         return f"url:{s.qdrant_url}"
     return f"{s.embedded_backend}:{Path(s.data_dir).resolve()}"
 
 
 def provide(
-    settings: Settings | None = None, store: Store | None = None, encoder: Encoder | None = None
+    settings: WorkerSettings | None = None,
+    store: Store | None = None,
+    encoder: Encoder | None = None,
 ) -> None:
     """Make this process's tasks use these settings, store and encoder (embedded API)."""
     global _settings
@@ -53,9 +55,9 @@ def provide(
             _settings = settings
         current = _settings
         if current is None:
-            from indexer.settings import get_settings
+            from workers.settings import get_worker_settings
 
-            current = get_settings()
+            current = get_worker_settings()
         if store is not None:
             _stores[store_key(current)] = store
         if encoder is not None:

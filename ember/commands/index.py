@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import click
 
@@ -20,13 +20,24 @@ if TYPE_CHECKING:
     from indexer.settings import Settings
     from indexer.store import Hit, Store
 
+S = TypeVar("S", bound="Settings")
+
 FORMATS = ["auto", "jsonl", "beir", "csv", "dir"]
 
 
-def settings_for(data_dir: str | None, backend: str | None) -> Settings:
+@overload
+def settings_for(data_dir: str | None, backend: str | None) -> Settings: ...
+@overload
+def settings_for(data_dir: str | None, backend: str | None, kind: type[S]) -> S: ...
+def settings_for(
+    data_dir: str | None, backend: str | None, kind: type[Settings] | None = None
+) -> Settings:
+    """The environment's settings of one kind (the indexer's unless ``kind`` names the
+    workers' or the API's), with ``--data-dir`` / ``--backend`` over them."""
     from indexer.settings import Settings
 
-    settings = Settings()  # read the environment now (get_settings() caches the first read)
+    # read the environment now (get_settings() caches the first read)
+    settings = (kind or Settings)()
     overrides: dict[str, Any] = {}
     if data_dir is not None:
         overrides["data_dir"] = Path(data_dir)

@@ -19,19 +19,19 @@ from ember.commands.options import chunk_options, json_object
 from ember.errors import UserError
 
 if TYPE_CHECKING:
-    from indexer.settings import Settings
     from workers.jobs import Job, JobStore
+    from workers.settings import WorkerSettings
 
 FORMATS = ["auto", "jsonl", "beir", "csv", "dir"]
 
 
-def _settings() -> Settings:
-    from indexer.settings import get_settings
+def _settings() -> WorkerSettings:
+    from workers.settings import get_worker_settings
 
-    return get_settings()
+    return get_worker_settings()
 
 
-def _job_store(settings: Settings) -> JobStore:
+def _job_store(settings: WorkerSettings) -> JobStore:
     from workers.jobs import open_job_store
 
     return open_job_store(settings)
@@ -135,7 +135,7 @@ def _progress_line(job: Job) -> str:
     return line
 
 
-def _follow(settings: Settings, job_id: str, timeout: float | None) -> Job:
+def _follow(settings: WorkerSettings, job_id: str, timeout: float | None) -> Job:
     from workers.client import wait_for
 
     last = [""]
@@ -162,7 +162,9 @@ def _finish(job: Job, as_json: bool) -> None:
         sys.exit(1)
 
 
-def _report(settings: Settings, job: Job, *, embedded: bool, wait: bool, as_json: bool) -> None:
+def _report(
+    settings: WorkerSettings, job: Job, *, embedded: bool, wait: bool, as_json: bool
+) -> None:
     """A submitted job: in-process it has run, so print its record; with a broker print its
     id, then follow it to its end when --wait asks (else say how to follow it)."""
     if embedded:
@@ -382,7 +384,7 @@ def retrain_command(
     _report(settings, job, embedded=embedded, wait=wait, as_json=as_json)
 
 
-def _require_broker(settings: Settings, what: str) -> None:
+def _require_broker(settings: WorkerSettings, what: str) -> None:
     if not settings.broker_url:
         raise UserError(
             f"{what} needs a Redis broker: set EMBER_BROKER_URL (e.g. redis://localhost:6379/0). "
@@ -431,7 +433,7 @@ def worker_command(
       CUDA_VISIBLE_DEVICES=0 ember worker -n gpu0@%h
       CUDA_VISIBLE_DEVICES=1 ember worker -n gpu1@%h
     """
-    from indexer.settings import broker_without_qdrant
+    from workers.settings import broker_without_qdrant
 
     settings = _settings()
     _require_broker(settings, "ember worker")

@@ -81,10 +81,10 @@ def serve_command(
 
     from encoders import resolve_config
     from encoders.loading import ModelNotFoundError
-    from indexer.settings import Settings
     from search_api.app import create_app
+    from search_api.settings import ApiSettings
 
-    settings = settings_for(data_dir, backend)
+    settings = settings_for(data_dir, backend, ApiSettings)
     overrides: dict[str, Any] = {}
     if host is not None:
         overrides["api_host"] = host
@@ -95,7 +95,7 @@ def serve_command(
     if micro_batching is not None:
         overrides["api_micro_batching"] = micro_batching
     if overrides:
-        settings = Settings(**{**settings.model_dump(), **overrides})
+        settings = ApiSettings(**{**settings.model_dump(), **overrides})
     if not settings.api_keys and not is_loopback(settings.api_host) and not insecure:
         raise UserError(
             f"--host {settings.api_host}: refusing to serve beyond loopback without an API key "

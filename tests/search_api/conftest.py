@@ -23,10 +23,10 @@ from playwright.sync_api import sync_playwright
 
 from encoders.testing import tiny_encoder
 from indexer.pipeline import index_corpus
-from indexer.settings import Settings
 from indexer.store import Store
 from indexer.stores import open_store
 from search_api.app import create_app
+from search_api.settings import ApiSettings
 
 DOCS: list[dict[str, Any]] = [
     {"id": "fox", "text": "The quick brown fox jumps over the lazy dog.", "source": "web",
@@ -58,14 +58,14 @@ CHROMIUM_ARGS = [
 BATCH_WAIT_MS = 200.0
 
 
-def make_settings(tmp: Path, **overrides: Any) -> Settings:
+def make_settings(tmp: Path, **overrides: Any) -> ApiSettings:
     # dense by default: most API tests check cosine scores; the search modes (and the server's
     # own default, hybrid) are tested explicitly in test_search_modes.py
     values: dict[str, Any] = {
         "data_dir": tmp, "api_keys": [], "api_batch_wait_ms": 5.0, "search_mode": "dense",
     }  # fmt: skip
     values.update(overrides)
-    return Settings(**values)
+    return ApiSettings(**values)
 
 
 @pytest.fixture(scope="session")

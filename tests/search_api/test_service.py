@@ -291,15 +291,15 @@ def test_concurrent_requests_are_micro_batched_over_http(
 def test_a_broker_without_a_qdrant_server_is_warned_about(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from indexer.settings import Settings, broker_without_qdrant
     from search_api.app import create_app
+    from search_api.settings import ApiSettings, broker_without_qdrant
 
-    assert broker_without_qdrant(Settings(data_dir=tmp_path)) is None
+    assert broker_without_qdrant(ApiSettings(data_dir=tmp_path)) is None
     assert broker_without_qdrant(
-        Settings(data_dir=tmp_path, broker_url="redis://x", qdrant_url="http://q:6333")
+        ApiSettings(data_dir=tmp_path, broker_url="redis://x", qdrant_url="http://q:6333")
     ) is None  # fmt: skip
     with caplog.at_level("WARNING", logger="search_api.app"):
-        create_app(Settings(data_dir=tmp_path, broker_url="redis://localhost:1/0"))
+        create_app(ApiSettings(data_dir=tmp_path, broker_url="redis://localhost:1/0"))
     (record,) = [r for r in caplog.records if "EMBER_QDRANT_URL" in r.getMessage()]
     assert record.levelname == "WARNING"
     assert "EMBER_BROKER_URL is set without EMBER_QDRANT_URL" in record.getMessage()

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from indexer.pipeline import point_id
-from indexer.settings import Settings
 from indexer.store import Store
+from workers.settings import WorkerSettings
 
 WORDS = ["protein", "cell", "gene", "vitamin", "infection", "search", "engine", "vector", "model"]
 
@@ -39,8 +39,8 @@ def expected_ids(docs: list[dict[str, Any]]) -> set[str]:
     return {point_id(str(d["id"]), 0) for d in docs}
 
 
-def client_settings(tmp: Path, broker_url: str | None, **overrides: Any) -> Settings:
-    return Settings(
+def client_settings(tmp: Path, broker_url: str | None, **overrides: Any) -> WorkerSettings:
+    return WorkerSettings(
         broker_url=broker_url,
         result_backend=None,
         data_dir=tmp / "client-data",
@@ -53,7 +53,7 @@ def store_contents(data_dir: Path, alias: str) -> tuple[str | None, int, set[str
     the embedded store in ``data_dir``; open it only once its owner process has exited."""
     from indexer.stores import open_store
 
-    store = open_store(Settings(data_dir=data_dir, qdrant_url=None))
+    store = open_store(WorkerSettings(data_dir=data_dir, qdrant_url=None))
     try:
         return contents(store, alias)
     finally:

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from indexer.settings import Settings
 from tests.conftest import REPO
 from workers import training
 from workers.app import build_beat_schedule, celery_config, create_app, parse_cron
 from workers.recovery import _task_id
+from workers.settings import WorkerSettings
 
 
-def broker_settings(**overrides: Any) -> Settings:
-    return Settings(broker_url="redis://127.0.0.1:1/0", **overrides)
+def broker_settings(**overrides: Any) -> WorkerSettings:
+    return WorkerSettings(broker_url="redis://127.0.0.1:1/0", **overrides)
 
 
 def test_delivery_settings_on_a_broker() -> None:
@@ -43,7 +43,7 @@ def test_tasks_are_routed_to_the_index_and_train_queues() -> None:
 
 
 def test_without_a_broker_tasks_run_in_process() -> None:
-    conf = celery_config(Settings(broker_url=None))
+    conf = celery_config(WorkerSettings(broker_url=None))
     assert conf["task_always_eager"] is True
     assert conf["broker_url"] == "memory://"
 
@@ -55,7 +55,7 @@ def test_beat_schedule_is_built_from_the_environment(monkeypatch: pytest.MonkeyP
     ]
     monkeypatch.setenv("EMBER_RETRAIN_SCHEDULE", json.dumps(schedule))
     monkeypatch.setenv("EMBER_BROKER_URL", "redis://127.0.0.1:1/0")
-    beat = create_app(Settings()).conf.beat_schedule
+    beat = create_app(WorkerSettings()).conf.beat_schedule
     assert sorted(beat) == ["retrain-mntp-1", "weekly-simcse"]
     weekly = beat["weekly-simcse"]
     assert weekly["task"] == "ember.train"
@@ -73,7 +73,7 @@ def test_beat_schedule_is_built_from_the_environment(monkeypatch: pytest.MonkeyP
 
 
 def test_no_schedule_means_no_beat_entries() -> None:
-    assert build_beat_schedule(Settings()) == {}
+    assert build_beat_schedule(WorkerSettings()) == {}
 
 
 @pytest.mark.parametrize(
@@ -89,14 +89,14 @@ def test_no_schedule_means_no_beat_entries() -> None:
 )
 def test_bad_schedule_entries_are_named(entry: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match="EMBER_RETRAIN_SCHEDULE\\[0\\]") as info:
-        build_beat_schedule(Settings(retrain_schedule=[entry]))
+        build_beat_schedule(WorkerSettings(retrain_schedule=[entry]))
     assert message in str(info.value)
 
 
 def test_duplicate_schedule_names_are_refused() -> None:
     entries = [{"name": "a", "cron": "0 3 * * *", "trainer": "x"}] * 2
     with pytest.raises(ValueError, match="duplicate schedule name 'a'"):
-        build_beat_schedule(Settings(retrain_schedule=entries))
+        build_beat_schedule(WorkerSettings(retrain_schedule=entries))
 
 
 def test_parse_cron_fields() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from indexer.settings import Settings
+from search_api.settings import ApiSettings
 from tests.conftest import REPO
 
 DEPLOY = REPO / "deploy"
@@ -67,7 +67,7 @@ def test_every_service_shares_one_qdrant_server_and_broker(compose: dict[str, An
 
 
 def test_compose_environment_is_valid_settings(compose: dict[str, Any]) -> None:
-    fields = set(Settings.model_fields)
+    fields = set(ApiSettings.model_fields)
     for name, service in compose["services"].items():
         env = environment(service)
         ember = {k[len("EMBER_") :].lower(): v for k, v in env.items() if k.startswith("EMBER_")}
@@ -75,7 +75,7 @@ def test_compose_environment_is_valid_settings(compose: dict[str, Any]) -> None:
         assert not unknown, f"{name}: not settings: {unknown}"
         if ember:  # values parse (JSON lists, numbers) as the services would read them
             values = {k: v for k, v in ember.items() if v != ""}
-            Settings.model_validate(
+            ApiSettings.model_validate(
                 {k: (yaml.safe_load(v) if k in JSON_FIELDS else v) for k, v in values.items()}
             )
 
@@ -90,7 +90,7 @@ def test_redis_keeps_its_data_across_restarts(compose: dict[str, Any]) -> None:
 
 def test_the_reference_documents_every_setting() -> None:
     text = (DEPLOY / "README.md").read_text()
-    missing = [n for n in Settings.model_fields if f"`EMBER_{n.upper()}`" not in text]
+    missing = [n for n in ApiSettings.model_fields if f"`EMBER_{n.upper()}`" not in text]
     assert not missing, f"deploy/README.md does not document: {missing}"
 
 

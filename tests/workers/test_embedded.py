@@ -11,17 +11,18 @@ import pytest
 from click.testing import CliRunner
 
 from indexer.builds import owner_record
-from indexer.settings import Settings, get_settings
+from indexer.settings import clear_settings_cache
 from indexer.store import BUILD_META_KEY
 from tests.workers.helpers import contents, documents, expected_ids, simcse_params
 from workers import runtime, tasks
 from workers.client import submit_index, submit_train, wait_for
 from workers.jobs import FileJobStore, open_job_store
+from workers.settings import WorkerSettings
 
 
 @pytest.fixture
-def settings(tmp_path: Path, tiny_model: Path) -> Iterator[Settings]:
-    s = Settings(broker_url=None, data_dir=tmp_path / "data", encoder=str(tiny_model))
+def settings(tmp_path: Path, tiny_model: Path) -> Iterator[WorkerSettings]:
+    s = WorkerSettings(broker_url=None, data_dir=tmp_path / "data", encoder=str(tiny_model))
     try:
         yield s
     finally:  # release the embedded store this process opened
@@ -29,11 +30,11 @@ def settings(tmp_path: Path, tiny_model: Path) -> Iterator[Settings]:
         tasks._job_stores.clear()
 
 
-def served(settings: Settings, alias: str) -> tuple[str | None, int, set[str], list[str]]:
+def served(settings: WorkerSettings, alias: str) -> tuple[str | None, int, set[str], list[str]]:
     return contents(runtime.get_store(), alias)
 
 
-def test_index_job_runs_in_process_without_a_broker(settings: Settings) -> None:
+def test_index_job_runs_in_process_without_a_broker(settings: WorkerSettings) -> None:
     docs = documents(10)
     job = submit_index(settings, "docs", documents=docs, batch_docs=3, wait=True)
     assert job.state == "succeeded", job.to_dict()
@@ -52,13 +53,13 @@ def test_index_job_runs_in_process_without_a_broker(settings: Settings) -> None:
     assert job.build in names
 
 
-def test_background_submission_is_queued_then_runs(settings: Settings) -> None:
+def test_background_submission_is_queued_then_runs(settings: WorkerSettings) -> None:
     job = submit_index(settings, "docs", documents=documents(5), wait=False)
     done = wait_for(open_job_store(settings), job.id, timeout=120, poll_s=0.1)
     assert done.state == "succeeded" and done.points == 5
 
 
-def test_poisoned_document_fails_its_batch_only(settings: Settings) -> None:
+def test_poisoned_document_fails_its_batch_only(settings: WorkerSettings) -> None:
     first = submit_index(settings, "docs", documents=documents(6), batch_docs=2, wait=True)
     poisoned = documents(6, prefix="p")
     poisoned[3]["text"] = "   \n  "
@@ -74,7 +75,7 @@ def test_poisoned_document_fails_its_batch_only(settings: Settings) -> None:
 
 
 def test_bad_corpus_record_fails_the_job_before_any_build(
-    settings: Settings, tmp_path: Path
+    settings: WorkerSettings, tmp_path: Path
 ) -> None:
     corpus = tmp_path / "corpus.jsonl"
     lines = [json.dumps(d) for d in documents(3)]
@@ -91,7 +92,7 @@ def test_bad_corpus_record_fails_the_job_before_any_build(
     assert len(skipped.skipped) == 1 and skipped.skipped[0].startswith(f"{corpus}:2:")
 
 
-def test_missing_corpus_and_bad_arguments(settings: Settings, tmp_path: Path) -> None:
+def test_missing_corpus_and_bad_arguments(settings: WorkerSettings, tmp_path: Path) -> None:
     job = submit_index(settings, "docs", path=str(tmp_path / "nope.jsonl"), wait=True)
     assert (
         job.state == "failed" and job.error == f"{tmp_path / 'nope.jsonl'}: no such file or folder"
@@ -104,7 +105,7 @@ def test_missing_corpus_and_bad_arguments(settings: Settings, tmp_path: Path) ->
         submit_index(settings, "bad name", documents=documents(1))
 
 
-def test_duplicate_ids_in_one_job_fail_the_count_check(settings: Settings) -> None:
+def test_duplicate_ids_in_one_job_fail_the_count_check(settings: WorkerSettings) -> None:
     docs = documents(4)
     docs[3]["id"] = docs[0]["id"]
     job = submit_index(settings, "docs", documents=docs, batch_docs=2, wait=True)
@@ -113,7 +114,7 @@ def test_duplicate_ids_in_one_job_fail_the_count_check(settings: Settings) -> No
     assert served(settings, "docs")[0] is None
 
 
-def test_training_jobs_in_process(settings: Settings, tmp_path: Path) -> None:
+def test_training_jobs_in_process(settings: WorkerSettings, tmp_path: Path) -> None:
     params = simcse_params(tmp_path, settings.encoder)
     job = submit_train(settings, "simcse", params, wait=True)
     assert job.state == "succeeded", job.to_dict()
@@ -128,7 +129,7 @@ def test_training_jobs_in_process(settings: Settings, tmp_path: Path) -> None:
 
 
 def test_an_interrupted_training_job_resumes_when_redelivered(
-    settings: Settings, tmp_path: Path
+    settings: WorkerSettings, tmp_path: Path
 ) -> None:
     from workers.app import app, load_tasks
 
@@ -147,14 +148,14 @@ def test_an_interrupted_training_job_resumes_when_redelivered(
 
 
 def test_cli_jobs_index_list_show(
-    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path
+    settings: WorkerSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path
 ) -> None:
     from ember.cli import cli
 
     monkeypatch.setenv("EMBER_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("EMBER_ENCODER", str(tiny_model))
     monkeypatch.delenv("EMBER_BROKER_URL", raising=False)
-    get_settings.cache_clear()
+    clear_settings_cache()
     try:
         corpus = tmp_path / "c.jsonl"
         corpus.write_text("".join(json.dumps(d) + "\n" for d in documents(5)))
@@ -176,10 +177,10 @@ def test_cli_jobs_index_list_show(
         worker = runner.invoke(cli, ["worker"])
         assert worker.exit_code == 1 and "needs a Redis broker" in worker.output
     finally:
-        get_settings.cache_clear()
+        clear_settings_cache()
 
 
-def test_inline_documents_over_the_size_limit_fail_their_batch(settings: Settings) -> None:
+def test_inline_documents_over_the_size_limit_fail_their_batch(settings: WorkerSettings) -> None:
     small = settings.model_copy(update={"max_doc_chars": 20})
     docs = [{"id": "ok", "text": "short"}, {"id": "huge", "text": "x" * 21}]
     job = submit_index(small, "docs", documents=docs, wait=True)
@@ -190,7 +191,7 @@ def test_inline_documents_over_the_size_limit_fail_their_batch(settings: Setting
     ]
 
 
-def test_index_jobs_get_what_the_cli_gets(settings: Settings) -> None:
+def test_index_jobs_get_what_the_cli_gets(settings: WorkerSettings) -> None:
     """One IndexSpec on every path: a job honours keep_versions, creates the payload indexes it
     names and refuses chunks longer than the encoder reads before anything is written."""
     docs = [{**d, "year": 2000 + i} for i, d in enumerate(documents(6))]
@@ -219,7 +220,7 @@ def test_index_jobs_get_what_the_cli_gets(settings: Settings) -> None:
 
 
 def test_an_index_job_deletes_unfinished_builds_whose_builder_or_job_is_gone(
-    settings: Settings,
+    settings: WorkerSettings,
 ) -> None:
     docs = documents(6)
     first = submit_index(settings, "docs", documents=docs, batch_docs=3, wait=True)

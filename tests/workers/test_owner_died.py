@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from indexer.settings import get_settings
+from indexer.settings import clear_settings_cache
 from indexer.stores import open_store
 from search_api.app import create_app
 from tests.conftest import REPO
@@ -29,9 +29,10 @@ from workers.owner import OWNER_DIED
 
 RUN_JOB = """
 import json, sys
-from indexer.settings import get_settings
+from workers.settings import get_worker_settings
 from workers.client import submit_index
-submit_index(get_settings(), "docs", documents=json.loads(sys.argv[1]), batch_docs=1, wait=True)
+docs = json.loads(sys.argv[1])
+submit_index(get_worker_settings(), "docs", documents=docs, batch_docs=1, wait=True)
 """
 
 
@@ -53,11 +54,11 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Iterator[No
     for key, value in env.items():
         if key.startswith("EMBER_"):
             monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
+    clear_settings_cache()
     try:
         yield
     finally:
-        get_settings.cache_clear()
+        clear_settings_cache()
         runtime.reset()
         tasks._job_stores.clear()
 

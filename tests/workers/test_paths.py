@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from indexer.settings import Settings
 from workers import runtime, tasks
 from workers.jobs import open_job_store
 from workers.paths import JobPathError, confine_input, confine_train_params
+from workers.settings import WorkerSettings
 
 
 @pytest.fixture
@@ -29,9 +29,9 @@ def roots(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, roots: tuple[Path, Path, Path]) -> Settings:
+def settings(tmp_path: Path, roots: tuple[Path, Path, Path]) -> WorkerSettings:
     inputs, outputs, _ = roots
-    return Settings(
+    return WorkerSettings(
         broker_url=None, data_dir=tmp_path / "data", job_input_dir=inputs, job_output_dir=outputs
     )
 
@@ -43,7 +43,7 @@ def refused(call: object, *args: object) -> tuple[str, str]:
 
 
 def test_inputs_stay_inside_the_input_root(
-    settings: Settings, roots: tuple[Path, Path, Path]
+    settings: WorkerSettings, roots: tuple[Path, Path, Path]
 ) -> None:
     inputs, _, outside = roots
     assert confine_input(settings, "texts.jsonl", ("path",)) == str(inputs / "texts.jsonl")
@@ -76,7 +76,7 @@ def test_inputs_stay_inside_the_input_root(
 
 
 def test_training_params_are_confined_field_by_field(
-    settings: Settings, roots: tuple[Path, Path, Path]
+    settings: WorkerSettings, roots: tuple[Path, Path, Path]
 ) -> None:
     inputs, outputs, outside = roots
     ok = {"from": "minilm", "out": "trained", "data": ["texts.jsonl"], "max_steps": 1}
@@ -112,7 +112,7 @@ def test_training_params_are_confined_field_by_field(
 
 
 def test_the_output_root_defaults_to_the_data_dir(tmp_path: Path) -> None:
-    s = Settings(data_dir=tmp_path / "data")
+    s = WorkerSettings(data_dir=tmp_path / "data")
     out = confine_train_params(s, {"out": "run-1"})["out"]
     assert out == str((tmp_path / "data" / "jobs-out" / "run-1").resolve())
     assert refused(confine_train_params, s, {"out": str(tmp_path / "data" / "x")})[0] == (
@@ -121,7 +121,7 @@ def test_the_output_root_defaults_to_the_data_dir(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def worker(settings: Settings) -> Iterator[Settings]:
+def worker(settings: WorkerSettings) -> Iterator[WorkerSettings]:
     """This process acting as a worker with ``settings`` (tasks called as a worker calls
     them, so ``request.is_eager`` is false: the job came through the broker)."""
     runtime.provide(settings=settings)
@@ -133,7 +133,7 @@ def worker(settings: Settings) -> Iterator[Settings]:
 
 
 def test_the_worker_refuses_paths_from_the_broker(
-    worker: Settings, roots: tuple[Path, Path, Path]
+    worker: WorkerSettings, roots: tuple[Path, Path, Path]
 ) -> None:
     _, _, outside = roots
     job_store = open_job_store(worker)

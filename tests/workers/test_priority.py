@@ -11,9 +11,9 @@ from typing import TypeVar
 
 import torch
 
-from indexer.settings import Settings
 from workers.client import job_executor
 from workers.priority import MAX_NICE, lower_this_thread
+from workers.settings import WorkerSettings
 
 T = TypeVar("T")
 
@@ -52,7 +52,7 @@ def test_only_the_job_thread_is_lowered() -> None:
 
 
 def test_background_jobs_run_on_the_lowered_thread(tmp_path: Path) -> None:
-    settings = Settings(broker_url=None, data_dir=tmp_path)
+    settings = WorkerSettings(broker_url=None, data_dir=tmp_path)
     base = os.getpriority(os.PRIO_PROCESS, 0)
     nice, threads = job_executor(settings).submit(thread_state).result(timeout=60)
     assert nice == min(base + settings.job_nice, MAX_NICE)

@@ -15,13 +15,13 @@ import pytest
 
 from encoders import load_encoder
 from indexer.pipeline import index_corpus, parse_version, point_id
-from indexer.settings import Settings
 from indexer.sources import read_source
 from tests.workers import retrain_helpers as rh
 from workers import runtime, tasks
 from workers.app import build_beat_schedule
 from workers.client import submit_index, submit_retrain
 from workers.retrain_spec import STAGES, parse_spec
+from workers.settings import WorkerSettings
 from workers.training import unregister_trainer
 
 
@@ -37,8 +37,8 @@ def encs(tmp_path: Path, tiny_model: Path) -> tuple[Path, Path]:
     return rh.encoders(tmp_path, tiny_model)
 
 
-def make_settings(tmp: Path, encoder: Path) -> Settings:
-    return Settings(
+def make_settings(tmp: Path, encoder: Path) -> WorkerSettings:
+    return WorkerSettings(
         broker_url=None, data_dir=tmp / "data", encoder=str(encoder),
         trainer_modules=[rh.TRAINER_MODULE], job_output_dir=tmp / "out",
     )  # fmt: skip
@@ -178,7 +178,7 @@ def test_beat_runs_the_retrain_pipeline_and_old_entries_stay_valid() -> None:
         {"name": "loop", "cron": "0 4 * * 0", "pipeline": "retrain", "alias": "docs",
          "trainer": "supervised", "eval_set": "/data/eval", "min_gain": 0.01},
     ]  # fmt: skip
-    beat = build_beat_schedule(Settings(retrain_schedule=entries))
+    beat = build_beat_schedule(WorkerSettings(retrain_schedule=entries))
     assert beat["old"]["task"] == "ember.train"
     assert beat["loop"]["task"] == "ember.retrain"
     assert beat["loop"]["options"] == {"queue": "train"}
@@ -187,9 +187,9 @@ def test_beat_runs_the_retrain_pipeline_and_old_entries_stay_valid() -> None:
     assert beat["loop"]["kwargs"]["scheduled"] == "loop"
     bad = {**entries[1], "split": "test"}
     with pytest.raises(ValueError, match=r"EMBER_RETRAIN_SCHEDULE\[0\]: split 'test'"):
-        build_beat_schedule(Settings(retrain_schedule=[bad]))
+        build_beat_schedule(WorkerSettings(retrain_schedule=[bad]))
     with pytest.raises(ValueError, match="unknown field 'alias'"):
-        build_beat_schedule(Settings(retrain_schedule=[{**entries[0], "alias": "docs"}]))
+        build_beat_schedule(WorkerSettings(retrain_schedule=[{**entries[0], "alias": "docs"}]))
 
 
 def test_a_build_made_by_ember_index_is_retrained_from_its_recorded_corpus(

@@ -85,7 +85,7 @@ def test_cli_retrain_rejects_a_worse_candidate(
     tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ember.cli import cli
-    from indexer.settings import get_settings
+    from indexer.settings import clear_settings_cache
 
     good, bad = rh.encoders(tmp_path, tiny_model)
     path, _ = rh.corpus(tmp_path)
@@ -94,7 +94,7 @@ def test_cli_retrain_rejects_a_worse_candidate(
     monkeypatch.setenv("EMBER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("EMBER_ENCODER", str(good))
     monkeypatch.setenv("EMBER_TRAINER_MODULES", json.dumps([rh.TRAINER_MODULE]))
-    get_settings.cache_clear()
+    clear_settings_cache()
     try:
         runner = CliRunner()
         out = runner.invoke(cli, ["jobs", "index", str(path), "-c", "docs"])
@@ -121,4 +121,4 @@ def test_cli_retrain_rejects_a_worse_candidate(
     finally:
         runtime.reset()
         tasks._job_stores.clear()
-        get_settings.cache_clear()
+        clear_settings_cache()

@@ -11,7 +11,6 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from indexer.settings import Settings
 from tests.workers import retrain_helpers as rh
 from tests.workers.conftest import RedisServer, Worker, wait_until
 from tests.workers.helpers import client_settings, expected_ids, store_contents
@@ -19,6 +18,7 @@ from tests.workers.test_worker_process import JOB_TIMEOUT, current, follow, in_f
 from workers.client import submit_index, submit_retrain
 from workers.jobs import Job
 from workers.retrain_spec import STAGES
+from workers.settings import WorkerSettings
 
 
 class Served(NamedTuple):
@@ -26,7 +26,7 @@ class Served(NamedTuple):
 
     good: Path
     worker: Worker
-    settings: Settings
+    settings: WorkerSettings
     env: dict[str, str]
     docs: list[dict[str, Any]]
     first: Job

@@ -56,15 +56,15 @@ def cli(monkeypatch: pytest.MonkeyPatch, broker_url: str, args: list[str]) -> An
     from click.testing import CliRunner
 
     from ember.cli import cli as ember
-    from indexer.settings import get_settings
+    from indexer.settings import clear_settings_cache
 
     monkeypatch.setenv("EMBER_BROKER_URL", broker_url)
-    get_settings.cache_clear()
+    clear_settings_cache()
     try:
         return CliRunner().invoke(ember, args)
     finally:
         monkeypatch.delenv("EMBER_BROKER_URL")
-        get_settings.cache_clear()
+        clear_settings_cache()
 
 
 def test_index_and_train_jobs_complete_on_a_worker(

@@ -30,7 +30,7 @@ from workers.jobs.model import (
 from workers.jobs.redis_store import RedisJobStore, redis_client
 
 if TYPE_CHECKING:
-    from indexer.settings import Settings
+    from workers.settings import WorkerSettings
 
 __all__ = [
     "KINDS",
@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 
-def job_store_url(settings: Settings) -> str | None:
+def job_store_url(settings: WorkerSettings) -> str | None:
     """Where job records live: the result backend's Redis, else the broker's; None = embedded."""
     if not settings.broker_url:
         return None
@@ -58,11 +58,11 @@ def job_store_url(settings: Settings) -> str | None:
     return url if url.startswith(("redis://", "rediss://", "unix://")) else settings.broker_url
 
 
-def open_job_store(settings: Settings | None = None) -> JobStore:
+def open_job_store(settings: WorkerSettings | None = None) -> JobStore:
     if settings is None:
-        from indexer.settings import get_settings
+        from workers.settings import get_worker_settings
 
-        settings = get_settings()
+        settings = get_worker_settings()
     url = job_store_url(settings)
     if url is not None:
         return RedisJobStore(url)
