@@ -23,13 +23,13 @@ the store cuts them from an engine's (:mod:`indexer.groups`): fetched deeper unt
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
 from encoders.vectors import l2_normalize
-from indexer.groups import PASSAGES, Page, settle_each
-from indexer.store import Hit, Store
+from indexer.groups import Page, settle_each
+from indexer.store import Hit, PageOptions, Store
 
 GROWTH = 4
 
@@ -91,23 +91,18 @@ def fused_search_page(
     collection: str,
     queries: Mapping[str, np.ndarray],
     weights: Mapping[str, float],
-    *,
-    top_k: int = 10,
-    offset: int = 0,
-    filter: dict[str, Any] | None = None,
-    group_by: str | None = None,
-    group_size: int = PASSAGES,
+    **options: Unpack[PageOptions],
 ) -> list[list[Hit]]:
     """:func:`fused_search_batch`'s ranking, hits ``offset`` to ``offset + top_k``: chunk hits,
     or one hit per distinct ``payload[group_by]`` (its best chunks as passages)."""
-    page = Page(top_k, offset, group_by, group_size)
+    page = Page.of(options)
     arrays = {n: np.atleast_2d(np.asarray(queries[n], dtype=np.float32)) for n in queries}
 
     def attempt(pending: list[int], scale: int) -> list[list[Hit] | None]:
         limit = page.first_fetch * scale
         found = fused_search_batch(
             store, collection, {n: a[pending] for n, a in arrays.items()}, weights, top_k=limit,
-            filter=filter,
+            filter=options.get("filter"),
         )  # fmt: skip
         return [page.of_chunks(hits, limit) for hits in found]
 

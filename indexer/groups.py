@@ -23,7 +23,7 @@ show fewer than ``group_size`` when its other chunks rank below the candidates f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -143,6 +143,14 @@ class Page:
 
     def __post_init__(self) -> None:
         check_page(self.top_k, self.offset, self.group_size)
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any]) -> Page:
+        """The page a search's keyword options ask for (:class:`indexer.store.PageOptions`;
+        ``filter`` is not the page's business); the defaults are this class's."""
+        return cls(
+            **{f: options[f] for f in ("top_k", "offset", "group_by", "group_size") if f in options}
+        )
 
     @property
     def first_fetch(self) -> int:

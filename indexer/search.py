@@ -28,7 +28,7 @@ from indexer.sparse import (
     check_mode,
     embed_queries,
 )
-from indexer.store import DEFAULT_VECTOR, Hit, Store
+from indexer.store import DEFAULT_VECTOR, Hit, PageOptions, Store
 
 if TYPE_CHECKING:
     from encoders import Encoder
@@ -136,11 +136,12 @@ def search_prepared(
     micro-batcher; None in ``sparse`` mode): the path ``/search`` and :func:`search_batch`
     share. An encoder whose score adds several named vectors (MoEE ``sum``) gets the exact
     fused search on them."""
-    page: dict[str, Any] = {"offset": offset, "group_by": group_by, "group_size": group_size}
+    page: PageOptions = {
+        "top_k": top_k, "filter": filter, "offset": offset, "group_by": group_by,
+        "group_size": group_size,
+    }  # fmt: skip
     if mode == "sparse":
-        return store.search_sparse_batch(
-            collection, embed_queries(list(queries)), top_k=top_k, filter=filter, **page
-        )
+        return store.search_sparse_batch(collection, embed_queries(list(queries)), **page)
     if vectors is None:
         raise ValueError(f"mode {mode!r} needs query vectors")
     if mode == "hybrid":
@@ -150,20 +151,14 @@ def search_prepared(
                 "re-ranked exactly over two vectors); use mode 'dense' or 'sparse'"
             )
         return store.search_hybrid_batch(
-            collection, vectors[DEFAULT_VECTOR], embed_queries(list(queries)), top_k=top_k,
-            filter=filter, fusion=resolve_fusion(store, collection, fusion), **page,
+            collection, vectors[DEFAULT_VECTOR], embed_queries(list(queries)),
+            fusion=resolve_fusion(store, collection, fusion), **page,
         )  # fmt: skip
     if _multi_vector(encoder):
         from indexer.fusion import fused_search_page
 
-        return fused_search_page(
-            store, collection, dict(vectors), encoder.vector_weights, top_k=top_k, filter=filter,
-            **page,
-        )  # fmt: skip
-    return store.search_batch(
-        collection, vectors[DEFAULT_VECTOR], using=DEFAULT_VECTOR, top_k=top_k, filter=filter,
-        **page,
-    )  # fmt: skip
+        return fused_search_page(store, collection, dict(vectors), encoder.vector_weights, **page)
+    return store.search_batch(collection, vectors[DEFAULT_VECTOR], using=DEFAULT_VECTOR, **page)
 
 
 def search_batch(
@@ -202,17 +197,17 @@ def search_batch(
     check_page(top_k, offset, group_size)
     if not queries:
         return []
-    page: dict[str, Any] = {"offset": offset, "group_by": group_by, "group_size": group_size}
+    page: PageOptions = {
+        "top_k": top_k, "filter": filter, "offset": offset, "group_by": group_by,
+        "group_size": group_size,
+    }  # fmt: skip
     resolved = check_encoder(store, encoder, collection)
     chosen = resolve_mode(store, resolved, mode, DEFAULT_MODE)
     if chosen == "dense" and using != DEFAULT_VECTOR:  # one named vector, by the query vector
         vectors = np.asarray(encoder.encode_queries(list(queries), instruction), dtype=np.float32)
-        return store.search_batch(
-            resolved, vectors, using=using, top_k=top_k, filter=filter, **page
-        )
+        return store.search_batch(resolved, vectors, using=using, **page)
     named = None if chosen == "sparse" else encoder.encode_queries_named(list(queries), instruction)
     # search the resolved collection: a concurrent alias switch cannot mix two builds in a batch
     return search_prepared(
-        store, encoder, resolved, queries, named, mode=chosen, top_k=top_k, filter=filter,
-        fusion=fusion, **page,
+        store, encoder, resolved, queries, named, mode=chosen, fusion=fusion, **page,
     )  # fmt: skip

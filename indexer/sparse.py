@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from encoders.errors import EmberError
@@ -75,19 +75,13 @@ class Fusion:
             raise ValueError(f"fusion prefetch must be >= 1, got {self.prefetch}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "k": self.k,
-            "weight": self.weight,
-            "scale": self.scale,
-            "prefetch": self.prefetch,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Fusion:
         if not data:
             return cls()
-        known = {k: data[k] for k in ("method", "k", "weight", "scale", "prefetch") if k in data}
+        known = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         return cls(**known)
 
     def override(self, **changes: Any) -> Fusion:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from workers.jobs import Job, JobStore, new_job_id, open_job_store
@@ -59,34 +59,6 @@ def client_app(settings: WorkerSettings) -> Celery:
         return app
 
 
-def _run_in_process(
-    name: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    task_id: str,
-    settings: WorkerSettings,
-    store: Store | None,
-    encoder: Encoder | None,
-    wait: bool,
-) -> Future[Any] | None:
-    """Run task ``name`` here with ``Task.apply`` (embedded mode): in the foreground, or on the
-    background job thread."""
-    from workers import runtime
-    from workers.app import app, load_tasks
-
-    load_tasks(app)
-    runtime.provide(settings=settings, store=store, encoder=encoder)
-    task = app.tasks[name]
-
-    def run() -> Any:
-        return task.apply(args=args, kwargs=kwargs, task_id=task_id)
-
-    if wait:
-        run()
-        return None
-    return job_executor(settings).submit(run)
-
-
 def job_executor(settings: WorkerSettings) -> ThreadPoolExecutor:
     """The one background job thread, below the search threads (:mod:`workers.priority`)."""
     global _executor
@@ -105,20 +77,33 @@ def job_executor(settings: WorkerSettings) -> ThreadPoolExecutor:
 
 def _dispatch(
     settings: WorkerSettings,
-    name: str,
-    queue: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    task: _Task,
     task_id: str,
     *,
     wait: bool,
     store: Store | None,
     encoder: Encoder | None,
 ) -> None:
+    """Send ``task`` (name, queue, args, kwargs) to the broker; without one (embedded) run it
+    here with ``Task.apply``: in the foreground, or on the background job thread."""
+    name, queue, args, kwargs = task
     if settings.broker_url:
         client_app(settings).send_task(name, args=args, kwargs=kwargs, queue=queue, task_id=task_id)
+        return
+    from workers import runtime
+    from workers.app import app, load_tasks
+
+    load_tasks(app)
+    runtime.provide(settings=settings, store=store, encoder=encoder)
+    registered = app.tasks[name]
+
+    def run() -> Any:
+        return registered.apply(args=args, kwargs=kwargs, task_id=task_id)
+
+    if wait:
+        run()
     else:
-        _run_in_process(name, args, kwargs, task_id, settings, store, encoder, wait)
+        job_executor(settings).submit(run)
 
 
 def _submit(
@@ -142,10 +127,7 @@ def _submit(
         job = job_store.create(kind, params, job_id, owner=owner)
         if result is not None:
             job_store.update(job.id, result=result)
-        name, queue, args, kwargs = task
-        _dispatch(
-            settings, name, queue, args, kwargs, job.id, wait=wait, store=store, encoder=encoder
-        )
+        _dispatch(settings, task, job.id, wait=wait, store=store, encoder=encoder)
         return job_store.require(job.id)
     finally:
         job_store.close()

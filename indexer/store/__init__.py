@@ -22,7 +22,7 @@ embedded mode the API and the workers therefore share the store by running in on
 default: jobs run in-process when no broker is configured); with a broker use a Qdrant server.
 """
 
-from indexer.store.base import Store
+from indexer.store.base import PageOptions, Store
 from indexer.store.client import QdrantClientStore
 from indexer.store.edge import EdgeStore
 from indexer.store.filters import (
@@ -45,13 +45,9 @@ from indexer.store.model import (
     Point,
     StoreError,
     StoreLockedError,
-    as_vector,
     build_complete,
     check_name,
     check_payload_indexes,
-    check_search_args,
-    check_sparse,
-    check_vectors,
 )
 
 __all__ = [
@@ -68,18 +64,15 @@ __all__ = [
     "EdgeStore",
     "FilterFactory",
     "Hit",
+    "PageOptions",
     "Point",
     "QdrantClientStore",
     "Store",
     "StoreError",
     "StoreLockedError",
-    "as_vector",
     "build_complete",
     "build_filter",
     "check_name",
     "check_payload_indexes",
-    "check_search_args",
-    "check_sparse",
-    "check_vectors",
     "parse_filter",
 ]

@@ -10,7 +10,7 @@ from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
-from indexer.groups import PASSAGES, Page, settle_each
+from indexer.groups import Page, settle_each
 from indexer.sparse import SPARSE_VECTOR, Fusion, SparseVector
 from indexer.store.filters import FilterFactory, build_filter, parse_filter
 from indexer.store.model import (
@@ -42,15 +42,23 @@ class HybridQuery:
     fusion: Fusion
 
 
-class SearchOptions(TypedDict, total=False):
-    """The keyword options of :meth:`Store.search_batch` (their defaults are there)."""
+class PageOptions(TypedDict, total=False):
+    """What every search takes besides its queries: ``top_k`` (10) hits from ``offset`` (0),
+    ``filter`` (None: all), chunk hits or, with ``group_by``, one hit per distinct
+    ``payload[group_by]`` carrying up to ``group_size`` (:data:`~indexer.groups.PASSAGES`)
+    chunks (see :mod:`indexer.groups`)."""
 
-    using: str
     top_k: int
     filter: dict[str, Any] | None
     offset: int
     group_by: str | None
     group_size: int
+
+
+class SearchOptions(PageOptions, total=False):
+    """The keyword options of :meth:`Store.search_batch`."""
+
+    using: str
 
 
 class Store(ABC):
@@ -150,24 +158,16 @@ class Store(ABC):
         vectors: np.ndarray,
         *,
         using: str = DEFAULT_VECTOR,
-        top_k: int = 10,
-        filter: dict[str, Any] | None = None,
-        offset: int = 0,
-        group_by: str | None = None,
-        group_size: int = PASSAGES,
+        **options: Unpack[PageOptions],
     ) -> list[list[Hit]]:
         """One result list per row of ``vectors``, in one batch call: hits ``offset`` to
-        ``offset + top_k`` ranked by ``(-score, id)``; chunk hits, or one hit per distinct
-        ``payload[group_by]`` (see :mod:`indexer.groups`)."""
-        arr = check_search_args(top_k, vectors)
-        qfilter = self._filter(filter)
-        dense = [as_vector(v, using) for v in arr]
+        ``offset + top_k`` ranked by ``(-score, id)`` (:class:`PageOptions`)."""
+        dense = [as_vector(v, using) for v in check_search_args(options.get("top_k", 10), vectors)]
 
-        def requests(limit: int) -> list[Any]:
+        def requests(limit: int, qfilter: Any) -> list[Any]:
             return [self._dense_request(v, using, limit, qfilter) for v in dense]
 
-        page = Page(top_k, offset, group_by, group_size)
-        return self._ranked(collection_or_alias, len(dense), requests, page)
+        return self._paged(collection_or_alias, len(dense), requests, options)
 
     def search_sparse_batch(
         self,
@@ -175,24 +175,16 @@ class Store(ABC):
         queries: Sequence[SparseVector],
         *,
         using: str = SPARSE_VECTOR,
-        top_k: int = 10,
-        filter: dict[str, Any] | None = None,
-        offset: int = 0,
-        group_by: str | None = None,
-        group_size: int = PASSAGES,
+        **options: Unpack[PageOptions],
     ) -> list[list[Hit]]:
         """One result list per sparse query, scored by the engine (BM25 with the IDF modifier);
         an empty query vector (only stopwords) finds nothing. Paging and grouping as
         :meth:`search_batch`."""
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        qfilter = self._filter(filter)
 
-        def requests(limit: int) -> list[Any]:
+        def requests(limit: int, qfilter: Any) -> list[Any]:
             return [self._sparse_request(q, using, limit, qfilter) if q else None for q in queries]
 
-        page = Page(top_k, offset, group_by, group_size)
-        return self._ranked(collection_or_alias, len(queries), requests, page)
+        return self._paged(collection_or_alias, len(queries), requests, options)
 
     def search_hybrid_batch(
         self,
@@ -202,41 +194,48 @@ class Store(ABC):
         *,
         using: str = DEFAULT_VECTOR,
         sparse_using: str = SPARSE_VECTOR,
-        top_k: int = 10,
-        filter: dict[str, Any] | None = None,
         fusion: Fusion | None = None,
-        offset: int = 0,
-        group_by: str | None = None,
-        group_size: int = PASSAGES,
+        **options: Unpack[PageOptions],
     ) -> list[list[Hit]]:
         """One Query API call per query: a dense and a sparse prefetch (both filtered), fused
         by the engine (RRF, DBSF or the weighted formula of :class:`~indexer.sparse.Fusion`).
         A query whose sparse vector is empty is answered by the dense prefetch alone. Paging and
         grouping as :meth:`search_batch` (the prefetches grow with the page)."""
+        top_k = options.get("top_k", 10)
         arr = check_search_args(top_k, vectors)
         if len(arr) != len(queries):
             raise ValueError(f"{len(arr)} dense vectors but {len(queries)} sparse queries")
-        fusion = fusion or Fusion()
-        qfilter = self._filter(filter)
+        fused = fusion or Fusion()
         dense_vectors = [as_vector(v, using) for v in arr]
         # the fused ranking is that of the top `candidates` fused chunks, however deep paging or
         # grouping fetches: wider prefetches would move the scores (RRF ranks, DBSF
         # normalisation), so a document's score would not be its best chunk's, nor page 2's
         # ranking page 1's. Pages are stable while offset + top_k <= fusion.prefetch.
-        candidates = max(fusion.prefetch, offset + top_k)
+        candidates = max(fused.prefetch, options.get("offset", 0) + top_k)
 
-        def requests(limit: int) -> list[Any]:
+        def requests(limit: int, qfilter: Any) -> list[Any]:
             out = []
             for dense, q in zip(dense_vectors, queries, strict=True):
                 if not q:  # nothing for BM25 to match: the dense list alone
                     out.append(self._dense_request(dense, using, limit, qfilter))
                     continue
-                hybrid = HybridQuery(dense, q, using, sparse_using, fusion)
+                hybrid = HybridQuery(dense, q, using, sparse_using, fused)
                 out.append(self._hybrid_request(hybrid, min(limit, candidates), qfilter))
             return out
 
-        page = Page(top_k, offset, group_by, group_size)
-        return self._ranked(collection_or_alias, len(dense_vectors), requests, page)
+        return self._paged(collection_or_alias, len(dense_vectors), requests, options)
+
+    def _paged(
+        self, collection_or_alias: str, queries: int,
+        requests: Callable[[int, Any], Sequence[Any]], options: PageOptions,
+    ) -> list[list[Hit]]:  # fmt: skip
+        """:meth:`_ranked` for ``requests(limit, engine_filter)``, with ``options``' page
+        checked and their filter built for this engine."""
+        page = Page.of(options)
+        qfilter = self._filter(options.get("filter"))
+        return self._ranked(
+            collection_or_alias, queries, lambda limit: requests(limit, qfilter), page
+        )
 
     def _run_groups(
         self, collection_or_alias: str, requests: Sequence[Any], *, group_by: str, groups: int,

@@ -119,16 +119,14 @@ class QdrantClientStore(Store):
         with self._lock:
             if self._exists(name) or name in self._aliases():
                 raise CollectionExistsError(name)
+            vectors, sparse = spec.engine_vectors(
+                lambda dim: m.VectorParams(size=dim, distance=m.Distance.COSINE),
+                lambda: m.SparseVectorParams(modifier=m.Modifier.IDF),
+            )
             self.client.create_collection(
                 name,
-                vectors_config={
-                    v: m.VectorParams(size=d, distance=m.Distance.COSINE)
-                    for v, d in spec.vectors.items()
-                },
-                sparse_vectors_config={
-                    n: m.SparseVectorParams(modifier=m.Modifier.IDF) for n in spec.sparse
-                }
-                or None,
+                vectors_config=vectors,
+                sparse_vectors_config=sparse,
                 metadata=dict(spec.meta) if spec.meta else None,
             )
             if self.backend == "server":

@@ -159,16 +159,11 @@ class EdgeStore(Store):
                 raise CollectionExistsError(name)
             path = self.root / "shards" / name
             shutil.rmtree(path, ignore_errors=True)
-            config = e.EdgeConfig(
-                vectors={
-                    v: e.EdgeVectorParams(size=d, distance=e.Distance.Cosine)
-                    for v, d in spec.vectors.items()
-                },
-                sparse_vectors={
-                    n: e.EdgeSparseVectorParams(modifier=e.Modifier.Idf) for n in spec.sparse
-                }
-                or None,
+            vectors, sparse = spec.engine_vectors(
+                lambda dim: e.EdgeVectorParams(size=dim, distance=e.Distance.Cosine),
+                lambda: e.EdgeSparseVectorParams(modifier=e.Modifier.Idf),
             )
+            config = e.EdgeConfig(vectors=vectors, sparse_vectors=sparse)
             shard = e.EdgeShard.create(str(path), config)
             for field, kind in spec.payload_indexes.items():
                 shard.update(

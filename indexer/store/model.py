@@ -10,15 +10,18 @@ a collection without the record (built before it existed) counts as complete.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from encoders.errors import EmberError
 from indexer.sparse import SparseVector
+
+D = TypeVar("D")  # an engine's dense vector config
+S = TypeVar("S")  # an engine's sparse vector config
 
 DEFAULT_VECTOR = "dense"
 PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime", "text", "uuid")
@@ -114,6 +117,14 @@ class CollectionSpec:
     sparse: tuple[str, ...]  # sparse vector names (IDF modifier)
     payload_indexes: dict[str, str]  # field -> payload index type
     meta: Mapping[str, Any] | None  # the collection's metadata (the build record, ...)
+
+    def engine_vectors(
+        self, dense: Callable[[int], D], sparse: Callable[[], S]
+    ) -> tuple[dict[str, D], dict[str, S] | None]:
+        """The engine's vector configs: ``dense(dimension)`` per dense name (cosine) and
+        ``sparse()`` per sparse name (IDF), None when there are no sparse vectors."""
+        dense_configs = {name: dense(dim) for name, dim in self.vectors.items()}
+        return dense_configs, {name: sparse() for name in self.sparse} or None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import contextlib
 import time
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from encoders.errors import EmberError
@@ -69,15 +69,7 @@ class BatchOutcome:
     updated_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "state": self.state,
-            "attempts": self.attempts,
-            "documents": self.documents,
-            "points": self.points,
-            "error": self.error,
-            "updated_at": self.updated_at,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BatchOutcome:
