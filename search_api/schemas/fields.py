@@ -3,7 +3,7 @@ visible text, payload filter conditions."""
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from typing import Annotated, Any
 
 from pydantic import (
@@ -66,11 +66,38 @@ def _valid_unicode(value: Any) -> Any:
     return value
 
 
+# The characters a text may hold and still say nothing: whitespace, controls (Cc) and format
+# characters (Cf: zero-width marks, bidi controls, the BOM), as code point ranges of this
+# Python's unicode database (tests/search_api/test_request_errors.py recomputes them). A
+# tokenizer turns such a text into special tokens alone (BERT's cleaning drops Cc/Cf).
+INVISIBLE_RANGES: tuple[tuple[int, int], ...] = (
+    (0x0000, 0x0020), (0x007F, 0x00A0), (0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C),
+    (0x06DD, 0x06DD), (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2), (0x1680, 0x1680),
+    (0x180E, 0x180E), (0x2000, 0x200F), (0x2028, 0x202F), (0x205F, 0x2064), (0x2066, 0x206F),
+    (0x3000, 0x3000), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD), (0x110CD, 0x110CD),
+    (0x13430, 0x13438), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+)  # fmt: skip
+
+
+def _class_char(cp: int) -> str:
+    # \uXXXX where JSON Schema (ECMA-262) and Python's re both read it; the character itself
+    # beyond the BMP (re reads it; ECMA-262 needs the u flag for it)
+    return f"\\u{cp:04x}" if cp <= 0xFFFF else chr(cp)
+
+
+# a text that holds at least one visible character (the schema's pattern: search semantics)
+VISIBLE_PATTERN = "[^" + "".join(
+    _class_char(a) if a == b else f"{_class_char(a)}-{_class_char(b)}" for a, b in INVISIBLE_RANGES
+) + "]"  # fmt: skip
+_VISIBLE = re.compile(VISIBLE_PATTERN)
+
+
 def _visible(value: str) -> str:
-    """Refuse text with nothing to embed: only whitespace and control or format characters
-    (NUL, zero-width marks). A tokenizer would turn it into special tokens alone, so the
-    vector would say nothing about the text (and /search and /v1/embeddings agree on it)."""
-    if not any(not ch.isspace() and unicodedata.category(ch)[0] != "C" for ch in value):
+    """Refuse text with nothing to embed (no character outside :data:`INVISIBLE_RANGES`: only
+    whitespace, controls such as NUL, zero-width marks); the schema states the same rule as
+    :data:`VISIBLE_PATTERN`, so a request the schema accepts is not refused for it."""
+    if _VISIBLE.search(value) is None:
         raise ValueError(
             "text has no visible characters (only whitespace or control characters such as NUL)"
         )
@@ -102,7 +129,7 @@ Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 Text = Annotated[str, ValidUnicode]
 Scalar = str | Int64 | FiniteFloat | bool  # bool before int would not matter: pydantic smart mode
 # what the schema says of a text to embed; NonBlank also refuses what has no visible character
-TextInput = Annotated[str, Field(min_length=1, json_schema_extra={"pattern": r"\S"})]
+TextInput = Annotated[str, Field(min_length=1, json_schema_extra={"pattern": VISIBLE_PATTERN})]
 NonBlank = Annotated[TextInput, ValidUnicode, AfterValidator(_visible)]
 # payload field paths Qdrant accepts: dot-separated names (``meta.lang`` for nested fields)
 FieldName = Annotated[

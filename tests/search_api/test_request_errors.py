@@ -4,9 +4,14 @@ nothing visible in it (NUL, zero-width marks) is refused by /search and /v1/embe
 
 from __future__ import annotations
 
+import re
+import sys
+import unicodedata
+
 import pytest
 from fastapi.testclient import TestClient
 
+from search_api.schemas.fields import INVISIBLE_RANGES
 from tests.search_api.conftest import ClientFactory
 
 JSON = {"content-type": "application/json"}
@@ -55,6 +60,43 @@ def test_text_without_visible_characters_is_refused_on_both_routes(
     r = client.post("/v1/embeddings", json={"input": ["fine", text]})
     assert r.status_code == 422
     assert r.json()["message"].startswith("input: item 1: text has no visible characters")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\x16",
+        "\x00",
+        "\u200b\u200d",
+        " \t\n",
+        "\u2067\ufeff",
+        "\U000e0001",
+        "a\x00b",
+        "fox\u200b",
+        "\ue000",
+        "x",
+    ],
+)
+def test_the_schema_pattern_and_the_validator_agree(client: TestClient, text: str) -> None:
+    # a text the OpenAPI pattern accepts is embedded, one it refuses is refused (the fuzzer
+    # sent "\x16": the pattern was \S, the validator refused control characters)
+    spec = client.get("/openapi.json").json()["components"]["schemas"]
+    pattern = spec["SearchRequest"]["properties"]["query"]["pattern"]
+    by_schema = re.search(pattern, text) is not None
+    status = client.post("/v1/embeddings", json={"input": text}).status_code
+    assert status == (200 if by_schema else 422)
+
+
+def test_the_invisible_ranges_are_this_pythons_unicode_database() -> None:
+    found: list[tuple[int, int]] = []
+    for cp in range(sys.maxunicode + 1):
+        ch = chr(cp)
+        if ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf"):
+            if found and found[-1][1] == cp - 1:
+                found[-1] = (found[-1][0], cp)
+            else:
+                found.append((cp, cp))
+    assert tuple(found) == INVISIBLE_RANGES, "regenerate search_api.schemas.fields.INVISIBLE_RANGES"
 
 
 def test_visible_text_around_control_characters_is_embedded(client: TestClient) -> None:
