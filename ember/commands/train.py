@@ -27,13 +27,14 @@ def _default(model: type[BaseModel], field: str) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _opt(model: type[BaseModel], field: str, *decls: str, **kwargs: Any) -> Decorator:
-    """An option whose unset value is None (the params model's default applies); the help text
-    shows that default."""
+def _opt(model: type[BaseModel], field: str, **kwargs: Any) -> Decorator:
+    """The option ``--field-name`` of the params field ``field_name``. Its unset value is None
+    (the params model's default applies); the help text shows that default."""
     help_text = kwargs.pop("help", model.model_fields[field].description or "")
     if not kwargs.get("is_flag") and model.model_fields[field].default is not None:
         help_text = f"{help_text} [default: {_default(model, field)}]".strip()
-    return click.option(*decls, field, default=None, help=help_text, **kwargs)
+    flag = "--" + field.replace("_", "-")
+    return click.option(flag, field, default=None, help=help_text, **kwargs)
 
 
 def common_options(model: type[BaseModel]) -> Decorator:
@@ -48,62 +49,46 @@ def common_options(model: type[BaseModel]) -> Decorator:
                 multiple=True,
                 help="Data file or BEIR folder (repeatable). [default: the stage's shared data]",
             ),
-            _opt(
-                model,
-                "data_format",
-                "--data-format",
-                type=click.Choice(["auto", "jsonl", "lines", "wikitext"]),
-            ),
-            _opt(model, "max_examples", "--max-examples", type=int),
-            _opt(model, "max_steps", "--max-steps", type=int),
-            _opt(model, "batch_size", "--batch-size", type=int),
-            _opt(model, "lr", "--lr", type=float, help="Peak learning rate (AdamW)."),
-            _opt(model, "warmup_ratio", "--warmup-ratio", type=float),
-            _opt(model, "weight_decay", "--weight-decay", type=float),
-            _opt(model, "max_grad_norm", "--max-grad-norm", type=float),
-            _opt(model, "lora_r", "--lora-r", type=int, help="LoRA rank."),
-            _opt(model, "lora_alpha", "--lora-alpha", type=float, help="LoRA alpha."),
-            _opt(model, "lora_dropout", "--lora-dropout", type=float, help="LoRA dropout."),
+            _opt(model, "data_format", type=click.Choice(["auto", "jsonl", "lines", "wikitext"])),
+            _opt(model, "max_examples", type=int),
+            _opt(model, "max_steps", type=int),
+            _opt(model, "batch_size", type=int),
+            _opt(model, "lr", type=float, help="Peak learning rate (AdamW)."),
+            _opt(model, "warmup_ratio", type=float),
+            _opt(model, "weight_decay", type=float),
+            _opt(model, "max_grad_norm", type=float),
+            _opt(model, "lora_r", type=int, help="LoRA rank."),
+            _opt(model, "lora_alpha", type=float, help="LoRA alpha."),
+            _opt(model, "lora_dropout", type=float, help="LoRA dropout."),
             _opt(
                 model,
                 "target_modules",
-                "--target-modules",
                 help="Comma-separated linear layer names to adapt (matched by name).",
             ),
-            _opt(model, "max_length", "--max-length", type=int),
-            _opt(
-                model,
-                "attention",
-                "--attention",
-                type=click.Choice(["causal", "bidirectional"]),
-            ),
+            _opt(model, "max_length", type=int),
+            _opt(model, "attention", type=click.Choice(["causal", "bidirectional"])),
             _opt(
                 model,
                 "pooling",
-                "--pooling",
                 type=click.Choice(["mean", "weighted_mean", "last_token", "first_token"]),
             ),
-            _opt(model, "seed", "--seed", type=int),
-            _opt(model, "save_steps", "--save-steps", type=int, help="Checkpoint every N steps."),
-            _opt(model, "save_total_limit", "--save-total-limit", type=int),
-            _opt(
-                model, "resume", "--resume", is_flag=True, help="Continue from the last checkpoint."
-            ),
-            _opt(model, "overwrite", "--overwrite", is_flag=True, help="Replace an earlier run."),
+            _opt(model, "seed", type=int),
+            _opt(model, "save_steps", type=int, help="Checkpoint every N steps."),
+            _opt(model, "save_total_limit", type=int),
+            _opt(model, "resume", is_flag=True, help="Continue from the last checkpoint."),
+            _opt(model, "overwrite", is_flag=True, help="Replace an earlier run."),
             _opt(
                 model,
                 "live_adapter",
-                "--live-adapter",
                 is_flag=True,
                 help="Keep the new adapter live (unmerged) in the output config.",
             ),
-            _opt(model, "name", "--name", help="Name of the output encoder."),
-            _opt(model, "threads", "--threads", type=int, help="torch CPU threads."),
-            _opt(model, "device", "--device", help="cpu, cuda, cuda:N or auto."),
+            _opt(model, "name", help="Name of the output encoder."),
+            _opt(model, "threads", type=int, help="torch CPU threads."),
+            _opt(model, "device", help="cpu, cuda, cuda:N or auto."),
             _opt(
                 model,
                 "precision",
-                "--precision",
                 type=click.Choice(["fp32", "bf16", "auto"]),
                 help="bf16 autocast for the forward and backward passes (LoRA weights and "
                 "optimizer state stay fp32); auto = bf16 where the CPU has avx512_bf16 / AMX "
@@ -164,127 +149,146 @@ def _parse_pooler_options(raw: tuple[str, ...]) -> dict[str, int | float | str]:
     return out
 
 
+def _stage(
+    stage: str,
+    model: type[BaseModel],
+    help: str,
+    *options: Decorator,
+    extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> click.Command:
+    """The command of one stage: the shared options of ``model``, then the stage's ``options``.
+    ``extra`` takes the options that do not map one to one onto params out of what was given
+    and returns the params they set."""
+
+    def command(**given: Any) -> None:
+        _run(stage, given, extra(given) if extra else None)
+
+    for option in reversed(options):
+        command = option(command)
+    return click.command(stage, help=help)(common_options(model)(command))
+
+
 def _mntp_command() -> click.Command:
     from encoders.training.params import MntpParams as M
 
-    @click.command("mntp")
-    @common_options(M)
-    @_opt(M, "mask_token", "--mask-token", help="Mask token (its id is looked up).")
-    @_opt(M, "mask_prob", "--mask-prob", type=float, help="Masking probability.")
-    def command(**options: Any) -> None:
-        """Masked next-token prediction with bidirectional attention (LLM2Vec step 2)."""
-        _run("mntp", options)
-
-    return command
+    return _stage(
+        "mntp",
+        M,
+        "Masked next-token prediction with bidirectional attention (LLM2Vec step 2).",
+        _opt(M, "mask_token", help="Mask token (its id is looked up)."),
+        _opt(M, "mask_prob", type=float, help="Masking probability."),
+    )
 
 
 def _simcse_command() -> click.Command:
     from encoders.training.params import SimcseParams as S
 
-    @click.command("simcse")
-    @common_options(S)
-    @_opt(S, "temperature", "--temperature", type=float, help="InfoNCE temperature.")
-    @_opt(S, "dropout", "--dropout", type=float)
-    def command(**options: Any) -> None:
-        """Unsupervised SimCSE: two dropout views, in-batch negatives (LLM2Vec step 3)."""
-        _run("simcse", options)
+    return _stage(
+        "simcse",
+        S,
+        "Unsupervised SimCSE: two dropout views, in-batch negatives (LLM2Vec step 3).",
+        _opt(S, "temperature", type=float, help="InfoNCE temperature."),
+        _opt(S, "dropout", type=float),
+    )
 
-    return command
+
+def _supervised_extra(options: dict[str, Any]) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    raw_pooler_options = options.pop("pooler_options")
+    if raw_pooler_options:
+        extra["pooler_options"] = _parse_pooler_options(raw_pooler_options)
+    if options.get("chunk_size") == 0:
+        options.pop("chunk_size")
+        extra["chunk_size"] = None
+    return extra
 
 
 def _supervised_command() -> click.Command:
     from encoders.training.params import SupervisedParams as P
 
-    @click.command("supervised")
-    @common_options(P)
-    @_opt(P, "temperature", "--temperature", type=float, help="InfoNCE temperature.")
-    @_opt(P, "hard_negatives", "--hard-negatives", type=int)
-    @_opt(
+    return _stage(
+        "supervised",
         P,
-        "chunk_size",
-        "--chunk-size",
-        type=int,
-        help="GradCache chunk: texts per forward with a graph (0 = no caching).",
-    )
-    @_opt(P, "query_max_length", "--query-max-length", type=int)
-    @click.option(
-        "--corpus-pairs",
-        "corpus_pairs",
-        multiple=True,
-        help="Unlabelled corpus (BEIR folder or JSONL with title/text) whose (title, text) "
-        "pairs form one more source; (sentence, rest) where a record has no title (repeatable).",
-    )
-    @click.option(
-        "--scored-pairs",
-        "scored_pairs",
-        multiple=True,
-        help="Graded sentence pairs (STS-B train CSV or JSONL text1/text2/score), one more "
-        "source trained with CoSENT (repeatable).",
-    )
-    @_opt(P, "cosent_scale", "--cosent-scale", type=float, help="CoSENT scale.")
-    @_opt(P, "mining", "--mining", type=click.Choice(["bm25", "random"]))
-    @_opt(P, "mining_depth", "--mining-depth", type=int)
-    @_opt(P, "pooler", "--pooler", type=click.Choice(["latent_attention", "multi_layer"]))
-    @click.option(
-        "--pooler-option",
-        "pooler_options",
-        multiple=True,
-        help="Pooler hyper-parameter key=value (repeatable).",
-    )
-    @_opt(P, "freeze_model", "--freeze-model", is_flag=True)
-    @_opt(P, "dropout", "--dropout", type=float)
-    @_opt(
-        P,
-        "teacher",
-        "--teacher",
-        help="Teacher encoder (preset or folder, e.g. minilm): also learn its softmax over "
-        "each batch's documents (KL distillation).",
-    )
-    @_opt(P, "distill_weight", "--distill-weight", type=float)
-    @_opt(P, "teacher_temperature", "--teacher-temperature", type=float)
-    def command(**options: Any) -> None:
         """Supervised contrastive: instructed queries, positives, hard and in-batch negatives,
         gradient caching; optionally trains a pooler (LLM2Vec step 4) and distils a teacher
-        encoder's in-batch similarities."""
-        extra: dict[str, Any] = {}
-        raw_pooler_options = options.pop("pooler_options")
-        if raw_pooler_options:
-            extra["pooler_options"] = _parse_pooler_options(raw_pooler_options)
-        if options.get("chunk_size") == 0:
-            options.pop("chunk_size")
-            extra["chunk_size"] = None
-        _run("supervised", options, extra)
+        encoder's in-batch similarities.""",
+        _opt(P, "temperature", type=float, help="InfoNCE temperature."),
+        _opt(P, "hard_negatives", type=int),
+        _opt(
+            P,
+            "chunk_size",
+            type=int,
+            help="GradCache chunk: texts per forward with a graph (0 = no caching).",
+        ),
+        _opt(P, "query_max_length", type=int),
+        click.option(
+            "--corpus-pairs",
+            "corpus_pairs",
+            multiple=True,
+            help="Unlabelled corpus (BEIR folder or JSONL with title/text) whose (title, text) "
+            "pairs form one more source; (sentence, rest) where a record has no title "
+            "(repeatable).",
+        ),
+        click.option(
+            "--scored-pairs",
+            "scored_pairs",
+            multiple=True,
+            help="Graded sentence pairs (STS-B train CSV or JSONL text1/text2/score), one more "
+            "source trained with CoSENT (repeatable).",
+        ),
+        _opt(P, "cosent_scale", type=float, help="CoSENT scale."),
+        _opt(P, "mining", type=click.Choice(["bm25", "random"])),
+        _opt(P, "mining_depth", type=int),
+        _opt(P, "pooler", type=click.Choice(["latent_attention", "multi_layer"])),
+        click.option(
+            "--pooler-option",
+            "pooler_options",
+            multiple=True,
+            help="Pooler hyper-parameter key=value (repeatable).",
+        ),
+        _opt(P, "freeze_model", is_flag=True),
+        _opt(P, "dropout", type=float),
+        _opt(
+            P,
+            "teacher",
+            help="Teacher encoder (preset or folder, e.g. minilm): also learn its softmax over "
+            "each batch's documents (KL distillation).",
+        ),
+        _opt(P, "distill_weight", type=float),
+        _opt(P, "teacher_temperature", type=float),
+        extra=_supervised_extra,
+    )
 
-    return command
+
+def _llara_extra(options: dict[str, Any]) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if options.pop("keep_stopwords"):
+        extra["remove_stopwords"] = False
+    if options.pop("freeze_placeholders"):
+        extra["train_placeholders"] = False
+    return extra
 
 
 def _llara_command() -> click.Command:
     from encoders.training.params import LlaraParams as L
 
     pools = click.Choice(["both", "ebae", "ebar"])
-
-    @click.command("llara")
-    @common_options(L)
-    @_opt(L, "num_placeholders", "--num-placeholders", type=int)
-    @_opt(L, "ebae_prompt", "--ebae-prompt")
-    @_opt(L, "ebar_prompt", "--ebar-prompt")
-    @_opt(L, "query_pool", "--query-pool", type=pools)
-    @_opt(L, "document_pool", "--document-pool", type=pools)
-    @_opt(L, "ebar_weight", "--ebar-weight", type=float)
-    @click.option("--keep-stopwords", is_flag=True, help="Keep stop words in the BOW targets.")
-    @click.option(
-        "--freeze-placeholders", is_flag=True, help="Do not train the placeholder embeddings."
+    return _stage(
+        "llara",
+        L,
+        "LLaRA EBAE/EBAR pre-training; the output is a kind 'llara' encoder.",
+        _opt(L, "num_placeholders", type=int),
+        _opt(L, "ebae_prompt"),
+        _opt(L, "ebar_prompt"),
+        _opt(L, "query_pool", type=pools),
+        _opt(L, "document_pool", type=pools),
+        _opt(L, "ebar_weight", type=float),
+        click.option("--keep-stopwords", is_flag=True, help="Keep stop words in the BOW targets."),
+        click.option(
+            "--freeze-placeholders", is_flag=True, help="Do not train the placeholder embeddings."
+        ),
+        extra=_llara_extra,
     )
-    def command(**options: Any) -> None:
-        """LLaRA EBAE/EBAR pre-training; the output is a kind 'llara' encoder."""
-        extra: dict[str, Any] = {}
-        if options.pop("keep_stopwords"):
-            extra["remove_stopwords"] = False
-        if options.pop("freeze_placeholders"):
-            extra["train_placeholders"] = False
-        _run("llara", options, extra)
-
-    return command
 
 
 _STAGES: dict[str, Callable[[], click.Command]] = {
