@@ -21,7 +21,7 @@ from ember.commands.index import (
     settings_for,
     store_options,
 )
-from ember.commands.options import int_option
+from ember.commands.options import int_option, mode_option
 from ember.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,11 +85,8 @@ def demo_subset(folder: Path, docs: int) -> tuple[list[dict[str, Any]], dict[str
     "this many (0 = all; all 500 take several minutes with smollm2-ember on 2 CPU cores).",
 )
 @click.option("--top-k", "-k", type=click.IntRange(min=1, max=50), default=5, show_default=True)
-@click.option(
-    "--mode",
-    type=click.Choice(["dense", "sparse", "hybrid"]),
-    default=None,
-    help="Search mode [default: EMBER_SEARCH_MODE, hybrid: dense + Qdrant BM25, fused by Qdrant].",
+@mode_option(
+    None, "Search mode [default: EMBER_SEARCH_MODE, hybrid: dense + Qdrant BM25, fused by Qdrant]."
 )
 @click.option("--reindex", is_flag=True, help="Rebuild even if the demo collection is current.")
 @click.option("--progress/--no-progress", default=True, show_default=True)

@@ -9,6 +9,7 @@ from typing import IO
 
 import click
 
+from ember.commands.options import encoder_spec_option, format_option, instruction_options
 from ember.errors import UserError
 from encoders.jsonl import parse_jsonl
 
@@ -52,27 +53,14 @@ def read_texts(stream: IO[str], fmt: str, field: str) -> tuple[list[str], list[o
     show_default=True,
     help="Output: a .npy path (float32 matrix) or a JSONL path / '-' for stdout.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "jsonl"]),
-    default="text",
-    show_default=True,
-    help="Input format: one text per line, or JSONL records.",
-)
+@format_option(["text", "jsonl"], "text", help="Input format: one text per line, or JSONL records.")
 @click.option("--field", default="text", show_default=True, help="JSONL field holding the text.")
-@click.option(
-    "--encoder",
-    "encoder_spec",
-    envvar="EMBER_ENCODER",
-    default="smollm2-ember",
-    show_default=True,
-    help="Encoder preset, encoder folder, LLM2Vec checkpoint folder or local HF model folder.",
+@encoder_spec_option(
+    "smollm2-ember",
+    "Encoder preset, encoder folder, LLM2Vec checkpoint folder or local HF model folder.",
 )
-@click.option(
-    "--instruction",
-    default=None,
-    help="Encode as queries with this instruction (documents: leave unset).",
+@instruction_options(
+    instruction="Encode as queries with this instruction (documents: leave unset)."
 )
 @click.option(
     "--query",

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ember.commands.options import chunk_options, int_option
+from ember.commands.options import (
+    chunk_options,
+    encoder_spec_option,
+    fusion_option,
+    instruction_options,
+    int_option,
+    mode_option,
+    task_option,
+)
 from ember.errors import UserError
 
 if TYPE_CHECKING:
@@ -24,25 +32,25 @@ def eval_group() -> None:
     """Evaluate encoders: BEIR retrieval, STS-B, the Echo-embeddings prefix test."""
 
 
+_encoder_option = encoder_spec_option(
+    None, "Encoder preset, encoder folder or HF model folder [default: smollm2-ember]."
+)
+_output_option = click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the result as JSON to this file.",
+)
+
+
 def _encoder_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option(
-            "--encoder",
-            "encoder_spec",
-            envvar="EMBER_ENCODER",
-            default=None,
-            help="Encoder preset, encoder folder or HF model folder [default: smollm2-ember].",
-        ),
-        click.option(
-            "--instruction",
-            default=None,
-            help="Instruction text (overrides --task).",
-        ),
-        click.option(
-            "--no-instruction",
-            is_flag=True,
-            help="Encode without any instruction. Default: the task's instruction for decoder "
-            "encoders, none for encoder-only models (e.g. MiniLM).",
+        _encoder_option,
+        instruction_options(
+            instruction="Instruction text (overrides --task).",
+            no_instruction="Encode without any instruction. Default: the task's instruction for "
+            "decoder encoders, none for encoder-only models (e.g. MiniLM).",
         ),
         click.option(
             "--cache-dir",
@@ -52,13 +60,7 @@ def _encoder_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--no-cache", is_flag=True, help="Do not read or write cached vectors."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
-        click.option(
-            "-o",
-            "--output",
-            type=click.Path(dir_okay=False, path_type=Path),
-            default=None,
-            help="Also write the result as JSON to this file.",
-        ),
+        _output_option,
         click.option("--progress/--no-progress", default=True, help="Progress bars on stderr."),
     ]
 
@@ -105,12 +107,8 @@ class EvalRun:
 
 def _fusion_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option(
-            "--fusion",
-            type=click.Choice(["rrf", "dbsf", "weighted"]),
-            default="dbsf",
-            show_default=True,
-            help="Hybrid fusion (dbsf: the default of collections without a fitted fusion).",
+        fusion_option(
+            "dbsf", "Hybrid fusion (dbsf: the default of collections without a fitted fusion)."
         ),
         click.option("--fusion-k", type=click.IntRange(min=1), default=60, show_default=True),
         click.option(
@@ -207,19 +205,15 @@ def _guess_task(dataset: str) -> str:
 )
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True, help="qrels/<split>.tsv to score.")
-@click.option(
-    "--task",
-    default=None,
-    help="Instruction task for queries [default: the folder name if it is a known task "
+@task_option(
+    None,
+    "Instruction task for queries [default: the folder name if it is a known task "
     "(scifact, scifact-mini -> scifact), else web_search].",
 )
 @click.option("--bm25", is_flag=True, help="Evaluate the BM25 baseline instead of an encoder.")
-@click.option(
-    "--mode",
-    type=click.Choice(["dense", "sparse", "hybrid"]),
-    default="dense",
-    show_default=True,
-    help="dense: exact cosine; sparse: Qdrant's BM25 (no encoder); hybrid: both, fused by "
+@mode_option(
+    "dense",
+    "dense: exact cosine; sparse: Qdrant's BM25 (no encoder); hybrid: both, fused by "
     "Qdrant in one query (documents in a temporary embedded Qdrant collection).",
 )
 @click.option(
@@ -396,7 +390,7 @@ def _served(
 @eval_group.command("fit-fusion")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--split", default="train", show_default=True, help="qrels/<split>.tsv (never test).")
-@click.option("--task", default=None, help="Instruction task [default: from the folder name].")
+@task_option(None, "Instruction task [default: from the folder name].")
 @click.option(
     "--collection",
     default=None,
@@ -474,7 +468,7 @@ def fit_fusion_command(
 @eval_group.command("sts")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True, help="sts-<split>.csv in a folder.")
-@click.option("--task", default="sts", show_default=True, help="Instruction task.")
+@task_option("sts", "Instruction task.")
 @_encoder_options
 def sts_command(
     path: Path,
@@ -510,14 +504,8 @@ def sts_command(
 
 @eval_group.command("echo")
 @click.argument("path", type=click.Path(path_type=Path), required=False)
-@click.option(
-    "--encoder",
-    "encoder_spec",
-    envvar="EMBER_ENCODER",
-    default=None,
-    help="Encoder preset, encoder folder or HF model folder [default: smollm2-ember].",
-)
-@click.option("--instruction", default=None, help="Instruction applied to every sentence.")
+@_encoder_option
+@instruction_options(instruction="Instruction applied to every sentence.")
 @click.option(
     "--pooling",
     "poolings",
@@ -526,13 +514,7 @@ def sts_command(
     help="Pool the prefix with these modes (repeatable) [default: the encoder's pooling].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (per triple).")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write the result as JSON to this file.",
-)
+@_output_option
 def echo_command(
     path: Path | None,
     encoder_spec: str | None,

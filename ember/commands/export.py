@@ -6,33 +6,24 @@ from pathlib import Path
 
 import click
 
+from ember.commands.options import format_option, instruction_options
 from ember.errors import UserError
 
 
 @click.command("export")
 @click.argument("encoder_spec", metavar="ENCODER")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["sentence-transformers", "hf"]),
-    default="sentence-transformers",
-    show_default=True,
+@format_option(
+    ["sentence-transformers", "hf"],
+    "sentence-transformers",
     help="sentence-transformers: a folder SentenceTransformer(OUT) loads; hf: merged weights "
     "+ encoder_config.json that Ember loads back (every kind but LLaRA).",
 )
-@click.option(
-    "--task",
-    default="web_search",
-    show_default=True,
-    help="Task whose instruction becomes the query prompt (decoder encoders).",
-)
-@click.option("--instruction", default=None, help="Query instruction text (overrides --task).")
-@click.option(
-    "--no-instruction",
-    is_flag=True,
-    help="No query prompt. Default: the task's instruction for decoder encoders, none for "
-    "encoder-only models (e.g. MiniLM), as ember eval does.",
+@instruction_options(
+    task=("web_search", "Task whose instruction becomes the query prompt (decoder encoders)."),
+    instruction="Query instruction text (overrides --task).",
+    no_instruction="No query prompt. Default: the task's instruction for decoder encoders, none "
+    "for encoder-only models (e.g. MiniLM), as ember eval does.",
 )
 @click.option(
     "--results",

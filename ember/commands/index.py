@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import click
 
-from ember.commands.options import chunk_options, int_option
+from ember.commands.options import (
+    chunk_options,
+    encoder_spec_option,
+    format_option,
+    fusion_option,
+    instruction_options,
+    int_option,
+    mode_option,
+    on_error_option,
+)
 from ember.errors import UserError
 
 if TYPE_CHECKING:
@@ -93,16 +102,12 @@ def store_options(f: Any) -> Any:
     return f
 
 
-def encoder_option(f: Any) -> Any:
-    return click.option(
-        "--encoder",
-        "encoder_spec",
-        envvar="EMBER_ENCODER",
-        default="smollm2-ember",
-        show_default=True,
-        help="Encoder preset (smollm2-ember, smollm2, smollm2-bi, minilm), encoder folder or HF "
-        "model folder.",
-    )(f)
+# the --encoder of the commands that build and search collections
+encoder_option = encoder_spec_option(
+    "smollm2-ember",
+    "Encoder preset (smollm2-ember, smollm2, smollm2-bi, minilm), encoder folder or HF "
+    "model folder.",
+)
 
 
 # encoders.hardware.DTYPE_CHOICES, written out so the CLI's light paths do not import torch
@@ -134,22 +139,15 @@ def dtype_option(f: Any) -> Any:
 @click.command("index")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--collection", "-c", required=True, help="Collection (alias) name to serve under.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="auto",
-    show_default=True,
+@format_option(
+    FORMATS,
+    "auto",
     help="Corpus format; auto: folder with corpus.jsonl = beir, other folder = dir, "
     ".jsonl = jsonl, .csv/.tsv = csv.",
 )
-@click.option(
-    "--on-error",
-    type=click.Choice(["fail", "skip"]),
-    default="fail",
-    show_default=True,
-    help="Bad records: fail = stop at the first (file:line), nothing served changes; "
-    "skip = report each on stderr and go on.",
+@on_error_option(
+    "Bad records: fail = stop at the first (file:line), nothing served changes; "
+    "skip = report each on stderr and go on."
 )
 @chunk_options(min_tokens=8, defaults=True)
 @int_option("--batch-size", default=64, min=1, help="Chunks encoded and written per step.")
@@ -315,13 +313,14 @@ def parse_filter_option(raw: str | None) -> dict[str, Any] | None:
     show_default=True,
     help="Alias or collection to search (see `ember collections`).",
 )
-@click.option(
-    "--task",
-    default=None,
-    help="Task whose instruction is prepended to the query (e.g. web_search, scifact); "
-    "see `ember search --list-tasks`. Default: web_search.",
+@instruction_options(
+    task=(
+        None,
+        "Task whose instruction is prepended to the query (e.g. web_search, scifact); "
+        "see `ember search --list-tasks`. Default: web_search.",
+    ),
+    instruction="A custom query instruction (overrides --task).",
 )
-@click.option("--instruction", default=None, help="A custom query instruction (overrides --task).")
 @int_option(
     "--top-k",
     "-k",
@@ -348,19 +347,12 @@ def parse_filter_option(raw: str | None) -> dict[str, Any] | None:
     help='Payload filter as JSON: {"field": value}, {"field": [v1, v2]}, '
     '{"field": {"gte": 1, "lt": 5}}; keys are ANDed.',
 )
-@click.option(
-    "--mode",
-    type=click.Choice(["dense", "sparse", "hybrid"]),
-    default=None,
-    help="dense (cosine), sparse (Qdrant BM25) or hybrid (both, fused by Qdrant). "
+@mode_option(
+    None,
+    "dense (cosine), sparse (Qdrant BM25) or hybrid (both, fused by Qdrant). "
     "Default: EMBER_SEARCH_MODE (hybrid), dense for collections built without BM25 vectors.",
 )
-@click.option(
-    "--fusion",
-    type=click.Choice(["rrf", "dbsf", "weighted"]),
-    default=None,
-    help="Hybrid fusion [default: the collection's fitted fusion, else dbsf].",
-)
+@fusion_option(None, "Hybrid fusion [default: the collection's fitted fusion, else dbsf].")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON lines.")
 @click.option("--list-tasks", is_flag=True, is_eager=True, help="List task names and exit.")
 @encoder_option

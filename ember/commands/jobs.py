@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ember.commands.options import chunk_options, json_object
+from ember.commands.options import (
+    choice_option,
+    chunk_options,
+    format_option,
+    instruction_options,
+    json_object,
+    on_error_option,
+)
 from ember.errors import UserError
 
 if TYPE_CHECKING:
@@ -236,14 +243,8 @@ def show_command(job_id: str, as_json: bool, wait: bool) -> None:
 @jobs_group.command("index")
 @click.argument("path", type=click.Path(exists=False))
 @click.option("--collection", "-c", required=True, help="Alias to build and serve.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True)
-@click.option(
-    "--on-error",
-    type=click.Choice(["fail", "skip"]),
-    default="fail",
-    show_default=True,
-    help="A bad corpus record fails the job, or is skipped and listed in the job.",
-)
+@format_option(FORMATS, "auto")
+@on_error_option("A bad corpus record fails the job, or is skipped and listed in the job.")
 @click.option(
     "--batch-docs",
     type=click.IntRange(min=1),
@@ -312,12 +313,7 @@ def train_command(trainer: str, params: str, wait: bool, as_json: bool) -> None:
 )
 @click.option("--split", default="train", show_default=True, help="qrels split to compare on.")
 @click.option("--allow-test", is_flag=True, help="Allow --split test (it stops being a test).")
-@click.option(
-    "--metric",
-    type=click.Choice(["ndcg@10", "recall@100", "mrr@10"]),
-    default="ndcg@10",
-    show_default=True,
-)
+@choice_option("--metric", choices=["ndcg@10", "recall@100", "mrr@10"], default="ndcg@10")
 @click.option(
     "--min-gain",
     type=click.FloatRange(0.0, 1.0),
@@ -325,13 +321,15 @@ def train_command(trainer: str, params: str, wait: bool, as_json: bool) -> None:
     show_default=True,
     help="Promote only if candidate - current >= this.",
 )
-@click.option("--task", default="web_search", show_default=True, help="Query instruction task.")
-@click.option("--instruction", default=None, help="Query instruction (default: the task's).")
-@click.option("--no-instruction", is_flag=True, help="Encode queries with no instruction.")
+@instruction_options(
+    task=("web_search", "Query instruction task."),
+    instruction="Query instruction (default: the task's).",
+    no_instruction="Encode queries with no instruction.",
+)
 @click.option(
     "--corpus", default=None, help="Rebuild from this corpus (default: the recorded one)."
 )
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True)
+@format_option(FORMATS, "auto")
 @click.option("--current-encoder", default=None, help="For builds that record no encoder.")
 @click.option("--keep-versions", type=click.IntRange(0, 100), default=1, show_default=True)
 @submit_options

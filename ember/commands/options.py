@@ -1,10 +1,12 @@
-"""Click options several commands share, declared once: integer counts with their range, the
-chunking pair of `ember index`, and the JSON `--params` object of the job commands."""
+"""Click options several commands share, declared once: integer counts with their range, choices
+(corpus and output formats, search modes, fusions, bad-record handling), the encoder and query
+instruction options, the chunking pair of `ember index`, and the JSON `--params` object of the
+job commands."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -21,6 +23,78 @@ def int_option(
     kind = click.IntRange(min=min, max=max)
     shown = default is not None
     return click.option(*decls, type=kind, default=default, show_default=shown, help=help)
+
+
+def choice_option(
+    *decls: str, choices: Sequence[str], default: str | None = None, help: str | None = None
+) -> Decorator:
+    """An option taking one of ``choices``; its default is shown in --help when set."""
+    kind = click.Choice(choices)
+    shown = default is not None
+    return click.option(*decls, type=kind, default=default, show_default=shown, help=help)
+
+
+def format_option(choices: Sequence[str], default: str, help: str | None = None) -> Decorator:
+    """``--format`` (the parameter ``fmt``): an input or output format."""
+    return choice_option("--format", "fmt", choices=choices, default=default, help=help)
+
+
+SEARCH_MODES = ["dense", "sparse", "hybrid"]
+FUSIONS = ["rrf", "dbsf", "weighted"]
+
+
+def mode_option(default: str | None, help: str) -> Decorator:
+    """``--mode``: dense, sparse (BM25) or hybrid retrieval."""
+    return choice_option("--mode", choices=SEARCH_MODES, default=default, help=help)
+
+
+def fusion_option(default: str | None, help: str) -> Decorator:
+    """``--fusion``: how hybrid retrieval fuses the dense and the BM25 scores."""
+    return choice_option("--fusion", choices=FUSIONS, default=default, help=help)
+
+
+def on_error_option(help: str) -> Decorator:
+    """``--on-error``: a bad corpus record fails the build (the default) or is skipped."""
+    return choice_option("--on-error", choices=["fail", "skip"], default="fail", help=help)
+
+
+def encoder_spec_option(default: str | None, help: str) -> Decorator:
+    """``--encoder`` (the parameter ``encoder_spec``, env EMBER_ENCODER): a preset or folder."""
+    shown = default is not None
+    return click.option(
+        "--encoder",
+        "encoder_spec",
+        envvar="EMBER_ENCODER",
+        default=default,
+        show_default=shown,
+        help=help,
+    )
+
+
+def task_option(default: str | None, help: str) -> Decorator:
+    """``--task``: the task whose instruction queries get; a set default is shown in --help."""
+    return click.option("--task", default=default, show_default=default is not None, help=help)
+
+
+def instruction_options(
+    *,
+    task: tuple[str | None, str] | None = None,
+    instruction: str,
+    no_instruction: str | None = None,
+) -> Decorator:
+    """``--task`` (when ``task`` gives its default and help), ``--instruction`` (a text over the
+    task's) and ``--no-instruction`` (when it has a help text), in that order."""
+    options = [] if task is None else [task_option(*task)]
+    options.append(click.option("--instruction", default=None, help=instruction))
+    if no_instruction is not None:
+        options.append(click.option("--no-instruction", is_flag=True, help=no_instruction))
+
+    def apply(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
 
 
 def chunk_options(*, min_tokens: int, defaults: bool, when: str = "") -> Decorator:
