@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -25,6 +25,8 @@ from ember.errors import UserError
 if TYPE_CHECKING:
     from encoders import Encoder
     from indexer.evaluation.cache import VectorCache
+
+R = TypeVar("R")
 
 
 @click.group("eval")
@@ -103,6 +105,17 @@ class EvalRun:
 
     def emit(self, result: dict[str, Any], lines: list[str]) -> None:
         _emit(result, lines, self.as_json, self.output)
+
+    def evaluate(
+        self, evaluator: Callable[..., R], data: Any, task: str, **kwargs: Any
+    ) -> tuple[R, Encoder, str | None]:
+        """``evaluator(encoder, data, instruction=..., cache=..., show_progress=..., **kwargs)``
+        with the encoder these options name and their instruction for ``task``: the result,
+        the encoder and the instruction."""
+        encoder = self.load_encoder()
+        instruction = self.instruction_for(encoder, task)
+        shared = {"instruction": instruction, "cache": self.cache(), "show_progress": self.progress}
+        return evaluator(encoder, data, **shared, **kwargs), encoder, instruction
 
 
 def _fusion_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -306,31 +319,17 @@ def beir_command(
         result = evaluate_sparse(dataset)
         used = f"Qdrant sparse: {result.details['bm25']}"
     elif mode == "hybrid":
-        encoder = run.load_encoder()
-        task_name = task or _guess_task(dataset.name)
-        query_instruction = run.instruction_for(encoder, task_name)
-        (result,) = evaluate_hybrid(
-            encoder,
-            dataset,
-            instruction=query_instruction,
-            fusions=[fusion_spec],
-            cache=run.cache(),
-            show_progress=run.progress,
+        results, encoder, query_instruction = run.evaluate(
+            evaluate_hybrid, dataset, task or _guess_task(dataset.name), fusions=[fusion_spec]
         )
+        (result,) = results
         used = (
             f"{encoder.config.name} [{encoder.fingerprint}] + Qdrant BM25, fusion "
             f"{fusion_spec.as_dict()}, instruction: {query_instruction!r}"
         )
     else:
-        encoder = run.load_encoder()
-        task_name = task or _guess_task(dataset.name)
-        query_instruction = run.instruction_for(encoder, task_name)
-        result = evaluate_dense(
-            encoder,
-            dataset,
-            instruction=query_instruction,
-            cache=run.cache(),
-            show_progress=run.progress,
+        result, encoder, query_instruction = run.evaluate(
+            evaluate_dense, dataset, task or _guess_task(dataset.name)
         )
         used = f"{encoder.config.name} [{encoder.fingerprint}], instruction: {query_instruction!r}"
     s = result.scores
@@ -425,15 +424,7 @@ def fit_fusion_command(
         dataset = load_beir(path, split)
     except EvalDataError as exc:
         raise UserError(str(exc)) from None
-    encoder = run.load_encoder()
-    query_instruction = run.instruction_for(encoder, task or _guess_task(dataset.name))
-    fit = fit_fusion(
-        encoder,
-        dataset,
-        instruction=query_instruction,
-        cache=run.cache(),
-        show_progress=run.progress,
-    )
+    fit, encoder, _ = run.evaluate(fit_fusion, dataset, task or _guess_task(dataset.name))
     by_method: dict[str, dict[str, Any]] = {}
     for row in fit.table:
         best = by_method.get(row["method"])
@@ -488,11 +479,7 @@ def sts_command(
         pairs = load_sts(path, split)
     except EvalDataError as exc:
         raise UserError(str(exc)) from None
-    encoder = run.load_encoder()
-    used = run.instruction_for(encoder, task)
-    result = evaluate_sts(
-        encoder, pairs, instruction=used, cache=run.cache(), show_progress=run.progress
-    )
+    result, encoder, used = run.evaluate(evaluate_sts, pairs, task)
     lines = [
         f"{pairs.path}: {result.n_pairs} pairs",
         f"system    {encoder.config.name} [{encoder.fingerprint}], instruction: {used!r}",
