@@ -26,7 +26,7 @@ triple, by structure) is reported alongside as ``full_sentence``.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -198,16 +198,12 @@ def echo_prefix_test(
     results = {}
     for mode in modes:
         v = vectors[mode]
-        wins = ties = losses = 0
         rows: list[dict[str, object]] = []
         for n, (t, _) in enumerate(usable):
             q, pos, neg = v[3 * n], v[3 * n + 1], v[3 * n + 2]
             prefix = prefixes[3 * n]
             d = _cos(q, pos) - _cos(q, neg)
             outcome = "win" if d > tol else "tie" if d >= -tol else "loss"
-            wins += outcome == "win"
-            ties += outcome == "tie"
-            losses += outcome == "loss"
             rows.append({"id": t.id, "prefix": prefix, "margin": d, "outcome": outcome})
         by_structure: dict[str, float] = {}
         if full_sentence:
@@ -220,11 +216,12 @@ def echo_prefix_test(
                 if t.structure:
                     hits["all"].append(hit)
             by_structure = {k: float(np.mean(h)) for k, h in sorted(hits.items())}
+        tally = Counter(row["outcome"] for row in rows)
         results[mode] = EchoResult(
-            accuracy=(wins + ties / 2) / len(usable),
-            wins=wins,
-            ties=ties,
-            losses=losses,
+            accuracy=(tally["win"] + tally["tie"] / 2) / len(usable),
+            wins=tally["win"],
+            ties=tally["tie"],
+            losses=tally["loss"],
             skipped=skipped,
             pooling=mode,
             full_sentence=by_structure,
