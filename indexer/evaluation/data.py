@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from encoders.errors import EmberError
@@ -59,12 +60,17 @@ class BeirDataset:
     doc_texts: list[str]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
-    missing_docs: int = 0
 
     @property
     def eval_query_ids(self) -> list[str]:
         """Queries with at least one relevant (score > 0) document, in qrels file order."""
         return [q for q, rels in self.qrels.items() if any(r > 0 for r in rels.values())]
+
+    @cached_property
+    def missing_docs(self) -> int:
+        """Judgements whose document is not in the corpus."""
+        known = set(self.doc_ids)
+        return sum(1 for rels in self.qrels.values() for d in rels if d not in known)
 
 
 def load_corpus(path: Path) -> tuple[list[str], list[str]]:
@@ -156,15 +162,6 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
             raise EvalDataError(f"{root}: missing {what} file {file.relative_to(root)}")
     doc_ids, doc_texts = load_corpus(files["corpus"])
     queries = load_queries(files["queries"])
-    qrels = load_qrels(files["qrels"])
-    unknown = [q for q in qrels if q not in queries]
-    if unknown:
-        raise EvalDataError(
-            f"{files['qrels']}: {len(unknown)} judged queries are not in queries.jsonl "
-            f"(first: {unknown[0]!r})"
-        )
-    known = set(doc_ids)
-    missing = sum(1 for rels in qrels.values() for d in rels if d not in known)
     return BeirDataset(
         name=root.name,
         path=root,
@@ -172,9 +169,20 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
         doc_ids=doc_ids,
         doc_texts=doc_texts,
         queries=queries,
-        qrels=qrels,
-        missing_docs=missing,
+        qrels=_load_judged_queries(files["qrels"], queries),
     )
+
+
+def _load_judged_queries(path: Path, queries: dict[str, str]) -> dict[str, dict[str, int]]:
+    """The qrels of ``path``, whose judged queries must all be in ``queries``."""
+    qrels = load_qrels(path)
+    unknown = [q for q in qrels if q not in queries]
+    if unknown:
+        raise EvalDataError(
+            f"{path}: {len(unknown)} judged queries are not in queries.jsonl "
+            f"(first: {unknown[0]!r})"
+        )
+    return qrels
 
 
 # ---- STS-B -------------------------------------------------------------------------------------
