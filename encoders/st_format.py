@@ -47,7 +47,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 from encoders.config import CONFIG_FILE, EncoderConfig
 from encoders.jsonl import read_json_object
@@ -162,8 +162,13 @@ def _pooling(folder: Path) -> tuple[str, bool, Path]:
     return str(modes[0]), bool(config.get("include_prompt", True)), file
 
 
-def _prompts(path: Path) -> tuple[str, str]:
-    """(query prompt, document prompt) as ``encode_query`` / ``encode_document`` choose them."""
+class Prompts(NamedTuple):
+    query: str
+    document: str
+
+
+def _prompts(path: Path) -> Prompts:
+    """The query and document prompts as ``encode_query`` / ``encode_document`` choose them."""
     config = _read(path / ST_CONFIG_FILE) if (path / ST_CONFIG_FILE).is_file() else {}
     prompts = config.get("prompts") or {}
     if not isinstance(prompts, dict):
@@ -172,7 +177,7 @@ def _prompts(path: Path) -> tuple[str, str]:
     default = str(prompts.get(default_name) or "") if default_name else ""
     query = str(prompts.get("query") or "") or default
     document = next((str(prompts[n]) for n in DOCUMENT_PROMPTS if prompts.get(n)), default)
-    return query, document
+    return Prompts(query, document)
 
 
 def _max_length(settings: dict[str, Any], folder: Path, model: dict[str, Any]) -> int:
@@ -240,9 +245,7 @@ def adds_bos(tokenizer: Any) -> bool:
     return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
 
 
-def _check_prompts(
-    tokenizer: Any, mode: str, decoder: bool, prompts: tuple[str, str], file: Path
-) -> None:
+def _check_prompts(tokenizer: Any, mode: str, decoder: bool, prompts: Prompts, file: Path) -> None:
     """With ``include_prompt`` false: refuse what Ember would pool differently (module doc)."""
     given = [p for p in prompts if p]
     if given and mode in ("cls", "weightedmean"):
@@ -307,7 +310,6 @@ def load_st_folder(path: Path) -> EncoderConfig:
     if not include_prompt:
         _check_prompts(tokenizer, mode, decoder, prompts, pooling_file)
     length = _max_length(settings, transformer, model)
-    query_prompt, document_prompt = prompts
     return EncoderConfig(
         name=path.name,
         base_model=str(transformer),
@@ -316,7 +318,7 @@ def load_st_folder(path: Path) -> EncoderConfig:
         max_length=length,
         query_max_length=length,
         normalize=normalize,
-        query_prompt=query_prompt,
-        document_prompt=document_prompt,
+        query_prompt=prompts.query,
+        document_prompt=prompts.document,
         pool_prompt=include_prompt,
     )
