@@ -14,52 +14,46 @@ A spec is one of:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from encoders.config import CONFIG_FILE, EncoderConfig
+from encoders.config import CONFIG_FILE, Attention, EncoderConfig, Pooling
 from encoders.encoder import Encoder
 from encoders.folders import FOLDER_KINDS, folder_config
 from encoders.loading import MINILM, SMOLLM2, ModelNotFoundError
 
+
+def _smollm2(name: str, attention: Attention, pooling: Pooling, **options: Any) -> EncoderConfig:
+    """A preset over the bundled SmolLM2 in dtype "auto": bf16 where the CPU has native bf16
+    matmuls (2.6x faster here, same retrieval scores: bench/RESULTS.md, dtype section), fp32
+    elsewhere."""
+    return EncoderConfig(
+        name=name, base_model=SMOLLM2, attention=attention, pooling=pooling, dtype="auto", **options
+    )
+
+
 PRESETS: dict[str, EncoderConfig] = {
-    # Untrained decoder: causal attention with position-weighted mean pooling (SGPT / LLM2Vec
-    # baselines) until an adapter-trained bidirectional encoder is available.
-    # dtype "auto": bf16 where the CPU has native bf16 matmuls (2.6x faster here, same
-    # retrieval scores: bench/RESULTS.md, dtype section), fp32 elsewhere.
-    "smollm2": EncoderConfig(
-        name="smollm2",
-        base_model=SMOLLM2,
-        attention="causal",
-        pooling="weighted_mean",
-        dtype="auto",
-    ),
-    "smollm2-bi": EncoderConfig(
-        name="smollm2-bi",
-        base_model=SMOLLM2,
-        attention="bidirectional",
-        pooling="mean",
-        dtype="auto",
-    ),
-    # Echo embeddings (Springer et al.): training-free; the text is written twice and the
-    # second copy is mean-pooled, so with causal attention every pooled token saw the whole text.
-    # max_length 1024: the text is read twice, so a plain 512-token text still fits whole.
-    "smollm2-echo": EncoderConfig(
-        name="smollm2-echo",
-        base_model=SMOLLM2,
-        attention="causal",
-        pooling="mean",
-        echo=True,
-        max_length=1024,
-        query_max_length=512,
-        dtype="auto",
-    ),
-    "minilm": EncoderConfig(
-        name="minilm",
-        base_model=MINILM,
-        attention="bidirectional",
-        pooling="mean",
-        max_length=256,
-        query_max_length=256,
-    ),
+    config.name: config
+    for config in (
+        # Untrained decoder: causal attention with position-weighted mean pooling (SGPT / LLM2Vec
+        # baselines) until an adapter-trained bidirectional encoder is available.
+        _smollm2("smollm2", "causal", "weighted_mean"),
+        _smollm2("smollm2-bi", "bidirectional", "mean"),
+        # Echo embeddings (Springer et al.): training-free; the text is written twice and the
+        # second copy is mean-pooled, so with causal attention every pooled token saw the whole
+        # text. max_length 1024: the text is read twice, so a plain 512-token text still fits
+        # whole.
+        _smollm2(
+            "smollm2-echo", "causal", "mean", echo=True, max_length=1024, query_max_length=512
+        ),
+        EncoderConfig(
+            name="minilm",
+            base_model=MINILM,
+            attention="bidirectional",
+            pooling="mean",
+            max_length=256,
+            query_max_length=256,
+        ),
+    )
 }
 PACKAGED = Path(__file__).resolve().parent / "presets"
 
