@@ -285,8 +285,9 @@ class Encoder:
         For decoders a leading BOS (an empty span) is never pooled, with or without an
         instruction, as in llm2vec; encoder-only models keep [CLS], as sentence-transformers does.
         With ``pool_prompt`` every token is pooled from the first, BOS included (what
-        sentence-transformers' ``include_prompt`` does).
+        sentence-transformers' ``include_prompt`` does). :meth:`appended_ids` end every item.
         """
+        appended = self.appended_ids(max_length)
         composed = [self.compose(t, instruction, query=query) for t in texts]
         everything = self.config.pool_prompt and not self.config.echo
         need_offsets = not everything and (self.decoder or any(start for _, start in composed))
@@ -294,7 +295,7 @@ class Encoder:
             [full for full, _ in composed],
             add_special_tokens=True,
             truncation=True,
-            max_length=max_length,
+            max_length=max_length - len(appended),
             return_offsets_mapping=need_offsets,
             return_attention_mask=False,
         )
@@ -304,8 +305,13 @@ class Encoder:
             start = 0
             if need_offsets and (char_start or self.decoder):
                 start = pool_start(enc["offset_mapping"][row], char_start)
-            items.append(Tokenized(ids=list(ids), text_start=start))
+            items.append(Tokenized(ids=list(ids) + appended, text_start=start))
         return items
+
+    def appended_ids(self, max_length: int) -> list[int]:
+        """Token ids put after every tokenised text, inside ``max_length`` (the text is truncated
+        to make room): none here; LLaRA appends its prompts."""
+        return []
 
     def batches(self, items: Sequence[Tokenized]) -> Iterator[list[int]]:
         """Indices of ``items`` in length-sorted batches whose padded size fits the token budget."""

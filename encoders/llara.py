@@ -211,24 +211,14 @@ class LlaraEncoder(Encoder):
             self._role.query = previous
 
     # ---- tokenisation, collation, forward -------------------------------------------------
-    def tokenize(
-        self,
-        texts: Sequence[str],
-        instruction: str | None,
-        max_length: int,
-        *,
-        query: bool = False,
-    ) -> list[Tokenized]:
-        room = max_length - self.layout.prompt_length
-        if room < 1:
+    def appended_ids(self, max_length: int) -> list[int]:
+        """The EBAE and EBAR prompts, after the passage."""
+        if max_length - self.layout.prompt_length < 1:
             raise LlaraError(
                 f"max_length {max_length} leaves no room for the passage after the "
                 f"{self.layout.prompt_length} LLaRA prompt tokens"
             )
-        items = super().tokenize(texts, instruction, room, query=query)
-        return [
-            Tokenized(ids=it.ids + self.layout.suffix_ids, text_start=it.text_start) for it in items
-        ]
+        return self.layout.suffix_ids
 
     def collate(self, items: Sequence[Tokenized]) -> dict[str, torch.Tensor]:
         batch = super().collate(items)

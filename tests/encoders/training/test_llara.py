@@ -127,6 +127,20 @@ def test_llara_encoder_branches_read_as_if_alone(llara_folder: Path) -> None:
     assert torch.allclose(changed[n + e :], hidden[n + e :], atol=1e-6)
 
 
+def test_llara_prompts_end_every_text_within_max_length(llara_folder: Path) -> None:
+    """The passage is truncated to leave room for the EBAE / EBAR prompts, which end each item;
+    a max_length with no room for a passage token is refused."""
+    encoder = Encoder.load(llara_folder)
+    assert isinstance(encoder, LlaraEncoder)
+    suffix = encoder.layout.suffix_ids
+    limit = len(suffix) + 3
+    for item in encoder.tokenize([SENTENCES[0] * 4, "a"], None, limit):
+        assert item.ids[-len(suffix) :] == suffix
+        assert len(suffix) < len(item.ids) <= limit
+    with pytest.raises(LlaraError, match="leaves no room for the passage"):
+        encoder.tokenize(["a"], None, len(suffix))
+
+
 def test_llara_output_folder(llara_folder: Path) -> None:
     config = EncoderConfig.load(llara_folder)
     assert config.kind == "llara" and config.attention == "causal"
