@@ -265,18 +265,18 @@ class MoeeEncoder(Encoder):
         """Unit ``hs`` and ``rw`` vectors whatever the similarity mode."""
         return self.transform(*self.encode_raw(texts, instruction, **options))
 
-    def encode(
-        self,
-        texts: Sequence[str],
-        instruction: str | None = None,
-        *,
-        normalize: bool | None = None,
-        **options: Unpack[EncodeOptions],
+    def encode_pooled(
+        self, texts: Sequence[str], instruction: str | None = None, **options: Unpack[EncodeOptions]
     ) -> np.ndarray:
-        """The combined unit vector (cosine = (cos hs + w cos rw) / (1 + w)) for either mode;
-        ``normalize`` is accepted for the interface and has no effect (it is unit already)."""
+        """What :meth:`encode` returns: the combined unit vector (cosine = (cos hs + w cos rw) /
+        (1 + w)) for either mode."""
         parts = self.encode_parts(texts, instruction, **options)
         return combine(parts["hs"], parts["rw"], self.settings.rw_weight)
+
+    def finish(self, pooled: np.ndarray, normalize: bool | None = None) -> np.ndarray:
+        """Combined vectors are unit already: :meth:`encode` returns them as they are
+        (``normalize`` is accepted for the interface and has no effect)."""
+        return pooled
 
     def encode_named(
         self, texts: Sequence[str], instruction: str | None = None, **options: Unpack[EncodeOptions]
