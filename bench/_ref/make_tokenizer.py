@@ -23,10 +23,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+# The BPE helpers shared with Ember's tiny test models: encoders.bpe imports only tokenizers and
+# transformers, so this venv reads it from the repository (last on the path: PYTHONPATH is empty).
+sys.path.append(str(Path(__file__).resolve().parents[2]))
+from encoders.bpe import fast_tokenizer, train_bpe
+
 # the pre-tokenizer pattern of Qwen2's published tokenizer.json
 QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
@@ -58,27 +62,14 @@ def build(spec: dict[str, Any]) -> PreTrainedTokenizerFast:
         tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
     else:
         raise SystemExit(f"unknown tokenizer style {style!r}")
-    trainer = trainers.BpeTrainer(
-        vocab_size=int(spec["vocab_size"]),
-        special_tokens=SPECIALS,
-        initial_alphabet=alphabet,
-        show_progress=False,
-    )
-    tok.train_from_iterator(list(spec["corpus"]) * 4, trainer=trainer)
+    train_bpe(tok, list(spec["corpus"]), int(spec["vocab_size"]), alphabet)
     if spec["bos"]:
         bos_id = tok.token_to_id("<s>")
         tok.post_processor = processors.TemplateProcessing(
             single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
         )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        # As Llama / Mistral tokenizers: no token_type_ids (their models take none).
-        model_input_names=["input_ids", "attention_mask"],
-    )
+    # As Llama / Mistral tokenizers: no token_type_ids (their models take none).
+    return fast_tokenizer(tok, model_input_names=["input_ids", "attention_mask"])
 
 
 def main() -> None:
