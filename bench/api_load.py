@@ -410,15 +410,38 @@ def bare_forward(
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--encoder", default="smollm2", help="encoder preset or folder")
-    p.add_argument("--clients", type=int, default=32, help="concurrent clients")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds of load per mode")
-    p.add_argument("--max-requests", type=int, default=100_000, help="cap per mode")
-    p.add_argument("--docs", type=int, default=64, help="SciFact-mini documents to index")
-    p.add_argument("--chunk-tokens", type=int, default=128)
+def load_options(
+    description: str, *, encoder: str, clients: int, per: str, docs: str
+) -> argparse.ArgumentParser:
+    """A parser with the options of the loopback benchmarks (this one and
+    ``search_during_index.py``): ``--encoder``, ``--clients`` concurrent clients for
+    ``--duration`` s a ``per`` (mode, phase), ``--docs`` SciFact-mini documents indexed first
+    (``docs``: what they are for), ``--top-k``."""
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--encoder", default=encoder, help="encoder preset or folder")
+    p.add_argument("--clients", type=int, default=clients, help="concurrent clients")
+    p.add_argument("--duration", type=float, default=20.0, help=f"seconds of load per {per}")
+    p.add_argument("--docs", type=int, default=64, help=f"SciFact-mini documents {docs}")
     p.add_argument("--top-k", type=int, default=10)
+    return p
+
+
+def report_head(args: argparse.Namespace) -> dict[str, Any]:
+    """The first fields of a loopback benchmark's JSON: its command and the shared options."""
+    return {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "encoder": args.encoder,
+        "clients": args.clients,
+        "duration_s": args.duration,
+    }
+
+
+def main() -> None:
+    p = load_options(__doc__, encoder="smollm2", clients=32, per="mode", docs="to index")
+    p.add_argument("--max-requests", type=int, default=100_000, help="cap per mode")
+    p.add_argument("--chunk-tokens", type=int, default=128)
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--modes", default="on,off", help="micro-batching modes to run, in order")
@@ -474,10 +497,7 @@ def main() -> None:
             )
 
     report = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "encoder": args.encoder,
-        "clients": args.clients,
-        "duration_s": args.duration,
+        **report_head(args),
         "batch_wait_ms": args.batch_wait_ms,
         "max_batch": args.max_batch,
         "torch_threads": args.torch_threads,

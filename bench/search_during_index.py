@@ -96,14 +96,11 @@ def run_mode(
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--encoder", default="minilm", help="encoder preset or folder")
-    p.add_argument("--clients", type=int, default=4, help="concurrent search clients")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds of searches per phase")
-    p.add_argument("--docs", type=int, default=64, help="documents served before the job")
+    p = api_load.load_options(
+        __doc__, encoder="minilm", clients=4, per="phase", docs="served before the job"
+    )
     p.add_argument("--job-docs", type=int, default=2000, help="documents the index job indexes")
     p.add_argument("--torch-threads", type=int, default=max(1, min(os.cpu_count() or 1, 4)))
-    p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--modes", default="lowered,equal", help=f"of {', '.join(MODES)}, in order")
     args = p.parse_args()
     if not api_load.SCIFACT_MINI.is_dir():
@@ -127,10 +124,7 @@ def main() -> None:
             rows += run_mode(args, data_dir, mode.strip(), queries)
 
     report = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "encoder": args.encoder,
-        "clients": args.clients,
-        "duration_s": args.duration,
+        **api_load.report_head(args),
         "torch_threads": args.torch_threads,
         "index": index,
         "job_docs": len(job_rows),
