@@ -375,6 +375,15 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def write_result(out: Path, result: dict[str, Any]) -> int:
+    """Write ``result`` to ``out`` as JSON (its folder made) and say where: a script's last step
+    (``int8_backends.py`` ends the same way); returns 0, the exit status."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"-> {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--docs", type=int, default=160, help="MiniLM sample size")
@@ -436,10 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": rows,
         "models": meta,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"-> {args.out}")
-    return 0
+    return write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from encode_throughput import write_result  # noqa: E402  (bench/ is not a package)
+
 from encoders import Encoder, resolve_config  # noqa: E402
 from encoders.hardware import cpu_capability  # noqa: E402
 from encoders.pooling import pool  # noqa: E402
@@ -174,10 +176,7 @@ def main() -> int:
         "onnxruntime": __import__("onnxruntime").__version__, "torch": torch.__version__,
         "rows": rows,
     }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"-> {args.out}")
-    return 0
+    return write_result(args.out, result)
 
 
 if __name__ == "__main__":
