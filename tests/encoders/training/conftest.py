@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ import torch
 
 from encoders import EncoderConfig
 from encoders.testing import tiny_model_folder
+from encoders.training import Trainer, make_trainer
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -84,3 +85,20 @@ def base_params(encoder: Path, out: Path, data: Path, **extra: object) -> dict[s
     }
     params.update(extra)
     return params
+
+
+Train = Callable[..., Trainer]
+
+
+@pytest.fixture(scope="session")
+def train(bi_encoder: Path, data_dir: Path) -> Train:
+    """``train(stage, out, data, **params)``: a ``stage`` run from :func:`bi_encoder` on the file
+    ``data`` of :func:`data_dir` into ``out`` (:func:`base_params` plus ``params``), to its end;
+    returns the trainer, whose encoder holds the trained weights."""
+
+    def run(stage: str, out: Path, data: str, **extra: object) -> Trainer:
+        trainer = make_trainer(stage, base_params(bi_encoder, out, data_dir / data, **extra))
+        trainer.run()
+        return trainer
+
+    return run

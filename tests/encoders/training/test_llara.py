@@ -24,29 +24,17 @@ from encoders.llara import (
     llara_layout_tensors,
 )
 from encoders.loading import load_tokenizer
-from encoders.training import make_trainer
 from encoders.training.llara import bag_of_tokens
 from encoders.training.losses import IGNORE, bow_loss, bow_targets
-from tests.encoders.training.conftest import SENTENCES, base_params
+from tests.encoders.training.conftest import SENTENCES, Train
 
 SETTINGS = LlaraSettings(num_placeholders=3)
 
 
 @pytest.fixture(scope="module")
-def llara_folder(
-    bi_encoder: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
+def llara_folder(train: Train, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("llara") / "enc"
-    params = base_params(
-        bi_encoder,
-        out,
-        data_dir / "pairs.jsonl",
-        num_placeholders=3,
-        batch_size=4,
-        max_length=64,
-        lr=1e-3,
-    )
-    make_trainer("llara", params).run()
+    train("llara", out, "pairs.jsonl", num_placeholders=3, batch_size=4, max_length=64, lr=1e-3)
     return out
 
 
@@ -155,14 +143,10 @@ def test_llara_output_folder(llara_folder: Path) -> None:
 
 
 def test_llara_vectors_reload_exactly_and_placeholders_were_trained(
-    bi_encoder: Path, data_dir: Path, tmp_path: Path
+    train: Train, tmp_path: Path
 ) -> None:
     out = tmp_path / "llara"
-    params = base_params(
-        bi_encoder, out, data_dir / "pairs.jsonl", num_placeholders=2, batch_size=4, lr=1e-2
-    )
-    trainer = make_trainer("llara", params)
-    trainer.run()
+    trainer = train("llara", out, "pairs.jsonl", num_placeholders=2, batch_size=4, lr=1e-2)
     reference = trainer.encoder.encode(SENTENCES)
     reloaded = Encoder.load(out)
     np.testing.assert_allclose(reloaded.encode(SENTENCES), reference, atol=1e-5)

@@ -11,7 +11,7 @@ from encoders import EncoderConfig
 from encoders.training import make_trainer
 from encoders.training.losses import contrastive_loss
 from encoders.training.model import set_dropout
-from tests.encoders.training.conftest import SENTENCES, base_params
+from tests.encoders.training.conftest import SENTENCES, Train, base_params
 
 
 def test_two_views_differ_with_dropout_and_match_without(
@@ -45,12 +45,12 @@ def test_in_batch_contrastive_loss_matches_its_definition() -> None:
     assert torch.allclose(contrastive_loss(a, b, 0.05), expected, atol=1e-5)
 
 
-def test_simcse_loss_drops(bi_encoder: Path, data_dir: Path, tmp_path: Path) -> None:
+def test_simcse_loss_drops(train: Train, tmp_path: Path) -> None:
     out = tmp_path / "simcse"
-    params = base_params(
-        bi_encoder,
+    train(
+        "simcse",
         out,
-        data_dir / "texts.jsonl",
+        "texts.jsonl",
         max_steps=30,
         save_steps=30,
         batch_size=8,
@@ -59,7 +59,6 @@ def test_simcse_loss_drops(bi_encoder: Path, data_dir: Path, tmp_path: Path) -> 
         dropout=0.1,
         max_examples=8,
     )
-    make_trainer("simcse", params).run()
     losses = [
         json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()
     ]

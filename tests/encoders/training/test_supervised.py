@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from encoders import Encoder, EncoderConfig
-from encoders.training import make_trainer
+from encoders.training import Trainer, make_trainer
 from encoders.training.data import DataError, read_beir_train
 from encoders.training.losses import contrastive_loss
 from encoders.training.supervised import SupervisedTrainer
-from tests.encoders.training.conftest import SENTENCES, base_params
+from tests.encoders.training.conftest import SENTENCES, Train, base_params
 
 
 def test_loss_with_hard_negatives_matches_its_definition() -> None:
@@ -119,22 +119,17 @@ def test_in_batch_copies_of_another_positive_are_masked(tmp_path: Path, bi_encod
     assert exclude.sum() == 2  # q1's two positives mask each other
 
 
-@pytest.mark.parametrize("kind", ["latent_attention", "multi_layer"])
-def test_pooler_is_trained_saved_and_reloaded(
-    bi_encoder: Path, data_dir: Path, tmp_path: Path, kind: str
-) -> None:
-    out = tmp_path / kind
-    params = base_params(
-        bi_encoder,
-        out,
-        data_dir / "supervised.jsonl",
-        batch_size=4,
-        pooler=kind,
-        lr=1e-2,
-        chunk_size=2,
+def train_pooler(train: Train, out: Path, pooler: str, **extra: object) -> Trainer:
+    """A supervised run on the hard-negative rows (batch 4, lr 1e-2) with a ``pooler`` head."""
+    return train(
+        "supervised", out, "supervised.jsonl", batch_size=4, pooler=pooler, lr=1e-2, **extra
     )
-    trainer = make_trainer("supervised", params)
-    trainer.run()
+
+
+@pytest.mark.parametrize("kind", ["latent_attention", "multi_layer"])
+def test_pooler_is_trained_saved_and_reloaded(train: Train, tmp_path: Path, kind: str) -> None:
+    out = tmp_path / kind
+    trainer = train_pooler(train, out, kind, chunk_size=2)
     config = EncoderConfig.load(out)
     assert config.pooling == kind and Path(config.pooler or "") == (out / "pooler").resolve()
     names = [n for n, _ in trainer.trainable()]
@@ -143,19 +138,9 @@ def test_pooler_is_trained_saved_and_reloaded(
     np.testing.assert_allclose(Encoder.load(out).encode(SENTENCES), reference, atol=1e-5)
 
 
-def test_pooler_alone_with_a_frozen_model(bi_encoder: Path, data_dir: Path, tmp_path: Path) -> None:
+def test_pooler_alone_with_a_frozen_model(train: Train, tmp_path: Path) -> None:
     out = tmp_path / "frozen"
-    params = base_params(
-        bi_encoder,
-        out,
-        data_dir / "supervised.jsonl",
-        batch_size=4,
-        pooler="latent_attention",
-        freeze_model=True,
-        lr=1e-2,
-    )
-    trainer = make_trainer("supervised", params)
-    trainer.run()
+    trainer = train_pooler(train, out, "latent_attention", freeze_model=True)
     assert all(n.startswith("pooler.") for n, _ in trainer.trainable())
     config = EncoderConfig.load(out)
     assert config.adapters == [] and not (out / "adapter").exists()
