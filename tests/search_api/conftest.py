@@ -152,6 +152,15 @@ def wait_ready(client: TestClient | httpx.Client, timeout_s: float = 60.0) -> No
     raise AssertionError("the API did not become ready")
 
 
+def rejected(client: TestClient, path: str, body: Any) -> dict[str, Any]:
+    """POST ``body`` as JSON to ``path``; the API must refuse it with a 422 (its text shown if
+    not). Returns the error body."""
+    r = client.post(path, json=body)
+    assert r.status_code == 422, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
 ClientFactory = Callable[..., TestClient]
 
 

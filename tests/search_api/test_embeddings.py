@@ -11,7 +11,7 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.search_api.conftest import ClientFactory, LiveServer
+from tests.search_api.conftest import ClientFactory, LiveServer, rejected
 
 TEXTS = ["The quick brown fox.", "Vitamin D deficiency", "cosine similarity of embeddings"]
 
@@ -84,9 +84,7 @@ def test_dimensions_truncate_then_renormalise(client: TestClient, encoder: Any) 
 def test_validation_errors_name_the_field_openai_style(
     client: TestClient, body: dict[str, Any], field: str
 ) -> None:
-    r = client.post("/v1/embeddings", json=body)
-    assert r.status_code == 422, r.text
-    out = r.json()
+    out = rejected(client, "/v1/embeddings", body)
     fields = {str(item["loc"][1]) for item in out["detail"]}
     assert field in fields
     assert out["error"]["type"] == "invalid_request_error"
