@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +33,37 @@ def _forget_test_trainer() -> Iterator[None]:
     unregister_trainer(rh.TRAINER_NAME)
 
 
-@pytest.fixture
-def encs(tmp_path: Path, tiny_model: Path) -> tuple[Path, Path]:
-    return rh.encoders(tmp_path, tiny_model)
-
-
 def make_settings(tmp: Path, encoder: Path) -> WorkerSettings:
     return WorkerSettings(
         broker_url=None, data_dir=tmp / "data", encoder=str(encoder),
         trainer_modules=[rh.TRAINER_MODULE], job_output_dir=tmp / "out",
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Case:
+    """A retrain test's two encoders (``good`` scores above ``bad`` on the eval set, by
+    construction) and its corpus (the file ``path`` and its ``docs``), all in ``tmp``."""
+
+    tmp: Path
+    good: Path
+    bad: Path
+    path: Path
+    docs: list[dict[str, Any]]
+
+    def settings(self, encoder: Path) -> WorkerSettings:
+        """Embedded settings (no broker) with ``encoder`` as EMBER_ENCODER."""
+        return make_settings(self.tmp, encoder)
+
+    def recorded_corpus(self) -> dict[str, str]:
+        """The corpus that a build indexed from ``path`` records in its source."""
+        return {"path": str(self.path.resolve()), "format": "auto", "on_error": "fail"}
+
+
+@pytest.fixture
+def case(tmp_path: Path, tiny_model: Path) -> Case:
+    good, bad = rh.encoders(tmp_path, tiny_model)
+    return Case(tmp_path, good, bad, *rh.corpus(tmp_path))
 
 
 @pytest.fixture
@@ -60,20 +82,16 @@ def top_hit(alias: str, encoder_dir: Path, text: str) -> str:
     return str(store.search(alias, vector, top_k=1)[0].payload["doc_id"])
 
 
-def test_a_better_candidate_is_promoted(
-    tmp_path: Path, encs: tuple[Path, Path], cleanup: None
-) -> None:
-    good, bad = encs
-    settings = make_settings(tmp_path, bad)  # the alias is served by the bad encoder
-    path, docs = rh.corpus(tmp_path)
-    first = submit_index(settings, "docs", path=str(path), batch_docs=5, wait=True)
+def test_a_better_candidate_is_promoted(case: Case, cleanup: None) -> None:
+    settings = case.settings(case.bad)  # the alias is served by the bad encoder
+    first = submit_index(settings, "docs", path=str(case.path), batch_docs=5, wait=True)
     assert first.state == "succeeded", first.to_dict()
     store = runtime.get_store()
     record = read_source(store, str(first.build))  # builds record their encoder and corpus
-    assert record["encoder"]["spec"] == str(bad.resolve())
-    assert record["corpus"] == {"path": str(path.resolve()), "format": "auto", "on_error": "fail"}
+    assert record["encoder"]["spec"] == str(case.bad.resolve())
+    assert record["corpus"] == case.recorded_corpus()
 
-    spec = rh.retrain_spec("docs", good, rh.eval_set(tmp_path))
+    spec = rh.retrain_spec("docs", case.good, rh.eval_set(case.tmp))
     job = submit_retrain(settings, spec, wait=True)
     data = job.to_dict()
     assert job.state == "succeeded", data
@@ -87,36 +105,34 @@ def test_a_better_candidate_is_promoted(
     assert result["current"]["build"] == first.build
     # trained from the encoder serving the alias, into the job's own output folder
     out = Path(result["stages"]["train"]["output"])
-    assert out == tmp_path / "out" / "retrain" / job.id
-    assert json.loads((out / "trained_from.json").read_text()) == {"from": str(bad.resolve())}
+    assert out == case.tmp / "out" / "retrain" / job.id
+    assert json.loads((out / "trained_from.json").read_text()) == {"from": str(case.bad.resolve())}
 
     # the alias moved to a new complete build made with the candidate; it answers from it
     build = store.get_alias("docs")
     assert build is not None
     assert build == job.build == result["build"] != first.build
     assert parse_version(build) == ("docs", load_encoder(str(out)).fingerprint, 2)
-    assert store.count(build) == len(docs)
+    assert store.count(build) == len(case.docs)
     assert read_source(store, build)["encoder"]["spec"] == str(out)
     assert data["progress"]["batches_done"] == data["progress"]["batches_total"] >= 1
-    assert data["progress"]["points"] == len(docs)
+    assert data["progress"]["points"] == len(case.docs)
     for i in (0, 7):
-        assert top_hit("docs", out, docs[i]["text"]) == f"d{i}"
+        assert top_hit("docs", out, case.docs[i]["text"]) == f"d{i}"
     ids = {h.id for h in store.search("docs", load_encoder(str(out)).encode(["x"])[0], top_k=50)}
-    assert ids == {point_id(d["id"], 0) for d in docs}
+    assert ids == {point_id(d["id"], 0) for d in case.docs}
     assert first.build in [c.name for c in store.list_collections()]  # kept for rollback
 
 
-def test_b_a_worse_candidate_is_rejected_and_nothing_moves(
-    tmp_path: Path, encs: tuple[Path, Path], cleanup: None
-) -> None:
-    good, bad = encs
-    settings = make_settings(tmp_path, good)
-    path, docs = rh.corpus(tmp_path)
-    first = submit_index(settings, "docs", path=str(path), wait=True)
+def test_b_a_worse_candidate_is_rejected_and_nothing_moves(case: Case, cleanup: None) -> None:
+    settings = case.settings(case.good)
+    first = submit_index(settings, "docs", path=str(case.path), wait=True)
     store = runtime.get_store()
     before = sorted(c.name for c in store.list_collections())
 
-    job = submit_retrain(settings, rh.retrain_spec("docs", bad, rh.eval_set(tmp_path)), wait=True)
+    job = submit_retrain(
+        settings, rh.retrain_spec("docs", case.bad, rh.eval_set(case.tmp)), wait=True
+    )
     assert job.state == "succeeded", job.to_dict()
     result = job.result
     assert result["decision"] == "rejected"
@@ -127,22 +143,20 @@ def test_b_a_worse_candidate_is_rejected_and_nothing_moves(
     assert [result["stages"][s]["state"] for s in STAGES] == ["done", "done", "skipped", "skipped"]
     assert store.get_alias("docs") == first.build and job.build is None
     assert sorted(c.name for c in store.list_collections()) == before
-    assert store.count("docs") == len(docs)
+    assert store.count("docs") == len(case.docs)
 
 
 def test_a_build_without_a_corpus_fails_the_retrain_and_keeps_the_alias(
-    tmp_path: Path, encs: tuple[Path, Path], cleanup: None
+    case: Case, cleanup: None
 ) -> None:
-    good, bad = encs
-    settings = make_settings(tmp_path, bad)
-    path, docs = rh.corpus(tmp_path)
+    settings = case.settings(case.bad)
     runtime.provide(settings=settings)
     store = runtime.get_store()
     # index_corpus without encoder_spec records no source (as builds made before sources were
     # recorded): the fingerprint finds EMBER_ENCODER, but the corpus must be given
-    report = index_corpus(path, "docs", load_encoder(str(bad)), store, progress=False)
-    evals = rh.eval_set(tmp_path)
-    job = submit_retrain(settings, rh.retrain_spec("docs", good, evals), wait=True)
+    report = index_corpus(case.path, "docs", load_encoder(str(case.bad)), store, progress=False)
+    evals = rh.eval_set(case.tmp)
+    job = submit_retrain(settings, rh.retrain_spec("docs", case.good, evals), wait=True)
     assert job.state == "failed"  # found before any training
     assert job.error is not None and job.error.startswith("train: build docs__")
     assert "give corpus" in job.error
@@ -151,11 +165,11 @@ def test_a_build_without_a_corpus_fails_the_retrain_and_keeps_the_alias(
     assert store.get_alias("docs") == report.collection
 
     again = submit_retrain(
-        settings, rh.retrain_spec("docs", good, evals, corpus=str(path)), wait=True
+        settings, rh.retrain_spec("docs", case.good, evals, corpus=str(case.path)), wait=True
     )
-    assert again.result["current"]["encoder"] == str(bad)  # EMBER_ENCODER: its fingerprint
+    assert again.result["current"]["encoder"] == str(case.bad)  # EMBER_ENCODER: its fingerprint
     assert again.state == "succeeded" and again.result["decision"] == "promoted", again.result
-    assert store.get_alias("docs") == again.build and store.count("docs") == len(docs)
+    assert store.get_alias("docs") == again.build and store.count("docs") == len(case.docs)
 
 
 def test_spec_rules() -> None:
@@ -193,7 +207,7 @@ def test_beat_runs_the_retrain_pipeline_and_old_entries_stay_valid() -> None:
 
 
 def test_a_build_made_by_ember_index_is_retrained_from_its_recorded_corpus(
-    tmp_path: Path, encs: tuple[Path, Path], cleanup: None
+    case: Case, cleanup: None
 ) -> None:
     """`ember index` records the build's source (encoder spec, corpus path, chunking), so a
     retrain of its alias needs neither corpus nor current_encoder."""
@@ -201,24 +215,24 @@ def test_a_build_made_by_ember_index_is_retrained_from_its_recorded_corpus(
 
     from ember.cli import cli
 
-    good, bad = encs
-    settings = make_settings(tmp_path, good)  # EMBER_ENCODER is NOT the encoder it was built with
-    path, docs = rh.corpus(tmp_path)
+    settings = case.settings(case.good)  # EMBER_ENCODER is NOT the encoder it was built with
     res = CliRunner().invoke(cli, [
-        "index", str(path), "-c", "docs", "--data-dir", str(settings.data_dir), "--encoder",
-        str(bad), "--chunk-tokens", "64", "--overlap", "8", "--no-progress",
+        "index", str(case.path), "-c", "docs", "--data-dir", str(settings.data_dir), "--encoder",
+        str(case.bad), "--chunk-tokens", "64", "--overlap", "8", "--no-progress",
     ])  # fmt: skip
     assert res.exit_code == 0, res.output
     runtime.provide(settings=settings)
     store = runtime.get_store()
     built = str(store.get_alias("docs"))
     source = read_source(store, built)
-    assert source["encoder"]["spec"] == str(bad.resolve())
-    assert source["corpus"] == {"path": str(path.resolve()), "format": "auto", "on_error": "fail"}
+    assert source["encoder"]["spec"] == str(case.bad.resolve())
+    assert source["corpus"] == case.recorded_corpus()
     assert source["chunking"] == {"chunk_tokens": 64, "overlap": 8} and source["job"] is None
 
-    job = submit_retrain(settings, rh.retrain_spec("docs", good, rh.eval_set(tmp_path)), wait=True)
+    job = submit_retrain(
+        settings, rh.retrain_spec("docs", case.good, rh.eval_set(case.tmp)), wait=True
+    )
     assert job.state == "succeeded" and job.result["decision"] == "promoted", job.result
-    assert job.result["current"]["encoder"] == str(bad.resolve())  # from the record
+    assert job.result["current"]["encoder"] == str(case.bad.resolve())  # from the record
     assert job.result["current"]["corpus"]["chunk_tokens"] == 64  # rebuilt chunked the same way
-    assert store.get_alias("docs") == job.build != built and store.count("docs") == len(docs)
+    assert store.get_alias("docs") == job.build != built and store.count("docs") == len(case.docs)
