@@ -152,6 +152,43 @@ def wait_ready(client: TestClient | httpx.Client, timeout_s: float = 60.0) -> No
     raise AssertionError("the API did not become ready")
 
 
+def fuzz(
+    operations: list[Any],
+    mode: Any,
+    base_url: str,
+    headers: dict[str, str],
+    excused: Callable[[Any], bool],
+    max_examples: int,
+    seed: int,
+) -> None:
+    """Each schemathesis ``operation`` on ``max_examples`` requests generated in ``mode`` from
+    Hypothesis' ``seed`` (a run is reproducible), sent to ``base_url`` with ``headers``; every
+    default check applies, but ``positive_data_acceptance`` is left out for a response that
+    ``excused(response)``: a refusal of a valid-by-schema request that no JSON schema can state."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as seeded
+    from schemathesis.checks import CHECKS
+
+    acceptance = next(c for c in CHECKS.get_all() if c.__name__ == "positive_data_acceptance")
+    for operation in operations:
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(
+            max_examples=max_examples,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @seeded(seed)
+        def run(case: Any) -> None:
+            response = case.call(base_url=base_url, headers=headers)
+            excluded = [acceptance] if excused(response) else []
+            case.validate_response(response, headers=headers, excluded_checks=excluded)
+
+        run()
+
+
 def rejected(client: TestClient, path: str, body: Any) -> dict[str, Any]:
     """POST ``body`` as JSON to ``path``; the API must refuse it with a 422 (its text shown if
     not). Returns the error body."""
