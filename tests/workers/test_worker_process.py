@@ -7,6 +7,7 @@ through its record in Redis, as ``GET /jobs/{id}`` does.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,25 @@ from tests.workers.helpers import (
 )
 from workers.client import submit_index, submit_train, wait_for
 from workers.jobs import Job, open_job_store
+from workers.settings import WorkerSettings
 
 JOB_TIMEOUT = 180.0  # generous: a shared 2-core machine; behaviour is asserted, never speed
+
+Start = Callable[..., tuple[Worker, dict[str, str], WorkerSettings]]
+
+
+@pytest.fixture
+def start(worker_env: dict[str, str], spawn_worker: Any, tmp_path: Path) -> Start:
+    """``start(redis, name, **env)``: a worker ``name`` on ``redis`` (``env`` on top of
+    ``worker_env``), with its environment and a client's settings for that Redis."""
+
+    def run(
+        redis: RedisServer, name: str, **extra: str
+    ) -> tuple[Worker, dict[str, str], WorkerSettings]:
+        env = {**worker_env, "EMBER_BROKER_URL": redis.url, **extra}
+        return spawn_worker(name, env), env, client_settings(tmp_path, redis.url)
+
+    return run
 
 
 def follow(settings: Any, job_id: str) -> Job:
@@ -51,6 +69,30 @@ def in_flight(settings: Any, job_id: str, done_at_least: int) -> int | None:
     return running[0] if running else None
 
 
+def index_until_in_flight(
+    settings: WorkerSettings, n: int, done_at_least: int
+) -> tuple[list[dict[str, Any]], Job, int]:
+    """Submit ``n`` documents to ``docs`` in batches of two and wait until a batch is in flight
+    once ``done_at_least`` are done: (the documents, the job, that batch's index)."""
+    docs = documents(n)
+    job = submit_index(settings, "docs", documents=docs, batch_docs=2)
+    batch = wait_until(
+        lambda: in_flight(settings, job.id, done_at_least), JOB_TIMEOUT, "a batch in flight"
+    )
+    return docs, job, batch
+
+
+def assert_stored(
+    env: dict[str, str], docs: list[dict[str, Any]], alias: str = "docs"
+) -> tuple[str | None, list[str]]:
+    """The workers' store (read once they have exited) holds ``docs`` under ``alias``: one point
+    a document, none duplicated (a redelivered batch overwrites its own points), none lost.
+    Returns the collection behind ``alias`` and every collection name."""
+    collection, count, ids, names = store_contents(Path(env["EMBER_DATA_DIR"]), alias)
+    assert count == len(docs) and ids == expected_ids(docs)
+    return collection, names
+
+
 def cli(monkeypatch: pytest.MonkeyPatch, broker_url: str, args: list[str]) -> Any:
     """Run ``ember ARGS`` in-process against ``broker_url`` (the CLI reads EMBER_* settings)."""
     from click.testing import CliRunner
@@ -68,16 +110,9 @@ def cli(monkeypatch: pytest.MonkeyPatch, broker_url: str, args: list[str]) -> An
 
 
 def test_index_and_train_jobs_complete_on_a_worker(
-    redis_server: RedisServer,
-    worker_env: dict[str, str],
-    spawn_worker: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    redis_server: RedisServer, start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = {**worker_env, "EMBER_BROKER_URL": redis_server.url}
-    worker: Worker = spawn_worker("w-complete", env)
-    settings = client_settings(tmp_path, redis_server.url)
-
+    worker, env, settings = start(redis_server, "w-complete")
     docs = documents(12)
     job = submit_index(settings, "docs", documents=docs, batch_docs=3)
     assert job.state == "queued"
@@ -124,30 +159,19 @@ def test_index_and_train_jobs_complete_on_a_worker(
     )
 
     worker.stop()
-    data_dir = Path(env["EMBER_DATA_DIR"])
-    collection, count, ids, _ = store_contents(data_dir, "docs")
+    collection, _ = assert_stored(env, docs)
     assert collection == done.build
-    assert count == 12 and ids == expected_ids(docs)
-    _, count, ids, _ = store_contents(data_dir, "files")
-    assert count == 5 and ids == expected_ids(file_docs)
+    assert_stored(env, file_docs, "files")
 
 
 def test_kill9_mid_batch_then_restart_loses_and_duplicates_nothing(
-    redis_server: RedisServer,
-    worker_env: dict[str, str],
-    spawn_worker: Any,
-    tmp_path: Path,
+    redis_server: RedisServer, start: Start
 ) -> None:
     # The visibility timeout stays at its production default (hours): only the restart
     # recovery can bring the killed batch back within the test's deadline.
-    env = {**worker_env, "EMBER_BROKER_URL": redis_server.url, "EMBER_TEST_BATCH_DELAY_S": "1.5"}
-    worker: Worker = spawn_worker("w-kill", env)
-    settings = client_settings(tmp_path, redis_server.url)
-
-    docs = documents(16)
-    job = submit_index(settings, "docs", documents=docs, batch_docs=2)
+    worker, env, settings = start(redis_server, "w-kill", EMBER_TEST_BATCH_DELAY_S="1.5")
     # the batch is upserted and sleeping before it reports: kill it there
-    victim = wait_until(lambda: in_flight(settings, job.id, 2), JOB_TIMEOUT, "a batch in flight")
+    docs, job, victim = index_until_in_flight(settings, 16, done_at_least=2)
     worker.kill9()
     assert current(settings, job.id).batches[victim].state == "running"
 
@@ -160,32 +184,23 @@ def test_kill9_mid_batch_then_restart_loses_and_duplicates_nothing(
     assert "requeued 1 task(s) that a previous run of w-kill@localhost had started" in worker.log()
 
     worker.stop()
-    _, count, ids, _ = store_contents(Path(env["EMBER_DATA_DIR"]), "docs")
-    assert count == 16  # nothing duplicated (the redelivered batch overwrote its own points)
-    assert ids == expected_ids(docs)  # nothing lost
+    assert_stored(env, docs)  # 16 points: nothing duplicated, nothing lost
 
 
 @pytest.mark.slow  # ~30 s: two worker start-ups plus the timeout
 def test_another_worker_takes_over_after_the_visibility_timeout(
-    redis_server: RedisServer,
-    worker_env: dict[str, str],
-    spawn_worker: Any,
-    tmp_path: Path,
+    redis_server: RedisServer, start: Start, spawn_worker: Any
 ) -> None:
     """A worker that never comes back: its batch goes to another node once the visibility
     timeout expires, found by the restore sweep (every unacked_restore_interval s)."""
-    env = {
-        **worker_env,
-        "EMBER_BROKER_URL": redis_server.url,
-        "EMBER_TEST_BATCH_DELAY_S": "1.0",
-        "EMBER_VISIBILITY_TIMEOUT": "4",  # > the longest batch here (~1 s)
-        "EMBER_UNACKED_RESTORE_INTERVAL": "0.5",
-    }
-    first: Worker = spawn_worker("w-first", env)
-    settings = client_settings(tmp_path, redis_server.url)
-    docs = documents(10)
-    job = submit_index(settings, "docs", documents=docs, batch_docs=2)
-    victim = wait_until(lambda: in_flight(settings, job.id, 1), JOB_TIMEOUT, "a batch in flight")
+    first, env, settings = start(
+        redis_server,
+        "w-first",
+        EMBER_TEST_BATCH_DELAY_S="1.0",
+        EMBER_VISIBILITY_TIMEOUT="4",  # > the longest batch here (~1 s)
+        EMBER_UNACKED_RESTORE_INTERVAL="0.5",
+    )
+    docs, job, victim = index_until_in_flight(settings, 10, done_at_least=1)
     first.kill9()
 
     second: Worker = spawn_worker("w-second", env)  # another node: no restart recovery applies
@@ -194,23 +209,13 @@ def test_another_worker_takes_over_after_the_visibility_timeout(
     assert done.batches[victim].attempts == 2
     assert "requeued" not in second.log()
     second.stop()
-    _, count, ids, _ = store_contents(Path(env["EMBER_DATA_DIR"]), "docs")
-    assert count == 10 and ids == expected_ids(docs)
+    assert_stored(env, docs)
 
 
 @pytest.mark.slow  # ~30 s on the shared CI machine
-def test_redis_restart_mid_job(
-    redis_aof: RedisServer,
-    worker_env: dict[str, str],
-    spawn_worker: Any,
-    tmp_path: Path,
-) -> None:
-    env = {**worker_env, "EMBER_BROKER_URL": redis_aof.url, "EMBER_TEST_BATCH_DELAY_S": "1.0"}
-    worker: Worker = spawn_worker("w-redis", env)
-    settings = client_settings(tmp_path, redis_aof.url)
-    docs = documents(12)
-    job = submit_index(settings, "docs", documents=docs, batch_docs=2)
-    wait_until(lambda: in_flight(settings, job.id, 2), JOB_TIMEOUT, "a batch in flight")
+def test_redis_restart_mid_job(redis_aof: RedisServer, start: Start) -> None:
+    worker, env, settings = start(redis_aof, "w-redis", EMBER_TEST_BATCH_DELAY_S="1.0")
+    docs, job, _ = index_until_in_flight(settings, 12, done_at_least=2)
     redis_aof.restart(down_for=2.0)  # queued batches and the job record survive in the AOF
 
     done = follow(settings, job.id)
@@ -218,19 +223,13 @@ def test_redis_restart_mid_job(
     assert done.points == 12
     assert "Connection to broker lost" in worker.log()  # the worker did see Redis go away
     worker.stop()
-    _, count, ids, _ = store_contents(Path(env["EMBER_DATA_DIR"]), "docs")
-    assert count == 12 and ids == expected_ids(docs)
+    assert_stored(env, docs)
 
 
 def test_poisoned_document_fails_its_batch_and_keeps_the_served_build(
-    redis_server: RedisServer,
-    worker_env: dict[str, str],
-    spawn_worker: Any,
-    tmp_path: Path,
+    redis_server: RedisServer, start: Start
 ) -> None:
-    env = {**worker_env, "EMBER_BROKER_URL": redis_server.url}
-    worker: Worker = spawn_worker("w-poison", env)
-    settings = client_settings(tmp_path, redis_server.url)
+    worker, env, settings = start(redis_server, "w-poison")
     good = documents(9)
     first = follow(settings, submit_index(settings, "docs", documents=good, batch_docs=3).id)
     assert first.state == "succeeded"
@@ -250,7 +249,6 @@ def test_poisoned_document_fails_its_batch_and_keeps_the_served_build(
     assert job.result["deleted_build"] is True
 
     worker.stop()
-    collection, count, ids, names = store_contents(Path(env["EMBER_DATA_DIR"]), "docs")
-    assert collection == first.build  # the alias still serves the first build, intact
-    assert count == 9 and ids == expected_ids(good)
+    collection, names = assert_stored(env, good)  # intact
+    assert collection == first.build  # the alias still serves the first build
     assert job.build not in names
