@@ -137,15 +137,34 @@ FieldName = Annotated[
 ]
 
 
+def _bounds_schema(schema: dict[str, Any]) -> None:
+    """What :class:`Range` accepts: at least one bound, each a number (a bound left out is
+    absent, not null)."""
+    schema["minProperties"] = 1
+    for bound in schema["properties"].values():
+        bound.pop("anyOf", None)
+        bound.pop("default", None)
+        bound["type"] = "number"
+
+
 class Range(BaseModel):
     """Numeric range condition; at least one bound."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_bounds_schema)
 
     gt: FiniteFloat | None = None
     gte: FiniteFloat | None = None
     lt: FiniteFloat | None = None
     lte: FiniteFloat | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_null_bound(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nulls = [k for k in ("gt", "gte", "lt", "lte") if k in data and data[k] is None]
+            if nulls:
+                raise ValueError(f"range bound {nulls[0]} is null: leave it out")
+        return data
 
     @model_validator(mode="after")
     def _one_bound(self) -> Range:

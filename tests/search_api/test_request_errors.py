@@ -87,6 +87,18 @@ def test_the_schema_pattern_and_the_validator_agree(client: TestClient, text: st
     assert status == (200 if by_schema else 422)
 
 
+def test_the_range_schema_refuses_what_the_api_refuses(client: TestClient) -> None:
+    # the spec allowed {"gte": null} (a nullable bound) and {} that the API refuses with a 422
+    spec = client.get("/openapi.json").json()["components"]["schemas"]["Range"]
+    assert spec["minProperties"] == 1
+    assert all(b.get("type") == "number" and "anyOf" not in b for b in spec["properties"].values())
+    for bad in ({"gte": None}, {}):
+        r = client.post("/search", json={"query": "fox", "filter": {"year": bad}})
+        assert r.status_code == 422, bad
+    r = client.post("/search", json={"query": "fox", "filter": {"year": {"gte": None}}})
+    assert "range bound gte is null" in r.json()["message"]
+
+
 def test_the_invisible_ranges_are_this_pythons_unicode_database() -> None:
     found: list[tuple[int, int]] = []
     for cp in range(sys.maxunicode + 1):
