@@ -24,6 +24,8 @@ PaddingSide = Literal["left", "right"]
 # the CPU (or GPU) has native bf16 matmuls and float32 elsewhere; "int8" quantises the Linear
 # layers dynamically (CPU only). EMBER_DTYPE overrides it at load time.
 DType = Literal["auto", "float32", "bfloat16", "float16", "int8"]
+# how dtype int8 runs (encoders.onnx_int8): not part of the fingerprint either
+Int8Backend = Literal["auto", "onnxruntime", "torch"]
 
 
 class AdapterSpec(BaseModel):
@@ -152,6 +154,11 @@ class EncoderConfig(BaseModel):
     normalize: bool = True
     padding_side: PaddingSide = "right"
     dtype: DType = "float32"
+    int8_backend: Int8Backend = Field(
+        default="auto",
+        description="dtype int8: onnxruntime (exported once, the faster one measured), torch "
+        "(dynamic quantisation), or auto: onnxruntime where installed and supported",
+    )
     attn_implementation: str | None = None
     adapters: list[AdapterSpec] = Field(default_factory=list)
     kind: Kind = "llm2vec"
@@ -257,6 +264,7 @@ class EncoderConfig(BaseModel):
                 "instruction_template",
                 "token_budget",
                 "max_batch_size",
+                "int8_backend",
                 "attn_implementation",
                 "padding_side",
                 "query_prompt",

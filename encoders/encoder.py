@@ -31,6 +31,7 @@ from encoders.loading import (
     quantize_int8,
     resolve_model_path,
 )
+from encoders.onnx_int8 import OnnxForward, attach_onnx, int8_backend
 from encoders.pooling import pool, pool_start
 from encoders.types import EncodeOptions, Tokenized, TrainablePooler, encoder_class
 from encoders.vectors import l2_normalize
@@ -50,6 +51,8 @@ class Encoder:
         # what the model computes in on this machine (config "auto" resolved, EMBER_DTYPE):
         # recorded with each build and cache entry; not part of the fingerprint
         self.dtype = model_dtype(model)
+        self.int8_backend = "torch" if self.dtype == "int8" else None
+        self.onnx: OnnxForward | None = None  # dtype int8 through ONNX Runtime (onnx_int8.attach_onnx)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -68,18 +71,21 @@ class Encoder:
             if dtype is None
             else resolve_dtype(dtype, device, environment=False)
         )
-        if dtype == "int8" and any(not a.merged for a in config.adapters):
-            raise ValueError("dtype int8 quantises merged weights: set merged true on the adapter")
+        backend = int8_backend(dtype, klass, config)  # None unless int8: torch / onnxruntime
         path = resolve_model_path(config.base_model)
-        model: nn.Module = load_base_model(path, dtype, config.attn_implementation)
+        # the ONNX export traces eager attention (the same function as sdpa, step by step)
+        attention = "eager" if backend == "onnxruntime" else config.attn_implementation
+        model: nn.Module = load_base_model(path, dtype, attention)
         model = apply_adapters(model, config.adapters)
-        if dtype == "int8":
+        if backend == "torch":
             model = quantize_int8(model)
         encoder = klass(config, model, load_tokenizer(path))
         if config.pooler:
             from encoders.poolers import load_pooler
 
             encoder.pooler = load_pooler(config.pooler)
+        if backend == "onnxruntime":
+            attach_onnx(encoder)
         return encoder if torch.device(device).type == "cpu" else encoder.to(device)
 
     @classmethod
@@ -150,6 +156,7 @@ class Encoder:
             "encoder": self.config.name,
             "fingerprint": self.fingerprint,
             "dtype": self.dtype,
+            **({"int8_backend": self.int8_backend} if self.int8_backend else {}),
             "configured_dtype": self.config.dtype,
             "cpu": cpu_capability(),
             "torch": torch.__version__,
@@ -363,6 +370,8 @@ class Encoder:
 
     def hidden_states(self, batch: dict[str, torch.Tensor], all_layers: bool = False) -> object:
         """Run the model with the configured attention; returns the HF model output."""
+        if self.onnx is not None:
+            return self.onnx(batch)
         return self.model(
             input_ids=batch["input_ids"],
             attention_mask=self.model_mask(batch),

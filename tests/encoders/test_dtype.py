@@ -126,8 +126,9 @@ def test_int8_quantises_the_linear_layers_and_stays_close(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fp32 = load(folder, "float32", monkeypatch)
-    int8 = load(folder, "int8", monkeypatch)
+    int8 = load(folder, "int8", monkeypatch, int8_backend="torch")
     assert int8.dtype == "int8" and int8.fingerprint == fp32.fingerprint
+    assert int8.build_info()["int8_backend"] == "torch"
     kinds = {n.rsplit(".", 1)[-1]: type(m) for n, m in int8.model.named_modules()}
     quantised = [m for m in int8.model.modules() if isinstance(m, DynamicLinear)]
     assert len(quantised) == 2 * 6  # q, k, v, o, gate, up in each of 2 layers

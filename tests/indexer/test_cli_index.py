@@ -186,6 +186,7 @@ def test_dtype_option_is_recorded_and_does_not_split_collections(
     from indexer.stores import open_store
 
     monkeypatch.setenv("EMBER_DTYPE", "float32")  # the option writes it; restored after
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "cache"))  # int8's ONNX export
     corpus = write_jsonl(tmp_path / "c.jsonl", corpus_records(12))
     enc = ["--encoder", str(tiny_folder)]
     res = run(["index", str(corpus), "-c", "docs", "--no-progress", "--dtype", "int8", *enc], env)
@@ -200,6 +201,7 @@ def test_dtype_option_is_recorded_and_does_not_split_collections(
     finally:
         store.close()
     assert build["dtype"] == "int8" and build["configured_dtype"] == "float32"
+    assert build["int8_backend"] == "onnxruntime"  # auto, where onnxruntime is installed
     res = run(["search", "vitamin", "-c", "docs", "--dtype", "fp8", *enc], env)
     assert res.exit_code != 0 and "'fp8' is not one of" in res.stderr
 
