@@ -249,6 +249,11 @@ class EncoderConfig(BaseModel):
             )
         return self
 
+    def text_tokens(self) -> int:
+        """Tokens of a document's text this encoder reads: ``max_length``, half of it for Echo
+        (the text is read twice); the indexer refuses longer chunks."""
+        return self.max_length // 2 if self.echo else self.max_length
+
     def fingerprint(self) -> str:
         """Short stable hash of what determines document vectors (not query-only settings).
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from indexer.readers import Document
+
+if TYPE_CHECKING:
+    from encoders import Encoder
 
 # Fixed namespace for chunk point ids: uuid5(NAMESPACE, f"{doc_id}:{index}").
 NAMESPACE = uuid.UUID("6f1d4c1e-2b7a-5e0c-9a53-3c0d8e7f4b21")
@@ -78,20 +81,15 @@ def chunk_documents(
             yield Chunk(doc.id, index, piece, point_id(doc.id, index), payload)
 
 
-def encoder_token_limit(encoder: Any) -> int | None:
-    """Text tokens the encoder reads per document (its ``max_length``; half of it for Echo
-    encoders, which read the text twice), or None when unknown."""
-    config = getattr(encoder, "config", None)
-    limit = getattr(config, "max_length", None)
-    if not isinstance(limit, int):
-        return None
-    return limit // 2 if getattr(config, "echo", False) else limit
+def encoder_token_limit(encoder: Encoder) -> int:
+    """Text tokens the encoder reads per document (:meth:`EncoderConfig.text_tokens`)."""
+    return encoder.config.text_tokens()
 
 
-def check_chunk_fits(encoder: Any, chunk_tokens: int) -> None:
+def check_chunk_fits(encoder: Encoder, chunk_tokens: int) -> None:
     """Refuse chunks longer than ``encoder`` reads (the rest of each would be cut off)."""
     limit = encoder_token_limit(encoder)
-    if limit is not None and chunk_tokens > limit:
+    if chunk_tokens > limit:
         raise ValueError(
             f"chunk_tokens ({chunk_tokens}) is more than the encoder reads ({limit} tokens): "
             "the rest of every chunk would be cut off"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,6 +25,9 @@ from pydantic import (
 
 from indexer.chunking import check_chunk_fits
 from indexer.store import PAYLOAD_INDEX_TYPES, check_name, check_payload_indexes
+
+if TYPE_CHECKING:
+    from encoders import Encoder
 
 DEFAULT_CHUNK_TOKENS = 256
 DEFAULT_OVERLAP = 32
@@ -96,7 +99,7 @@ class IndexSpec(BaseModel):
             )
         return self
 
-    def check_encoder(self, encoder: Any) -> None:
+    def check_encoder(self, encoder: Encoder) -> None:
         """Refuse chunks longer than ``encoder`` reads (the rest of each would be cut off)."""
         check_chunk_fits(encoder, self.chunk_tokens)
 

@@ -91,6 +91,7 @@ class Exploding:
         self.inner, self.fail_at, self.exc, self.calls = inner, fail_at, exc, 0
         self.tokenizer, self.fingerprint, self.dim = inner.tokenizer, inner.fingerprint, inner.dim
         self.build_info, self.vector_dims = inner.build_info, inner.vector_dims
+        self.config = inner.config
 
     def encode_named(self, texts: list[str], **kw: Any) -> dict[str, np.ndarray]:
         self.calls += 1
