@@ -12,15 +12,7 @@ import pytest
 from encoders import Encoder, EncoderConfig, onnx_int8
 from encoders.moee import MoeeEncoder
 from encoders.testing import tiny_model_folder
-
-DOCS = [
-    "Vitamin D deficiency is associated with an increased risk of infection in adults.",
-    "a",
-    "The quick brown fox jumps over the lazy dog and keeps running through the field all day.",
-    "Large language models turn text into vectors when attention is bidirectional. " * 3,
-]
-QUERIES = ["vitamin D and infection", "fox"]
-INSTRUCTION = "Given a scientific claim, retrieve documents that support or refute the claim"
+from tests.encoders.test_dtype import DOCS, INSTRUCTION, QUERIES, cosines
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +33,6 @@ def load(folder: Path, dtype: str, **config: object) -> Encoder:
         EncoderConfig(base_model=str(folder), pooling="mean", **config),  # type: ignore[arg-type]
         dtype=dtype,
     )
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 @pytest.mark.parametrize("attention", ["bidirectional", "causal"])
