@@ -52,9 +52,7 @@ class Encoder:
         # recorded with each build and cache entry; not part of the fingerprint
         self.dtype = model_dtype(model)
         self.int8_backend = "torch" if self.dtype == "int8" else None
-        self.onnx: OnnxForward | None = (
-            None  # dtype int8 through ONNX Runtime (onnx_int8.attach_onnx)
-        )
+        self.onnx: OnnxForward | None = None  # int8 in ONNX Runtime (onnx_int8.attach_onnx)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod

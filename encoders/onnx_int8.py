@@ -3,9 +3,10 @@ quantised to int8 per channel (``onnxruntime.quantization.quantize_dynamic``), r
 ``InferenceSession`` on the CPU.
 
 Chosen by measurement over torch's dynamic quantisation (:func:`encoders.loading.quantize_int8`)
-for ``dtype="int8"`` where ``onnxruntime`` is installed (``int8_backend: auto``): on SmolLM2 it
-encodes 3.09x faster than fp32 where torch's int8 is 1.53x, with vectors closer to fp32's
-(bench/int8_backends.py, bench/RESULTS.md "int8 backends"). The layers torch keeps in fp32
+for ``dtype="int8"`` where ``onnxruntime`` is installed (``int8_backend: auto``): on the shipped
+default it encodes faster than torch's int8 with vectors closer to fp32's (1.13x fp32 vs 0.96x,
+cos mean 0.992 vs 0.983 on an AVX2-only EPYC; bench/int8_backends.py, bench/RESULTS.md "int8
+backends"). The layers torch keeps in fp32
 (:data:`~encoders.loading.INT8_KEEP_FP32`: MLP output projections, router gates) stay fp32 here.
 
 What is exported is exactly what :meth:`Encoder.hidden_states` computes in fp32 (the configured
@@ -109,8 +110,7 @@ class _Forward(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
     ) -> torch.Tensor:
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-        batch["position_ids"] = position_ids
+        batch = dict(zip(INPUTS, (input_ids, attention_mask, position_ids), strict=True))
         out = self._encoder.hidden_states(batch)
         return out.last_hidden_state  # type: ignore[attr-defined]
 

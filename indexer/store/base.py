@@ -162,12 +162,13 @@ class Store(ABC):
     ) -> list[list[Hit]]:
         """One result list per row of ``vectors``, in one batch call: hits ``offset`` to
         ``offset + top_k`` ranked by ``(-score, id)`` (:class:`PageOptions`)."""
-        dense = [as_vector(v, using) for v in check_search_args(options.get("top_k", 10), vectors)]
+        page = Page.of(options)
+        dense = [as_vector(v, using) for v in check_search_args(page.top_k, vectors)]
 
         def requests(limit: int, qfilter: Any) -> list[Any]:
             return [self._dense_request(v, using, limit, qfilter) for v in dense]
 
-        return self._paged(collection_or_alias, len(dense), requests, options)
+        return self._paged(collection_or_alias, len(dense), requests, page, options)
 
     def search_sparse_batch(
         self,
@@ -180,11 +181,12 @@ class Store(ABC):
         """One result list per sparse query, scored by the engine (BM25 with the IDF modifier);
         an empty query vector (only stopwords) finds nothing. Paging and grouping as
         :meth:`search_batch`."""
+        page = Page.of(options)
 
         def requests(limit: int, qfilter: Any) -> list[Any]:
             return [self._sparse_request(q, using, limit, qfilter) if q else None for q in queries]
 
-        return self._paged(collection_or_alias, len(queries), requests, options)
+        return self._paged(collection_or_alias, len(queries), requests, page, options)
 
     def search_hybrid_batch(
         self,
@@ -201,8 +203,8 @@ class Store(ABC):
         by the engine (RRF, DBSF or the weighted formula of :class:`~indexer.sparse.Fusion`).
         A query whose sparse vector is empty is answered by the dense prefetch alone. Paging and
         grouping as :meth:`search_batch` (the prefetches grow with the page)."""
-        top_k = options.get("top_k", 10)
-        arr = check_search_args(top_k, vectors)
+        page = Page.of(options)
+        arr = check_search_args(page.top_k, vectors)
         if len(arr) != len(queries):
             raise ValueError(f"{len(arr)} dense vectors but {len(queries)} sparse queries")
         fused = fusion or Fusion()
@@ -211,7 +213,7 @@ class Store(ABC):
         # grouping fetches: wider prefetches would move the scores (RRF ranks, DBSF
         # normalisation), so a document's score would not be its best chunk's, nor page 2's
         # ranking page 1's. Pages are stable while offset + top_k <= fusion.prefetch.
-        candidates = max(fused.prefetch, options.get("offset", 0) + top_k)
+        candidates = max(fused.prefetch, page.offset + page.top_k)
 
         def requests(limit: int, qfilter: Any) -> list[Any]:
             out = []
@@ -223,15 +225,14 @@ class Store(ABC):
                 out.append(self._hybrid_request(hybrid, min(limit, candidates), qfilter))
             return out
 
-        return self._paged(collection_or_alias, len(dense_vectors), requests, options)
+        return self._paged(collection_or_alias, len(dense_vectors), requests, page, options)
 
     def _paged(
         self, collection_or_alias: str, queries: int,
-        requests: Callable[[int, Any], Sequence[Any]], options: PageOptions,
+        requests: Callable[[int, Any], Sequence[Any]], page: Page, options: PageOptions,
     ) -> list[list[Hit]]:  # fmt: skip
-        """:meth:`_ranked` for ``requests(limit, engine_filter)``, with ``options``' page
-        checked and their filter built for this engine."""
-        page = Page.of(options)
+        """:meth:`_ranked` for ``requests(limit, engine_filter)`` on ``page``, with ``options``'
+        filter built for this engine."""
         qfilter = self._filter(options.get("filter"))
         return self._ranked(
             collection_or_alias, queries, lambda limit: requests(limit, qfilter), page

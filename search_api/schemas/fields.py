@@ -161,7 +161,7 @@ class Range(BaseModel):
     @classmethod
     def _no_null_bound(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            nulls = [k for k in ("gt", "gte", "lt", "lte") if k in data and data[k] is None]
+            nulls = [k for k in cls.model_fields if k in data and data[k] is None]
             if nulls:
                 raise ValueError(f"range bound {nulls[0]} is null: leave it out")
         return data
