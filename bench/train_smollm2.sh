@@ -22,7 +22,7 @@
 #                                    # session 10's preset, 150 more steps on up to 6,000 examples
 #                                    # a source (new STS-B and corpus pairs), seed 43
 #   STAGES="ember-distill3 ember-ship3" THREADS=2 bench/train_smollm2.sh  # session 14: from
-#                                    # session 13's preset (7ebec54), 160 more steps, up to 8,000
+#                                    # session 13's preset (7ebec54), 280 more steps, up to 8,000
 #                                    # examples a source, seed 44
 # bf16 autocast (--precision auto: bf16 where the CPU has avx512_bf16 / AMX, fp32 elsewhere).
 # Data: MNTP on the SciFact corpus text (unlabelled, in-domain); the supervised stage mixes
@@ -94,11 +94,11 @@ for stage in $STAGES; do
                  .venv/bin/python bench/ship_adapter.py $O/e-distill2 \
                    --out ${SHIP_OUT:-encoders/presets/smollm2-ember} --rank 16 --name smollm2-ember \
                    --stats $O/e-distill2-std ;;
-    ember-distill3) rm -rf $O/prev-preset3 && mkdir -p $O/prev-preset3  # session 14: 160 more steps
+    ember-distill3) rm -rf $O/prev-preset3 && mkdir -p $O/prev-preset3  # session 14: 280 more steps
                     git archive 7ebec54 encoders/presets/smollm2-ember \
                       | tar -x --strip-components=3 -C $O/prev-preset3
                     distill --from $O/prev-preset3 --out $O/e-distill3 --max-examples 8000 \
-                      --max-steps 160 --seed 44 --save-steps 10 ;;
+                      --max-steps 280 --seed 44 --save-steps 10 ;;
     ember-ship3) EMBER_DTYPE=bfloat16 nice -n 10 $E fit-stats $O/e-distill3 $SCIFACT \
                    --out $O/e-distill3-std --no-progress
                  .venv/bin/python bench/ship_adapter.py $O/e-distill3 \
