@@ -44,7 +44,7 @@ PRESET_FINGERPRINTS = {
     "smollm2-echo": "48b64d5838f2",
     "minilm": "ba1b2bd8060c",
     # d4dea7253d55 (sessions 5-9 preset) until adapter files were hashed by content
-    "smollm2-ember": "056bb93ad61e",  # session 13: + 150 distillation steps
+    "smollm2-ember": "bc0397232d7d",  # session 14: + 280 distillation steps
 }
 
 
