@@ -18,12 +18,13 @@
 #   STAGES="ember-distill ember-ship" THREADS=2 bench/train_smollm2.sh  # session 10: + MiniLM
 #                                    # distillation, 120 steps x 32, 45 min of steps (AMD EPYC,
 #                                    # avx512_bf16), then fit-stats and the fold: session 10's preset
-#   STAGES="ember-distill2 ember-ship2" THREADS=2 bench/train_smollm2.sh  # session 11: from
-#                                    # session 10's preset, 150 more steps on up to 6,000 examples
-#                                    # a source (new STS-B and corpus pairs), seed 43
+#   STAGES="ember-distill2 ember-ship2" THREADS=2 bench/train_smollm2.sh  # written in session 11,
+#                                    # run in 13: from session 10's preset, 150 more steps on up
+#                                    # to 6,000 examples a source, seed 43: session 13's preset
 #   STAGES="ember-distill3 ember-ship3" THREADS=2 bench/train_smollm2.sh  # session 14: from
 #                                    # session 13's preset (7ebec54), 280 more steps, up to 8,000
-#                                    # examples a source, seed 44
+#                                    # examples a source, seed 44: the shipped preset (62 step
+#                                    # minutes, AMD EPYC avx512_bf16; bench/RESULTS.md)
 # bf16 autocast (--precision auto: bf16 where the CPU has avx512_bf16 / AMX, fp32 elsewhere).
 # Data: MNTP on the SciFact corpus text (unlabelled, in-domain); the supervised stage mixes
 # SNLI triples, SciFact *train* qrels (twice, BM25 hard negatives), (title, abstract) pairs of
