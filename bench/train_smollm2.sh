@@ -48,6 +48,14 @@ distill() { train supervised --teacher minilm \
   --corpus-pairs $SCIFACT --scored-pairs $STS_TRAIN --scored-pairs $STS_TRAIN --batch-size 32 \
   --chunk-size 32 --max-length 128 --query-max-length 64 --hard-negatives 2 --lr 1e-4 \
   --precision auto "$@"; }
+# The preset folder as committed at $1, unpacked into $2 (a distillation stage's starting point).
+preset_at() { rm -rf "$2" && mkdir -p "$2"
+  git archive "$1" encoders/presets/smollm2-ember | tar -x --strip-components=3 -C "$2"; }
+# Fit standardisation on 1,000 SciFact documents (bf16), then fold $1 into one rank-16 fp16
+# adapter: the preset folder, or $SHIP_OUT.
+ship() { EMBER_DTYPE=bfloat16 nice -n 10 $E fit-stats "$1" $SCIFACT --out "$1-std" --no-progress
+  .venv/bin/python bench/ship_adapter.py "$1" --out "${SHIP_OUT:-encoders/presets/smollm2-ember}" \
+    --rank 16 --name smollm2-ember --stats "$1-std"; }
 
 for stage in $STAGES; do
   case $stage in
@@ -80,36 +88,18 @@ for stage in $STAGES; do
     # Distillation from the bundled all-MiniLM-L6-v2 (session 10) on top of the preset shipped in
     # sessions 5-9 (ember-mntp + ember-sup folded by ship_adapter.py; taken from git as it was),
     # the same sources, STS-B train twice, 2 BM25 negatives as soft labels. Then ember-ship.
-    ember-distill) rm -rf $O/prev-preset && mkdir -p $O/prev-preset
-                   git archive c829d3b encoders/presets/smollm2-ember \
-                     | tar -x --strip-components=3 -C $O/prev-preset
+    ember-distill) preset_at c829d3b $O/prev-preset
                    distill --from $O/prev-preset --out $O/e-distill --max-examples 2000 \
                      --max-steps 120 --save-steps 20 ;;
-    ember-distill2) rm -rf $O/prev-preset2 && mkdir -p $O/prev-preset2  # session 11: 150 more steps
-                    git archive ffbf288 encoders/presets/smollm2-ember \
-                      | tar -x --strip-components=3 -C $O/prev-preset2
+    ember-distill2) preset_at ffbf288 $O/prev-preset2  # session 11: 150 more steps
                     distill --from $O/prev-preset2 --out $O/e-distill2 --max-examples 6000 \
                       --max-steps 150 --seed 43 --save-steps 10 ;;
-    ember-ship2) EMBER_DTYPE=bfloat16 nice -n 10 $E fit-stats $O/e-distill2 $SCIFACT \
-                   --out $O/e-distill2-std --no-progress
-                 .venv/bin/python bench/ship_adapter.py $O/e-distill2 \
-                   --out ${SHIP_OUT:-encoders/presets/smollm2-ember} --rank 16 --name smollm2-ember \
-                   --stats $O/e-distill2-std ;;
-    ember-distill3) rm -rf $O/prev-preset3 && mkdir -p $O/prev-preset3  # session 14: 280 more steps
-                    git archive 7ebec54 encoders/presets/smollm2-ember \
-                      | tar -x --strip-components=3 -C $O/prev-preset3
+    ember-distill3) preset_at 7ebec54 $O/prev-preset3  # session 14: 280 more steps
                     distill --from $O/prev-preset3 --out $O/e-distill3 --max-examples 8000 \
                       --max-steps 280 --seed 44 --save-steps 10 ;;
-    ember-ship3) EMBER_DTYPE=bfloat16 nice -n 10 $E fit-stats $O/e-distill3 $SCIFACT \
-                   --out $O/e-distill3-std --no-progress
-                 .venv/bin/python bench/ship_adapter.py $O/e-distill3 \
-                   --out ${SHIP_OUT:-encoders/presets/smollm2-ember} --rank 16 --name smollm2-ember \
-                   --stats $O/e-distill3-std ;;
-    ember-ship) EMBER_DTYPE=bfloat16 nice -n 10 $E fit-stats $O/e-distill $SCIFACT \
-                  --out $O/e-distill-std --no-progress
-                .venv/bin/python bench/ship_adapter.py $O/e-distill \
-                  --out encoders/presets/smollm2-ember --rank 16 --name smollm2-ember \
-                  --stats $O/e-distill-std ;;
+    ember-ship) ship $O/e-distill ;;
+    ember-ship2) ship $O/e-distill2 ;;
+    ember-ship3) ship $O/e-distill3 ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done
