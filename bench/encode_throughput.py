@@ -144,7 +144,7 @@ def ember_contender(
         enc.encode(texts)
         return time.perf_counter() - t0
 
-    batching = f"sorted, budget {cfg.token_budget} tok, max {cfg.max_batch_size}"
+    batching = f"sorted, budget {cfg.budget_for('cpu')} tok, max {cfg.max_batch_size}"
     return Contender(name, batching, run, [len(it.ids) for it in items], padded), enc
 
 

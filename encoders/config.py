@@ -19,6 +19,8 @@ Pooling = Literal[
 # Encoder kinds: plain LLM2Vec-style pooling, LLaRA prompt embeddings, MoEE routing embeddings.
 Kind = Literal["llm2vec", "llara", "moee"]
 TRAINABLE_POOLING = ("latent_attention", "multi_layer")
+CPU_TOKEN_BUDGET = 2048  # padded tokens per forward when token_budget is unset (budget_for)
+GPU_TOKEN_BUDGET = 16384
 PaddingSide = Literal["left", "right"]
 # How vectors are computed, not what they are (see encoders.hardware): "auto" is bfloat16 where
 # the CPU (or GPU) has native bf16 matmuls and float32 elsewhere; "int8" quantises the Linear
@@ -171,8 +173,21 @@ class EncoderConfig(BaseModel):
     standardize: Standardization | None = Field(
         default=None, description="corpus-fitted per-dimension standardisation (fit-stats)"
     )
-    token_budget: int = Field(default=16384, ge=1, description="max padded tokens per forward")
+    token_budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="max padded tokens per forward; unset: 2048 on the CPU, 16384 on a GPU",
+    )
     max_batch_size: int = Field(default=64, ge=1)
+
+    def budget_for(self, device_type: str) -> int:
+        """``token_budget``, or the default for the device type (``cpu``, ``cuda``...) when
+        unset: on the CPU small batches run faster (their activations stay in cache; SmolLM2-135M
+        fp32 1.5x, MiniLM 1.4x at 2048 vs 16384 tokens: bench/RESULTS.md, encode throughput,
+        session 15), a GPU wants large ones."""
+        if self.token_budget is not None:
+            return self.token_budget
+        return CPU_TOKEN_BUDGET if device_type == "cpu" else GPU_TOKEN_BUDGET
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder)

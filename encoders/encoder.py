@@ -323,7 +323,7 @@ class Encoder:
     def batches(self, items: Sequence[Tokenized]) -> Iterator[list[int]]:
         """Indices of ``items`` in length-sorted batches whose padded size fits the token budget."""
         order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
-        budget = self.config.token_budget
+        budget = self.config.budget_for(next(self.model.parameters()).device.type)
         if is_background():  # smaller forwards, so a query never waits long for one
             budget = max(1, budget // BACKGROUND_BUDGET_DIVISOR)
         batch: list[int] = []

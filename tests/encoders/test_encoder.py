@@ -59,6 +59,24 @@ def test_batches_respect_token_budget_and_cover_every_item(folder: Path) -> None
         assert len(batch) == 1 or len(batch) * longest <= 64
 
 
+def test_an_unset_token_budget_is_small_on_the_cpu_and_large_on_a_gpu(folder: Path) -> None:
+    """No GPU here: only the config's choice for a cuda device is checked, not a cuda forward."""
+    from encoders.config import CPU_TOKEN_BUDGET, GPU_TOKEN_BUDGET
+
+    cfg = EncoderConfig(base_model=str(folder))
+    assert cfg.token_budget is None
+    assert (cfg.budget_for("cpu"), cfg.budget_for("cuda")) == (CPU_TOKEN_BUDGET, GPU_TOKEN_BUDGET)
+    assert CPU_TOKEN_BUDGET < GPU_TOKEN_BUDGET
+    assert EncoderConfig(base_model=str(folder), token_budget=99).budget_for("cuda") == 99
+    enc = make(folder, max_batch_size=1000)
+    items = enc.tokenize(["word " * 300] * 40, None, 512)
+    batches = list(enc.batches(items))
+    longest = max(len(it.ids) for it in items)
+    assert len(batches) > 1
+    assert all(len(b) * longest <= CPU_TOKEN_BUDGET for b in batches)
+    assert len(batches[0]) == CPU_TOKEN_BUDGET // longest
+
+
 def test_instruction_tokens_are_located_by_offsets(folder: Path) -> None:
     enc = make(folder)
     text = "proteins, cells and genes"
