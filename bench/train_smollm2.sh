@@ -25,6 +25,8 @@
 #                                    # session 13's preset (7ebec54), 280 more steps, up to 8,000
 #                                    # examples a source, seed 44: the shipped preset (62 step
 #                                    # minutes, AMD EPYC avx512_bf16; bench/RESULTS.md)
+#   STAGES="ablate-no-teacher ablate-sts-once ablate-one-negative" THREADS=2 \
+#     bench/train_smollm2.sh   # session 17: ember-distill with one lever off each (see ablate())
 # bf16 autocast (--precision auto: bf16 where the CPU has avx512_bf16 / AMX, fp32 elsewhere).
 # Data: MNTP on the SciFact corpus text (unlabelled, in-domain); the supervised stage mixes
 # SNLI triples, SciFact *train* qrels (twice, BM25 hard negatives), (title, abstract) pairs of
@@ -42,12 +44,20 @@ train() { nice -n 10 $E train "$@" --threads "$THREADS" --resume --no-progress; 
 SCIFACT=$DATA/beir/scifact
 STS_TRAIN=$DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv
 # The distillation stages' mix: SNLI, SciFact train x2 (2 BM25 negatives), (title, abstract)
-# pairs, STS-B train x2; MiniLM the teacher; bf16 autocast where the CPU has it.
-distill() { train supervised --teacher minilm \
+# pairs, STS-B train x2; MiniLM the teacher; bf16 autocast where the CPU has it. mix() is what
+# every distillation and ablation stage shares; distill() adds the three levers of the recipe.
+mix() { train supervised \
   --data $DATA/train/snli_nli_triples_from_senteval_dev_test.jsonl --data $SCIFACT --data $SCIFACT \
-  --corpus-pairs $SCIFACT --scored-pairs $STS_TRAIN --scored-pairs $STS_TRAIN --batch-size 32 \
-  --chunk-size 32 --max-length 128 --query-max-length 64 --hard-negatives 2 --lr 1e-4 \
-  --precision auto "$@"; }
+  --corpus-pairs $SCIFACT --scored-pairs $STS_TRAIN --batch-size 32 --chunk-size 32 \
+  --max-length 128 --query-max-length 64 --lr 1e-4 --precision auto "$@"; }
+distill() { mix --teacher minilm --scored-pairs $STS_TRAIN --hard-negatives 2 "$@"; }
+# An ablation of ember-distill (session 10's run: from the c829d3b preset, 120 x 32, first 2,000
+# of each source, seed 42) with exactly one lever changed ("$@" = mix's arguments for it), then
+# shipped like the preset (fit-stats, fold) into $O/abl-$1-shipped for bench/quality.py.
+ablate() { local name=$1; shift; preset_at c829d3b $O/prev-preset
+  mix --from $O/prev-preset --out $O/abl-$name --max-examples 2000 --max-steps 120 \
+    --save-steps 20 "$@"
+  SHIP_OUT=$O/abl-$name-shipped ship $O/abl-$name; }
 # The preset folder as committed at $1, unpacked into $2 (a distillation stage's starting point).
 preset_at() { rm -rf "$2" && mkdir -p "$2"
   git archive "$1" encoders/presets/smollm2-ember | tar -x --strip-components=3 -C "$2"; }
@@ -97,6 +107,11 @@ for stage in $STAGES; do
     ember-distill3) preset_at 7ebec54 $O/prev-preset3  # session 14: 280 more steps
                     distill --from $O/prev-preset3 --out $O/e-distill3 --max-examples 8000 \
                       --max-steps 280 --seed 44 --save-steps 10 ;;
+    # One lever off at a time against ember-distill (bench/RESULTS.md, "Ablations"):
+    ablate-no-teacher) ablate no-teacher --scored-pairs $STS_TRAIN --hard-negatives 2 ;;
+    ablate-sts-once) ablate sts-once --teacher minilm --hard-negatives 2 ;;
+    ablate-one-negative) ablate one-negative --teacher minilm --scored-pairs $STS_TRAIN \
+                           --hard-negatives 1 ;;
     ember-ship) ship $O/e-distill ;;
     ember-ship2) ship $O/e-distill2 ;;
     ember-ship3) ship $O/e-distill3 ;;
