@@ -25,8 +25,8 @@
 #                                    # session 13's preset (7ebec54), 280 more steps, up to 8,000
 #                                    # examples a source, seed 44: the shipped preset (62 step
 #                                    # minutes, AMD EPYC avx512_bf16; bench/RESULTS.md)
-#   STAGES="ablate-no-teacher ablate-sts-once ablate-one-negative" THREADS=2 \
-#     bench/train_smollm2.sh   # session 17: ember-distill with one lever off each (see ablate())
+#   STAGES="ablate-none ablate-no-teacher ablate-sts-once ablate-one-negative" THREADS=2 \
+#     bench/train_smollm2.sh   # session 17: ember-distill again, then with one lever off each
 # bf16 autocast (--precision auto: bf16 where the CPU has avx512_bf16 / AMX, fp32 elsewhere).
 # Data: MNTP on the SciFact corpus text (unlabelled, in-domain); the supervised stage mixes
 # SNLI triples, SciFact *train* qrels (twice, BM25 hard negatives), (title, abstract) pairs of
@@ -107,7 +107,9 @@ for stage in $STAGES; do
     ember-distill3) preset_at 7ebec54 $O/prev-preset3  # session 14: 280 more steps
                     distill --from $O/prev-preset3 --out $O/e-distill3 --max-examples 8000 \
                       --max-steps 280 --seed 44 --save-steps 10 ;;
-    # One lever off at a time against ember-distill (bench/RESULTS.md, "Ablations"):
+    # One lever off at a time against ember-distill (bench/RESULTS.md, "Ablations"); ablate-none
+    # is ember-distill itself again, on this machine, into the ablation folders (the reference):
+    ablate-none) ablate none --teacher minilm --scored-pairs $STS_TRAIN --hard-negatives 2 ;;
     ablate-no-teacher) ablate no-teacher --scored-pairs $STS_TRAIN --hard-negatives 2 ;;
     ablate-sts-once) ablate sts-once --teacher minilm --hard-negatives 2 ;;
     ablate-one-negative) ablate one-negative --teacher minilm --scored-pairs $STS_TRAIN \
