@@ -61,9 +61,10 @@ ablate() { local name=$1; shift; preset_at c829d3b $O/prev-preset
 # The preset folder as committed at $1, unpacked into $2 (a distillation stage's starting point).
 preset_at() { rm -rf "$2" && mkdir -p "$2"
   git archive "$1" encoders/presets/smollm2-ember | tar -x --strip-components=3 -C "$2"; }
-# Fit standardisation on 1,000 SciFact documents (bf16), then fold $1 into one rank-16 fp16
+# Fit standardisation on 1,000 SciFact documents (bf16; SHIP_DTYPE=float32 on CPUs without
+# avx512_bf16 / AMX, where bf16 is several times slower), then fold $1 into one rank-16 fp16
 # adapter: the preset folder, or $SHIP_OUT.
-ship() { EMBER_DTYPE=bfloat16 nice -n 10 $E fit-stats "$1" $SCIFACT --out "$1-std" --no-progress
+ship() { EMBER_DTYPE=${SHIP_DTYPE:-bfloat16} nice -n 10 $E fit-stats "$1" $SCIFACT --out "$1-std" --no-progress
   .venv/bin/python bench/ship_adapter.py "$1" --out "${SHIP_OUT:-encoders/presets/smollm2-ember}" \
     --rank 16 --name smollm2-ember --stats "$1-std"; }
 
