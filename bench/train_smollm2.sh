@@ -27,7 +27,8 @@
 #                                    # minutes, AMD EPYC avx512_bf16; bench/RESULTS.md)
 #   STAGES="ablate-none ablate-no-teacher ablate-sts-once ablate-one-negative" THREADS=2 \
 #     bench/train_smollm2.sh   # session 17: ember-distill again, then with one lever off each;
-#     # session 19 ran ablate-no-teacher (fp32 Xeon without bf16: SHIP_DTYPE=float32, 83 step min)
+#     # session 19 ran ablate-no-teacher (fp32 Xeon without bf16: SHIP_DTYPE=float32, 83 step min),
+#     # session 20 ablate-none (same machine, 68 step min); RESULTS.md ablation subsection
 # bf16 autocast (--precision auto: bf16 where the CPU has avx512_bf16 / AMX, fp32 elsewhere).
 # Data: MNTP on the SciFact corpus text (unlabelled, in-domain); the supervised stage mixes
 # SNLI triples, SciFact *train* qrels (twice, BM25 hard negatives), (title, abstract) pairs of
