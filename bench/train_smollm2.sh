@@ -28,7 +28,9 @@
 #   STAGES="ablate-none ablate-no-teacher ablate-sts-once ablate-one-negative" THREADS=2 \
 #     bench/train_smollm2.sh   # session 17: ember-distill again, then with one lever off each;
 #     # session 19 ran ablate-no-teacher (fp32 Xeon without bf16: SHIP_DTYPE=float32, 83 step min),
-#     # session 20 ablate-none (same machine, 68 step min); RESULTS.md ablation subsection
+#     # session 20 ablate-none (same machine, 68 step min), session 21 ablate-sts-once (AMD EPYC
+#     # avx512_bf16 like session 10, so bf16; THREADS=1 to step 20, then 2). One ablation at a
+#     # time: two at once need more than 23 GB (one-negative was OOM-killed). RESULTS.md ablations
 # bf16 autocast (--precision auto: bf16 where the CPU has avx512_bf16 / AMX, fp32 elsewhere).
 # Data: MNTP on the SciFact corpus text (unlabelled, in-domain); the supervised stage mixes
 # SNLI triples, SciFact *train* qrels (twice, BM25 hard negatives), (title, abstract) pairs of
