@@ -31,6 +31,9 @@
 #     # session 20 ablate-none (same machine, 68 step min), session 21 ablate-sts-once (AMD EPYC
 #     # avx512_bf16 like session 10, so bf16; THREADS=1 to step 20, then 2). One ablation at a
 #     # time: two at once need more than 23 GB (one-negative was OOM-killed). RESULTS.md ablations
+#   STAGES="ablate-no-snli ablate-no-qrels ablate-no-pairs ablate-no-sts" THREADS=2 \
+#     bench/train_smollm2.sh   # session 22: ember-distill with one of its four sources left out
+#     # (written, not run yet; about 75-130 step minutes each, one at a time)
 # bf16 autocast (--precision auto: bf16 where the CPU has avx512_bf16 / AMX, fp32 elsewhere).
 # Data: MNTP on the SciFact corpus text (unlabelled, in-domain); the supervised stage mixes
 # SNLI triples, SciFact *train* qrels (twice, BM25 hard negatives), (title, abstract) pairs of
@@ -50,9 +53,13 @@ STS_TRAIN=$DATA/sts/STSBenchmark/stsbenchmark/sts-train.csv
 # The distillation stages' mix: SNLI, SciFact train x2 (2 BM25 negatives), (title, abstract)
 # pairs, STS-B train x2; MiniLM the teacher; bf16 autocast where the CPU has it. mix() is what
 # every distillation and ablation stage shares; distill() adds the three levers of the recipe.
-mix() { train supervised \
-  --data $DATA/train/snli_nli_triples_from_senteval_dev_test.jsonl --data $SCIFACT --data $SCIFACT \
-  --corpus-pairs $SCIFACT --scored-pairs $STS_TRAIN --batch-size 32 --chunk-size 32 \
+# The four sources; $SOURCES (word-split: the paths hold no spaces) is all of them unless a
+# leave-one-out ablation names fewer.
+SNLI="--data $DATA/train/snli_nli_triples_from_senteval_dev_test.jsonl"
+QRELS="--data $SCIFACT --data $SCIFACT"
+PAIRS="--corpus-pairs $SCIFACT"
+STS="--scored-pairs $STS_TRAIN"
+mix() { train supervised ${SOURCES:-$SNLI $QRELS $PAIRS $STS} --batch-size 32 --chunk-size 32 \
   --max-length 128 --query-max-length 64 --lr 1e-4 --precision auto "$@"; }
 distill() { mix --teacher minilm --scored-pairs $STS_TRAIN --hard-negatives 2 "$@"; }
 # An ablation of ember-distill (session 10's run: from the c829d3b preset, 120 x 32, first 2,000
@@ -119,6 +126,16 @@ for stage in $STAGES; do
     ablate-sts-once) ablate sts-once --teacher minilm --hard-negatives 2 ;;
     ablate-one-negative) ablate one-negative --teacher minilm --scored-pairs $STS_TRAIN \
                            --hard-negatives 1 ;;
+    # Leave one source out, the rest of ember-distill unchanged (not run yet). Without STS-B
+    # neither copy of it is read; without the SciFact qrels only SNLI has a negative to pick.
+    ablate-no-snli) SOURCES="$QRELS $PAIRS $STS" ablate no-snli --teacher minilm $STS \
+                      --hard-negatives 2 ;;
+    ablate-no-qrels) SOURCES="$SNLI $PAIRS $STS" ablate no-qrels --teacher minilm $STS \
+                       --hard-negatives 2 ;;
+    ablate-no-pairs) SOURCES="$SNLI $QRELS $STS" ablate no-pairs --teacher minilm $STS \
+                       --hard-negatives 2 ;;
+    ablate-no-sts) SOURCES="$SNLI $QRELS $PAIRS" ablate no-sts --teacher minilm \
+                     --hard-negatives 2 ;;
     ember-ship) ship $O/e-distill ;;
     ember-ship2) ship $O/e-distill2 ;;
     ember-ship3) ship $O/e-distill3 ;;
