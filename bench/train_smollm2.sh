@@ -61,7 +61,9 @@ PAIRS="--corpus-pairs $SCIFACT"
 STS="--scored-pairs $STS_TRAIN"
 mix() { train supervised ${SOURCES:-$SNLI $QRELS $PAIRS $STS} --batch-size 32 --chunk-size 32 \
   --max-length 128 --query-max-length 64 --lr 1e-4 --precision auto "$@"; }
-distill() { mix --teacher minilm --scored-pairs $STS_TRAIN --hard-negatives 2 "$@"; }
+# The three levers distill() adds: the teacher, STS-B a second time, 2 BM25 negatives.
+LEVERS="--teacher minilm $STS --hard-negatives 2"
+distill() { mix $LEVERS "$@"; }
 # An ablation of ember-distill (session 10's run: from the c829d3b preset, 120 x 32, first 2,000
 # of each source, seed 42) with exactly one lever changed ("$@" = mix's arguments for it), then
 # shipped like the preset (fit-stats, fold) into $O/abl-$1-shipped for bench/quality.py.
@@ -121,19 +123,15 @@ for stage in $STAGES; do
                       --max-steps 280 --seed 44 --save-steps 10 ;;
     # One lever off at a time against ember-distill (bench/RESULTS.md, "Ablations"); ablate-none
     # is ember-distill itself again, on this machine, into the ablation folders (the reference):
-    ablate-none) ablate none --teacher minilm --scored-pairs $STS_TRAIN --hard-negatives 2 ;;
-    ablate-no-teacher) ablate no-teacher --scored-pairs $STS_TRAIN --hard-negatives 2 ;;
+    ablate-none) ablate none $LEVERS ;;
+    ablate-no-teacher) ablate no-teacher $STS --hard-negatives 2 ;;
     ablate-sts-once) ablate sts-once --teacher minilm --hard-negatives 2 ;;
-    ablate-one-negative) ablate one-negative --teacher minilm --scored-pairs $STS_TRAIN \
-                           --hard-negatives 1 ;;
+    ablate-one-negative) ablate one-negative --teacher minilm $STS --hard-negatives 1 ;;
     # Leave one source out, the rest of ember-distill unchanged (not run yet). Without STS-B
     # neither copy of it is read; without the SciFact qrels only SNLI has a negative to pick.
-    ablate-no-snli) SOURCES="$QRELS $PAIRS $STS" ablate no-snli --teacher minilm $STS \
-                      --hard-negatives 2 ;;
-    ablate-no-qrels) SOURCES="$SNLI $PAIRS $STS" ablate no-qrels --teacher minilm $STS \
-                       --hard-negatives 2 ;;
-    ablate-no-pairs) SOURCES="$SNLI $QRELS $STS" ablate no-pairs --teacher minilm $STS \
-                       --hard-negatives 2 ;;
+    ablate-no-snli) SOURCES="$QRELS $PAIRS $STS" ablate no-snli $LEVERS ;;
+    ablate-no-qrels) SOURCES="$SNLI $PAIRS $STS" ablate no-qrels $LEVERS ;;
+    ablate-no-pairs) SOURCES="$SNLI $QRELS $STS" ablate no-pairs $LEVERS ;;
     ablate-no-sts) SOURCES="$SNLI $QRELS $PAIRS" ablate no-sts --teacher minilm \
                      --hard-negatives 2 ;;
     ember-ship) ship $O/e-distill ;;
