@@ -33,7 +33,7 @@
 #     # time: two at once need more than 23 GB (one-negative was OOM-killed). RESULTS.md ablations
 #   STAGES="ablate-no-snli ablate-no-qrels ablate-no-pairs ablate-no-sts" THREADS=2 \
 #     bench/train_smollm2.sh   # session 22: ember-distill with one of its four sources left out
-#     # (written, not run yet; about 75-130 step minutes each, one at a time)
+#     # (session 23 ran ablate-no-pairs: 62 step minutes, EPYC bf16; the other three not run yet)
 # bf16 autocast (--precision auto: bf16 where the CPU has avx512_bf16 / AMX, fp32 elsewhere).
 # Data: MNTP on the SciFact corpus text (unlabelled, in-domain); the supervised stage mixes
 # SNLI triples, SciFact *train* qrels (twice, BM25 hard negatives), (title, abstract) pairs of
@@ -127,8 +127,9 @@ for stage in $STAGES; do
     ablate-no-teacher) ablate no-teacher $STS --hard-negatives 2 ;;
     ablate-sts-once) ablate sts-once --teacher minilm --hard-negatives 2 ;;
     ablate-one-negative) ablate one-negative --teacher minilm $STS --hard-negatives 1 ;;
-    # Leave one source out, the rest of ember-distill unchanged (not run yet). Without STS-B
-    # neither copy of it is read; without the SciFact qrels only SNLI has a negative to pick.
+    # Leave one source out, the rest of ember-distill unchanged (only no-pairs run yet). Without
+    # STS-B neither copy of it is read; without the SciFact qrels only SNLI has a negative to
+    # pick.
     ablate-no-snli) SOURCES="$QRELS $PAIRS $STS" ablate no-snli $LEVERS ;;
     ablate-no-qrels) SOURCES="$SNLI $PAIRS $STS" ablate no-qrels $LEVERS ;;
     ablate-no-pairs) SOURCES="$SNLI $QRELS $STS" ablate no-pairs $LEVERS ;;
